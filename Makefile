@@ -1,0 +1,49 @@
+# Every target installs what it needs: a fresh machine with Python 3.11,
+# Java 17 and Maven needs nothing else.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install run test unit integration lint format kafka-start kafka-stop schemas clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/python -c "from ops.local_kafka import ensure_jars; ensure_jars()"
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv with nudge and its tools, fetch the Kafka jars
+
+run: install  ## the main job: Kafka + worker + a scripted story, decisions printed
+	$(BIN)/nudge demo
+
+test: install lint  ## lint, then unit + integration tests (starts its own Kafka)
+	$(BIN)/python -m pytest tests -q
+
+unit: install
+	$(BIN)/python -m pytest tests/unit -q
+
+integration: install
+	$(BIN)/python -m pytest tests/integration -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+schemas: install  ## regenerate schemas/json after changing a record
+	$(BIN)/python -m schemas.jsonschema
+
+kafka-start: install  ## a long-running local broker on 127.0.0.1:9092
+	$(BIN)/nudge kafka start
+
+kafka-stop: install
+	$(BIN)/nudge kafka stop
+
+clean:
+	rm -rf .data .pytest_cache
