@@ -1,0 +1,1 @@
+"""Operations: local Kafka runner and monitoring configuration."""
