@@ -1,0 +1,1 @@
+"""The event contract: typed records for everything nudge reads and writes."""

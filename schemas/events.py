@@ -1,0 +1,204 @@
+"""Input events: what upstream systems publish to nudge's input topics.
+
+Every record is a msgspec Struct, so one pass over the bytes both decodes and
+validates it. Unknown fields are ignored (producers may add fields before
+nudge knows them); unknown event types, wrong types and out-of-range values
+are rejected and end up on the deadletter topic.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+SCHEMA_VERSION = 1
+
+Channel = Literal["email", "sms", "push", "web"]
+ConsentChannel = Literal["email", "sms", "push", "web", "all"]
+Purpose = Literal["marketing", "transactional", "profiling"]
+ConsentStatus = Literal["granted", "revoked", "pending"]
+
+Identifier = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9._:@\-]+$",
+        description="Opaque identifier: letters, digits and . _ : @ -, at most 128.",
+    ),
+]
+Label = Annotated[str, Meta(min_length=1, max_length=64, description="A short machine label.")]
+Money = Annotated[float, Meta(ge=0, le=1_000_000, description="Amount, >= 0.")]
+UtcTime = Annotated[
+    datetime,
+    Meta(tz=True, description="RFC 3339 time with an offset; nudge works in UTC."),
+]
+ClockTime = Annotated[
+    str,
+    Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", description="Local time HH:MM."),
+]
+
+
+class Event(msgspec.Struct, kw_only=True, frozen=True):
+    """Fields every input event carries."""
+
+    event_id: Annotated[Identifier, Meta(description="Unique per event; idempotency key.")]
+    ts: Annotated[UtcTime, Meta(description="When it happened (event time).")]
+    customer_id: Annotated[Identifier | None, Meta(description="Known customer, if any.")] = None
+    anonymous_id: Annotated[
+        Identifier | None, Meta(description="Device or cookie id before login.")
+    ] = None
+    schema_version: Annotated[int, Meta(ge=1, le=SCHEMA_VERSION)] = SCHEMA_VERSION
+
+    @property
+    def subject_id(self) -> str | None:
+        """Whose state this event updates; also the Kafka message key."""
+        return self.customer_id or self.anonymous_id
+
+
+ClickType = Literal[
+    "session_start",
+    "page_view",
+    "product_view",
+    "search",
+    "add_to_cart",
+    "remove_from_cart",
+    "checkout_started",
+]
+
+
+class ClickEvent(Event, frozen=True):
+    """Topic `clickstream`: browsing behaviour on site or app."""
+
+    type: ClickType
+    page: Annotated[str, Meta(max_length=512)] | None = None
+    product_id: Identifier | None = None
+    category: Label | None = None
+    price: Money | None = None
+    quantity: Annotated[int, Meta(ge=1, le=10_000)] = 1
+    query: Annotated[str, Meta(max_length=256)] | None = None
+
+
+class OrderItem(msgspec.Struct, kw_only=True, frozen=True):
+    """One line of an order."""
+
+    product_id: Identifier
+    category: Label
+    price: Money
+    quantity: Annotated[int, Meta(ge=1, le=10_000)] = 1
+
+
+class PurchaseEvent(Event, frozen=True):
+    """Topic `purchases`: a completed order."""
+
+    type: Literal["purchase"]
+    order_id: Identifier
+    items: Annotated[list[OrderItem], Meta(min_length=1, max_length=200)]
+    currency: Annotated[str, Meta(pattern=r"^[A-Z]{3}$")] = "EUR"
+
+    @property
+    def total(self) -> float:
+        return sum(item.price * item.quantity for item in self.items)
+
+
+class ConsentEvent(Event, frozen=True):
+    """Topic `consent`: a consent change for one channel (or `all`) and purpose."""
+
+    type: Literal["consent"]
+    channel: ConsentChannel
+    purpose: Purpose
+    status: Annotated[
+        ConsentStatus, Meta(description="`pending` means double opt-in not confirmed.")
+    ]
+    source: Annotated[Label, Meta(description="Where the change came from.")]
+
+
+class QuietHours(msgspec.Struct, kw_only=True, frozen=True):
+    """A daily window in the person's own time zone when nobody should buzz them."""
+
+    start: ClockTime
+    end: ClockTime
+    tz: Annotated[str, Meta(min_length=1, max_length=64, description="IANA zone.")]
+
+
+class PreferencesEvent(Event, frozen=True):
+    """Topic `preferences`: what the person told us. Absent fields stay as they
+    were; an explicit null clears a preference."""
+
+    type: Literal["preferences"]
+    preferred_channel: Channel | UnsetType | None = UNSET
+    quiet_hours: QuietHours | UnsetType | None = UNSET
+    max_contacts_per_week: Annotated[int, Meta(ge=0, le=50)] | UnsetType | None = UNSET
+    interests: Annotated[list[Label], Meta(max_length=20)] | UnsetType | None = UNSET
+    snooze_until: UtcTime | UnsetType | None = UNSET
+
+
+class IdentityEvent(Event, frozen=True):
+    """Topic `identity`: a visitor logs in (`identify`) or two ids are linked
+    (`alias`). Keyed by the anonymous id whose state moves to the customer."""
+
+    type: Literal["identify", "alias"]
+    customer_id: Identifier
+    anonymous_id: Identifier
+    reachable_channels: Annotated[
+        list[Channel],
+        Meta(max_length=4, description="Channels we hold contact details for."),
+    ] = []
+
+    @property
+    def subject_id(self) -> str:
+        return self.anonymous_id
+
+
+FeedbackType = Literal[
+    "delivered",
+    "opened",
+    "clicked",
+    "converted",
+    "ignored",
+    "dismissed",
+    "bounced",
+    "unsubscribed",
+    "complained",
+]
+
+
+class FeedbackEvent(Event, frozen=True):
+    """Topic `feedback`: what a channel saw happen to an action it delivered."""
+
+    type: FeedbackType
+    channel: Channel
+    decision_id: Annotated[Identifier | None, Meta(description="The action's decision id.")] = None
+    action_id: Label | None = None
+    value: Money | None = None
+
+
+class ErasureEvent(Event, frozen=True):
+    """Topic `privacy`: forget this customer everywhere (right to erasure)."""
+
+    type: Literal["erasure"]
+
+
+InputEvent = (
+    ClickEvent
+    | PurchaseEvent
+    | ConsentEvent
+    | PreferencesEvent
+    | IdentityEvent
+    | FeedbackEvent
+    | ErasureEvent
+)
+
+#: Input topic kind -> the record its messages must decode to.
+EVENT_TYPES_BY_TOPIC: dict[str, type[Event]] = {
+    "clickstream": ClickEvent,
+    "purchases": PurchaseEvent,
+    "consent": ConsentEvent,
+    "preferences": PreferencesEvent,
+    "identity": IdentityEvent,
+    "feedback": FeedbackEvent,
+    "privacy": ErasureEvent,
+}

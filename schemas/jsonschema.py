@@ -1,0 +1,57 @@
+"""JSON Schema files generated from the records, for teams outside Python.
+
+Run `python -m schemas.jsonschema` after changing a record; a test fails
+while the checked-in files differ from what the records generate.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import msgspec
+
+from schemas.events import EVENT_TYPES_BY_TOPIC
+from schemas.outputs import (
+    Action,
+    ConsentLogEntry,
+    DeadLetter,
+    ErasureConfirmation,
+    Suppression,
+)
+
+SCHEMA_DIR = Path(__file__).parent / "json"
+
+#: File stem -> record, for every record that crosses a topic.
+RECORDS: dict[str, type[msgspec.Struct]] = {
+    **{f"in.{kind}": cls for kind, cls in EVENT_TYPES_BY_TOPIC.items()},
+    "out.action": Action,
+    "out.suppression": Suppression,
+    "out.deadletter": DeadLetter,
+    "out.consent-log": ConsentLogEntry,
+    "out.erasure-confirmation": ErasureConfirmation,
+}
+
+
+def generate() -> dict[str, str]:
+    """File name -> JSON Schema text, deterministic."""
+    files = {}
+    for stem, cls in RECORDS.items():
+        schema = msgspec.json.schema(cls)
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        schema["title"] = f"nudge {stem}"
+        files[f"{stem}.schema.json"] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
+    return files
+
+
+def main() -> int:
+    SCHEMA_DIR.mkdir(exist_ok=True)
+    for name, text in generate().items():
+        (SCHEMA_DIR / name).write_text(text)
+    print(f"wrote {len(RECORDS)} schemas to {SCHEMA_DIR}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
