@@ -1,0 +1,163 @@
+"""The action catalog and the contact policy: what marketers configure.
+
+Both are TOML files, validated at load time into typed records so that a
+mistake stops the worker at start with a message naming the field, rather
+than surfacing as odd decisions later.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+from schemas.events import Channel, ClickType, FeedbackType
+from schemas.outputs import MessageClass
+
+Level = Literal["unknown", "identified", "known", "engaged"]
+LEVELS: tuple[Level, ...] = ("unknown", "identified", "known", "engaged")
+TriggerEvent = ClickType | Literal["purchase"] | FeedbackType
+NonNegative = Annotated[float, Meta(ge=0)]
+HHMM = Annotated[str, Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+
+
+class ConfigError(ValueError):
+    """A catalog or policy file that cannot be used, with the reason."""
+
+
+class Trigger(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """When an action becomes a candidate: an event type plus conditions that
+    must all hold on the state after the event."""
+
+    event: TriggerEvent
+    cart_idle_minutes: NonNegative | None = None  # open cart untouched this long
+    min_cart_value: NonNegative | None = None
+    replenish_after_days: NonNegative | None = None  # last purchase of category
+    # Decayed interest in the event's category: a view adds 1, add-to-cart 3,
+    # a purchase 5, halving every 14 days.
+    min_category_affinity: Annotated[float, Meta(gt=0)] | None = None
+    categories: list[str] = []  # the event's category must be one of these
+
+
+class CatalogAction(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """One thing nudge may send."""
+
+    id: Annotated[str, Meta(pattern=r"^[a-z0-9_]{1,48}$")]
+    message_class: MessageClass
+    channels: Annotated[list[Channel], Meta(min_length=1)]
+    triggers: Annotated[list[Trigger], Meta(min_length=1)]
+    value: Annotated[float, Meta(gt=0)]
+    description: str = ""
+    # A fixed category, or "$event" for the category of the triggering item.
+    category: str | None = None
+    lever: Annotated[float, Meta(gt=0, le=10)] = 1.0
+    min_level: Level = "unknown"
+    interests: list[str] = []  # eligible only if the person shares one
+    cooldown_hours: NonNegative = 24.0
+    max_per_week: Annotated[int, Meta(ge=1)] | None = None
+    expiry_hours: Annotated[float, Meta(gt=0)] = 24.0
+
+
+class Catalog(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    actions: Annotated[list[CatalogAction], Meta(min_length=1)]
+
+
+class Caps(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """Most messages in any rolling hour, day (24 h) and week (7 days)."""
+
+    hour: Annotated[int, Meta(ge=0)] | None = None
+    day: Annotated[int, Meta(ge=0)] | None = None
+    week: Annotated[int, Meta(ge=0)] | None = None
+
+    def windows(self) -> list[tuple[float, int]]:
+        """(window seconds, cap) for each cap that is set."""
+        pairs = ((3600.0, self.hour), (86400.0, self.day), (604800.0, self.week))
+        return [(seconds, cap) for seconds, cap in pairs if cap is not None]
+
+
+class QuietHoursPolicy(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """Default quiet hours (the person's own preference wins)."""
+
+    start: HHMM = "21:00"
+    end: HHMM = "08:00"
+    tz: str = "UTC"
+    # Channels that do not interrupt (on-site content): usable in quiet hours.
+    silent_channels: list[Channel] = msgspec.field(default_factory=lambda: ["web"])
+
+
+class FatiguePolicy(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """Back off exponentially once messages keep being ignored."""
+
+    ignored_threshold: Annotated[int, Meta(ge=1)] = 3
+    backoff_hours: Annotated[float, Meta(gt=0)] = 24.0
+    max_backoff_hours: Annotated[float, Meta(gt=0)] = 24.0 * 14
+    complaint_backoff_hours: NonNegative = 24.0 * 30
+
+
+class CooldownPolicy(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """After a purchase, no promotion of the same category for this long."""
+
+    default_days: NonNegative = 14.0
+    categories: dict[str, NonNegative] = {}
+
+    def seconds_for(self, category: str) -> float:
+        return self.categories.get(category, self.default_days) * 86400.0
+
+
+class HoldoutPolicy(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    share: Annotated[float, Meta(ge=0, le=0.5)] = 0.05
+    salt: str = "nudge-holdout-v1"
+
+
+class ExplorationPolicy(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    epsilon: Annotated[float, Meta(ge=0, le=0.5)] = 0.05
+
+
+class ContactPolicy(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """How often, when and how gently nudge may contact anyone.
+
+    Transactional messages (order confirmations, shipping) skip marketing
+    consent, caps, cooldowns, fatigue, snooze and the holdout; they still
+    respect hard channel blocks (bounce, complaint), an explicit revocation of
+    transactional consent, and quiet hours (deferred, never dropped).
+    """
+
+    channel_caps: dict[Channel, Caps] = {}
+    global_caps: Caps = Caps()
+    quiet_hours: QuietHoursPolicy = QuietHoursPolicy()
+    fatigue: FatiguePolicy = FatiguePolicy()
+    purchase_cooldown: CooldownPolicy = CooldownPolicy()
+    holdout: HoldoutPolicy = HoldoutPolicy()
+    exploration: ExplorationPolicy = ExplorationPolicy()
+    # Channel preference order when the person states none and engagement ties.
+    channel_order: list[Channel] = msgspec.field(
+        default_factory=lambda: ["email", "push", "web", "sms"]
+    )
+
+
+def _load(path: Path, cls: type) -> object:
+    try:
+        return msgspec.toml.decode(Path(path).read_bytes(), type=cls)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def load_catalog(path: Path | str) -> Catalog:
+    catalog = _load(Path(path), Catalog)
+    assert isinstance(catalog, Catalog)
+    seen: set[str] = set()
+    for action in catalog.actions:
+        if action.id in seen:
+            raise ConfigError(f"{path}: action id {action.id!r} appears twice")
+        seen.add(action.id)
+    return catalog
+
+
+def load_policy(path: Path | str) -> ContactPolicy:
+    policy = _load(Path(path), ContactPolicy)
+    assert isinstance(policy, ContactPolicy)
+    return policy

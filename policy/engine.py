@@ -1,0 +1,410 @@
+"""The decision engine: (state, event, now) -> (state', outputs).
+
+No Kafka, no Faust, no wall clock: the worker, the offline replay and the
+tests all call `Engine.process` the same way, so the same input always gives
+the same decision. The state passed in is updated in place; `state.changed`
+names the tables to write back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import msgspec
+
+from policy import rules, updates
+from policy.config import Catalog, CatalogAction, ContactPolicy
+from policy.ids import decision_id, hash64, in_holdout, unit_draw
+from policy.scoring import HeuristicScorer, Scorer, ScoringRequest
+from policy.state import MAX_CONTACTS, MAX_PROCESSED_IDS, TABLES, Contact, CustomerState
+from schemas.events import (
+    ClickEvent,
+    ConsentEvent,
+    ErasureEvent,
+    Event,
+    FeedbackEvent,
+    IdentityEvent,
+    PreferencesEvent,
+    PurchaseEvent,
+)
+from schemas.outputs import (
+    Action,
+    CandidateVerdict,
+    Decision,
+    ErasureConfirmation,
+    ReasonCode,
+    Suppression,
+    WouldBeAction,
+)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What processing one event produced."""
+
+    decision: Decision | None = None
+    records: list[msgspec.Struct] = field(default_factory=list)  # consent log, erasure
+    duplicate: bool = False
+    erase: bool = False  # delete every table entry of this customer
+    transfer_to: str | None = None  # move this (anonymous) state to that customer
+    trace: list[CandidateTrace] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class CandidateTrace:
+    """How one candidate fared: for suppressions and for explanations."""
+
+    action: CatalogAction
+    category: str | None
+    reasons: list[ReasonCode]
+    channel_reasons: dict[str, list[ReasonCode]]
+    send_times: dict[str, float]  # usable channel -> when it may be sent
+    channel: str | None = None
+    channel_why: str = ""
+    propensity: float = 0.0
+    score: float = 0.0
+
+    @property
+    def viable(self) -> bool:
+        return not self.reasons and bool(self.send_times)
+
+
+class Engine:
+    """Applies events to state and decides, with a catalog, a policy and a scorer."""
+
+    def __init__(
+        self, catalog: Catalog, policy: ContactPolicy, scorer: Scorer | None = None
+    ) -> None:
+        self.catalog = catalog
+        self.policy = policy
+        self.scorer: Scorer = scorer or HeuristicScorer()
+        self._by_trigger: dict[str, list[CatalogAction]] = {}
+        for action in catalog.actions:
+            for trigger_event in {t.event for t in action.triggers}:
+                self._by_trigger.setdefault(trigger_event, []).append(action)
+
+    def process(
+        self, state: CustomerState, event: Event, now: datetime, subject_id: str
+    ) -> Outcome:
+        """Update `state` with `event` and decide if the event is a trigger."""
+        event_hash = hash64(event.event_id)
+        if event_hash in state.profile.processed:
+            return Outcome(duplicate=True)
+        if isinstance(event, ErasureEvent):
+            return self._erase(state, event, now, subject_id)
+        outcome = Outcome()
+        self._remember(state, event_hash)
+        self._apply(state, event, now, subject_id, outcome)
+        if isinstance(event, IdentityEvent):
+            outcome.transfer_to = event.customer_id
+            return outcome
+        if event.customer_id is not None and not state.profile.identified:
+            state.profile.identified = True
+        if self._triggers(event):
+            self.decide(state, event, now, subject_id, outcome)
+        return outcome
+
+    def merge(self, target: CustomerState, source: CustomerState, event: IdentityEvent) -> bool:
+        """The customer's side of identify/alias: fold in the visitor's state.
+        Returns False (and changes nothing) if this transfer was merged before."""
+        merge_hash = hash64(f"merge\x1f{event.event_id}")
+        if merge_hash in target.profile.processed:
+            return False
+        self._remember(target, merge_hash)
+        updates.merge_states(target, source)
+        target.fatigue.contacts = target.fatigue.contacts[-MAX_CONTACTS:]
+        updates.apply_identity(target, event)
+        return True
+
+    def _triggers(self, event: Event) -> bool:
+        return getattr(event, "type", None) in self._by_trigger
+
+    def _remember(self, state: CustomerState, event_hash: int) -> None:
+        processed = state.profile.processed
+        processed.append(event_hash)
+        del processed[:-MAX_PROCESSED_IDS]
+        state.touch("profile")
+
+    def _apply(
+        self, state: CustomerState, event: Event, now: datetime, subject: str, outcome: Outcome
+    ) -> None:
+        if isinstance(event, ClickEvent):
+            updates.apply_click(state, event)
+        elif isinstance(event, PurchaseEvent):
+            updates.apply_purchase(state, event)
+        elif isinstance(event, ConsentEvent):
+            outcome.records.append(updates.apply_consent(state, subject, event, now))
+        elif isinstance(event, PreferencesEvent):
+            updates.apply_preferences(state, event)
+        elif isinstance(event, FeedbackEvent):
+            outcome.records.extend(updates.apply_feedback(state, subject, event, self.policy, now))
+
+    def _erase(
+        self, state: CustomerState, event: ErasureEvent, now: datetime, subject: str
+    ) -> Outcome:
+        for table in TABLES:
+            setattr(state, table, type(getattr(state, table))())
+        state.changed.clear()
+        confirmation = ErasureConfirmation(
+            customer_id=subject,
+            request_event_id=event.event_id,
+            tables_cleared=list(TABLES),
+            erased_at=now,
+        )
+        return Outcome(records=[confirmation], erase=True)
+
+    # -- the decision ---------------------------------------------------------
+
+    def decide(
+        self,
+        state: CustomerState,
+        event: Event,
+        now: datetime,
+        subject: str,
+        outcome: Outcome,
+    ) -> None:
+        """Steps 3-6: candidates, rule-outs, scoring, arbitration, channel, timing."""
+        now_ts = now.timestamp()
+        ctx = rules.DecisionContext(
+            customer_id=subject,
+            event=event,
+            event_category=_event_category(event),
+            now=now_ts,
+            state=state,
+            policy=self.policy,
+            in_holdout=in_holdout(subject, self.policy.holdout.share, self.policy.holdout.salt),
+        )
+        candidates = [
+            self._evaluate(action, ctx)
+            for action in self._by_trigger.get(getattr(event, "type", ""), ())
+            if any(_trigger_holds(t, action, ctx) for t in action.triggers)
+        ]
+        if not candidates:
+            return
+        outcome.trace = candidates
+        viable = [c for c in candidates if c.viable]
+        held_out = [c for c in candidates if c.reasons == ["holdout"] and c.send_times]
+        self._score(viable + held_out, ctx)
+        if viable:
+            winner, probability, explored = self._arbitrate(viable, event.event_id)
+            outcome.decision = self._act(winner, probability, explored, len(viable), ctx, now)
+        else:
+            would_be = max(held_out, key=lambda c: c.score) if held_out else None
+            outcome.decision = self._suppress(candidates, would_be, ctx, now)
+
+    def _evaluate(self, action: CatalogAction, ctx: rules.DecisionContext) -> CandidateTrace:
+        trace = CandidateTrace(
+            action=action,
+            category=rules.resolve_category(action, ctx),
+            reasons=rules.action_reasons(action, ctx),
+            channel_reasons={},
+            send_times={},
+        )
+        expires = ctx.event.ts.timestamp() + action.expiry_hours * 3600
+        for channel in action.channels:
+            reasons: list[ReasonCode] = []
+            why = rules.consent_reason(action, channel, ctx.state)
+            if why:
+                reasons.append(why)
+            at = rules.send_time(channel, ctx)
+            if at >= expires:
+                reasons.append("quiet_hours")
+            capped = rules.cap_reason(action, channel, at, ctx)
+            if capped:
+                reasons.append(capped)
+            if reasons:
+                trace.channel_reasons[channel] = reasons
+            else:
+                trace.send_times[channel] = at
+        if trace.send_times:
+            trace.channel, trace.channel_why = self._pick_channel(trace, ctx)
+        return trace
+
+    def _pick_channel(self, trace: CandidateTrace, ctx: rules.DecisionContext) -> tuple[str, str]:
+        """The person's preferred channel if usable; else one that can be used
+        now over one that must wait; then best engagement, then policy order."""
+        preferred = ctx.state.profile.preferred_channel
+        if preferred in trace.send_times:
+            return preferred, "preferred channel"
+        order = self.policy.channel_order
+
+        def rank(channel: str) -> tuple[bool, float, int]:
+            deferred = trace.send_times[channel] > ctx.now
+            position = order.index(channel) if channel in order else len(order)
+            return (deferred, -rules.engagement_rate(ctx.state, channel), position)
+
+        best = min(trace.send_times, key=rank)
+        rate = rules.engagement_rate(ctx.state, best)
+        return best, f"best engagement ({rate:.2f})"
+
+    def _score(self, candidates: list[CandidateTrace], ctx: rules.DecisionContext) -> None:
+        """One batched scorer call for all candidates on their chosen channel."""
+        if not candidates:
+            return
+        requests = [
+            ScoringRequest(ctx.state, ctx.event, c.action, c.category, c.channel or "", ctx.now)
+            for c in candidates
+        ]
+        for candidate, p in zip(candidates, self.scorer.propensities(requests), strict=True):
+            candidate.propensity = p
+            candidate.score = p * candidate.action.value * candidate.action.lever
+
+    def _arbitrate(
+        self, viable: list[CandidateTrace], event_id: str
+    ) -> tuple[CandidateTrace, float, bool]:
+        """Highest score wins, except for an epsilon share of decisions that
+        explore uniformly; the probability of the pick is returned for
+        off-policy evaluation. Draws are hashed from the event id."""
+        ranked = sorted(viable, key=lambda c: (-c.score, c.action.id))
+        n = len(ranked)
+        epsilon = self.policy.exploration.epsilon if n > 1 else 0.0
+        if unit_draw(event_id, "explore") < epsilon:
+            pick = ranked[int(unit_draw(event_id, "pick") * n)]
+            explored = pick is not ranked[0]
+        else:
+            pick, explored = ranked[0], False
+        probability = epsilon / n + (1 - epsilon if pick is ranked[0] else 0.0)
+        return pick, probability, explored
+
+    def _act(
+        self,
+        winner: CandidateTrace,
+        probability: float,
+        explored: bool,
+        n_viable: int,
+        ctx: rules.DecisionContext,
+        now: datetime,
+    ) -> Action:
+        action, channel = winner.action, winner.channel or ""
+        at = winner.send_times[channel]
+        did = decision_id(ctx.event.event_id, action.id)
+        self._record_contact(ctx.state, action, channel, at, did)
+        why = [
+            f"score {winner.score:.4g} = propensity {winner.propensity:.3f}"
+            f" x value {action.value:g} x lever {action.lever:g}",
+            "explored" if explored else f"highest score of {n_viable} eligible",
+            f"channel {channel}: {winner.channel_why}",
+        ]
+        if at > ctx.now:
+            why.append("deferred to the end of quiet hours")
+        expires = ctx.event.ts.timestamp() + action.expiry_hours * 3600
+        return Action(
+            decision_id=did,
+            customer_id=ctx.customer_id,
+            trigger_event_id=ctx.event.event_id,
+            trigger_type=getattr(ctx.event, "type", ""),
+            trigger_ts=ctx.event.ts,
+            decided_at=now,
+            model_version=self.scorer.version,
+            experiment_arm="treatment",
+            action_id=action.id,
+            channel=channel,  # type: ignore[arg-type]
+            message_class=action.message_class,
+            category=winner.category,
+            score=round(winner.score, 6),
+            propensity=round(winner.propensity, 6),
+            selection_probability=round(probability, 6),
+            explored=explored,
+            reasons=why,
+            send_after=_utc(at) if at > ctx.now else None,
+            expires_at=_utc(expires),
+        )
+
+    def _record_contact(
+        self, state: CustomerState, action: CatalogAction, channel: str, at: float, did: str
+    ) -> None:
+        fatigue = state.fatigue
+        fatigue.last_action[action.id] = at
+        if action.message_class == "marketing":
+            contacts = fatigue.contacts
+            contacts.append(Contact(at, channel, action.id, did[:16]))
+            contacts.sort(key=lambda c: c.at)
+            fatigue.contacts = rules.prune_contacts(contacts, at, MAX_CONTACTS)
+        horizon = max((a.cooldown_hours for a in self.catalog.actions), default=0) * 3600
+        for action_id in [a for a, t in fatigue.last_action.items() if t < at - horizon]:
+            del fatigue.last_action[action_id]
+        updates.record_contact_stats(state, channel)
+        state.touch("fatigue")
+
+    def _suppress(
+        self,
+        candidates: list[CandidateTrace],
+        would_be: CandidateTrace | None,
+        ctx: rules.DecisionContext,
+        now: datetime,
+    ) -> Suppression:
+        verdicts = []
+        reasons: list[ReasonCode] = []
+        for c in candidates:
+            mine = list(c.reasons)
+            if not c.send_times:
+                for channel_reasons in c.channel_reasons.values():
+                    mine.extend(r for r in channel_reasons if r not in mine)
+                if not c.channel_reasons:
+                    mine.append("no_channel")
+            reasons.extend(r for r in mine if r not in reasons)
+            verdicts.append(
+                CandidateVerdict(
+                    action_id=c.action.id, reasons=mine, channel_reasons=c.channel_reasons
+                )
+            )
+        return Suppression(
+            decision_id=decision_id(ctx.event.event_id, "suppress"),
+            customer_id=ctx.customer_id,
+            trigger_event_id=ctx.event.event_id,
+            trigger_type=getattr(ctx.event, "type", ""),
+            trigger_ts=ctx.event.ts,
+            decided_at=now,
+            model_version=self.scorer.version,
+            experiment_arm="holdout" if ctx.in_holdout else "treatment",
+            reasons=reasons,
+            candidates=verdicts,
+            would_be=(
+                WouldBeAction(
+                    action_id=would_be.action.id,
+                    channel=would_be.channel,  # type: ignore[arg-type]
+                    score=round(would_be.score, 6),
+                )
+                if would_be
+                else None
+            ),
+        )
+
+
+def _trigger_holds(trigger, action: CatalogAction, ctx: rules.DecisionContext) -> bool:
+    """Does this trigger's event type match and every condition hold?"""
+    event, recency, now = ctx.event, ctx.state.recency, ctx.now
+    if getattr(event, "type", None) != trigger.event:
+        return False
+    if trigger.categories and ctx.event_category not in trigger.categories:
+        return False
+    if trigger.cart_idle_minutes is not None:
+        if recency.cart_items == 0 or not recency.cart_updated_at:
+            return False
+        if now - recency.cart_updated_at < trigger.cart_idle_minutes * 60:
+            return False
+    if trigger.min_cart_value is not None and recency.cart_value < trigger.min_cart_value:
+        return False
+    if trigger.replenish_after_days is not None:
+        category = rules.resolve_category(action, ctx)
+        bought = recency.last_purchase.get(category or "")
+        if bought is None or now - bought < trigger.replenish_after_days * 86400:
+            return False
+    if trigger.min_category_affinity is not None:
+        score = recency.affinity.get(ctx.event_category or "", 0.0)
+        if score < trigger.min_category_affinity:
+            return False
+    return True
+
+
+def _event_category(event: Event) -> str | None:
+    if isinstance(event, ClickEvent):
+        return event.category
+    if isinstance(event, PurchaseEvent):
+        return event.items[0].category
+    return None
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)

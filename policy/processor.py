@@ -1,0 +1,172 @@
+"""One input message in, table writes and output messages out.
+
+This is the whole per-message pipeline minus the transport: decode and
+validate (bad input becomes a deadletter record), load state, run the engine,
+encode what changed. The Faust agent, the offline replay and the tests share
+it, so they cannot disagree about a decision.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import msgspec
+
+from policy.engine import Engine, Outcome
+from policy.state import TABLES, decode_state, encode_state
+from schemas.codec import InvalidEvent, decode_event, encode
+from schemas.events import IdentityEvent
+from schemas.outputs import (
+    Action,
+    ConsentLogEntry,
+    DeadLetter,
+    ErasureConfirmation,
+    Suppression,
+)
+
+#: Internal topic kind carrying an anonymous visitor's state to the customer.
+MERGE_KIND = "identity-merges"
+
+StateLoader = Callable[[str], dict[str, bytes | None]]
+
+
+class StateTransfer(msgspec.Struct, kw_only=True):
+    """An anonymous visitor's state on its way to the customer's partition."""
+
+    event: bytes  # the identity event, JSON
+    parts: dict[str, bytes]
+
+
+@dataclass(slots=True)
+class Emit:
+    """A message to publish: `kind` names the output topic without prefix."""
+
+    kind: str
+    key: bytes | None
+    value: bytes
+
+
+@dataclass(slots=True)
+class Result:
+    """Everything the transport must do for one input message, and what
+    happened, for metrics."""
+
+    writes: dict[str, bytes | None] = field(default_factory=dict)  # table -> value (None: delete)
+    emits: list[Emit] = field(default_factory=list)
+    event_type: str | None = None
+    invalid_reason: str | None = None
+    duplicate: bool = False
+    outcome: Outcome | None = None
+    decide_seconds: float = 0.0
+    subject: str | None = None
+
+
+_transfer_encoder = msgspec.msgpack.Encoder()
+_transfer_decoder = msgspec.msgpack.Decoder(StateTransfer)
+_identity_decoder = msgspec.json.Decoder(IdentityEvent)
+
+
+class Processor:
+    """Turns raw messages into writes and emits, using an Engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def process(
+        self,
+        kind: str,
+        key: bytes | None,
+        value: bytes | None,
+        source: tuple[str, int, int],
+        load: StateLoader,
+        now: datetime,
+    ) -> Result:
+        """`source` is (topic, partition, offset) for deadletter records."""
+        if kind == MERGE_KIND:
+            return self._merge(key, value, source, load, now)
+        try:
+            event = decode_event(kind, value, key, now)
+        except InvalidEvent as exc:
+            return self.deadletter(key, value, source, exc.reason, exc.detail, now)
+        subject = event.subject_id or ""
+        started = time.perf_counter()
+        state = decode_state(load(subject))
+        outcome = self.engine.process(state, event, now, subject)
+        result = Result(
+            event_type=getattr(event, "type", None),
+            duplicate=outcome.duplicate,
+            outcome=outcome,
+            subject=subject,
+        )
+        if outcome.erase or outcome.transfer_to:
+            result.writes = dict.fromkeys(TABLES)
+        else:
+            result.writes = dict(encode_state(state))
+        if outcome.transfer_to:
+            transfer = StateTransfer(event=encode(event), parts=encode_state(state, set(TABLES)))
+            result.emits.append(
+                Emit(MERGE_KIND, outcome.transfer_to.encode(), _transfer_encoder.encode(transfer))
+            )
+        self._emit_outcome(outcome, subject.encode(), result)
+        result.decide_seconds = time.perf_counter() - started
+        return result
+
+    def _merge(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        source: tuple[str, int, int],
+        load: StateLoader,
+        now: datetime,
+    ) -> Result:
+        try:
+            transfer = _transfer_decoder.decode(value or b"")
+            event = _identity_decoder.decode(transfer.event)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return self.deadletter(key, value, source, "malformed", str(exc)[:200], now)
+        if key != event.customer_id.encode():
+            return self.deadletter(key, value, source, "key_mismatch", "merge key", now)
+        target = decode_state(load(event.customer_id))
+        merged = self.engine.merge(target, decode_state(transfer.parts), event)
+        result = Result(event_type="merge", duplicate=not merged, subject=event.customer_id)
+        result.writes = dict(encode_state(target))
+        return result
+
+    def _emit_outcome(self, outcome: Outcome, key: bytes, result: Result) -> None:
+        decision = outcome.decision
+        if isinstance(decision, Action):
+            payload = encode(decision)
+            result.emits.append(Emit("actions", key, payload))
+            result.emits.append(Emit(f"actions.{decision.channel}", key, payload))
+        elif isinstance(decision, Suppression):
+            result.emits.append(Emit("suppressions", key, encode(decision)))
+        for record in outcome.records:
+            if isinstance(record, ConsentLogEntry):
+                result.emits.append(Emit("consent-log", key, encode(record)))
+            elif isinstance(record, ErasureConfirmation):
+                result.emits.append(Emit("erasures", key, encode(record)))
+
+    @staticmethod
+    def deadletter(
+        key: bytes | None,
+        value: bytes | None,
+        source: tuple[str, int, int],
+        reason: str,
+        detail: str,
+        now: datetime,
+    ) -> Result:
+        topic, partition, offset = source
+        record = DeadLetter(
+            source_topic=topic,
+            partition=partition,
+            offset=offset,
+            key=key,
+            value=value,
+            reason=reason,
+            error=detail,
+            failed_at=now,
+        )
+        return Result(invalid_reason=reason, emits=[Emit("deadletter", key, encode(record))])

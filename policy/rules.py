@@ -1,0 +1,207 @@
+"""The rules that rule a candidate out, each answering with a reason code.
+
+Action-level rules look at the action as a whole; channel-level rules look at
+one channel at one send time. A candidate survives with at least one usable
+channel and no action-level reason.
+"""
+
+from __future__ import annotations
+
+import functools
+import zoneinfo
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from policy.config import LEVELS, CatalogAction, ContactPolicy, Level
+from policy.state import CONTACT_HORIZON, Contact, CustomerState, QuietWindow
+from policy.updates import profiling_allowed
+from schemas.events import Event
+from schemas.outputs import ReasonCode
+
+ENGAGED_WITHIN = 30 * 86400.0
+WEEK = 604800.0
+
+
+@dataclass(slots=True)
+class DecisionContext:
+    """Everything the rules need besides the candidate: computed once."""
+
+    customer_id: str
+    event: Event
+    event_category: str | None
+    now: float
+    state: CustomerState
+    policy: ContactPolicy
+    in_holdout: bool
+
+
+def relationship_level(state: CustomerState, now: float) -> Level:
+    """unknown -> identified -> known -> engaged, from what we know and how
+    they engage."""
+    profile, recency, fatigue = state.profile, state.recency, state.fatigue
+    if not profile.identified:
+        return "unknown"
+    granted = any(e.status == "granted" for e in state.consent.entries.values())
+    if not (recency.orders or profile.reachable or granted):
+        return "identified"
+    if recency.orders >= 3 or now - fatigue.last_engaged <= ENGAGED_WITHIN:
+        return "engaged"
+    return "known"
+
+
+def resolve_category(action: CatalogAction, ctx: DecisionContext) -> str | None:
+    if action.category == "$event":
+        return ctx.event_category
+    return action.category
+
+
+def action_reasons(action: CatalogAction, ctx: DecisionContext) -> list[ReasonCode]:
+    """Reasons that rule out the action on every channel."""
+    state, now, policy = ctx.state, ctx.now, ctx.policy
+    reasons: list[ReasonCode] = []
+    marketing = action.message_class == "marketing"
+    if now - ctx.event.ts.timestamp() > action.expiry_hours * 3600:
+        reasons.append("expired")
+    if marketing and ctx.in_holdout:
+        reasons.append("holdout")
+    if LEVELS.index(relationship_level(state, now)) < LEVELS.index(action.min_level):
+        reasons.append("relationship_level")
+    if action.interests and not set(action.interests) & interests_of(state):
+        reasons.append("not_interested")
+    if marketing and now < state.profile.snooze_until:
+        reasons.append("snooze")
+    category = resolve_category(action, ctx)
+    if marketing and category is not None:
+        bought = state.recency.last_purchase.get(category)
+        if bought is not None and now < bought + policy.purchase_cooldown.seconds_for(category):
+            reasons.append("purchase_cooldown")
+    last = state.fatigue.last_action.get(action.id)
+    if last is not None and now < last + action.cooldown_hours * 3600:
+        reasons.append("action_cooldown")
+    if action.max_per_week is not None:
+        sent = sum(
+            1 for c in state.fatigue.contacts if c.action_id == action.id and c.at > now - WEEK
+        )
+        if sent >= action.max_per_week:
+            reasons.append("action_cap")
+    if marketing and now < state.fatigue.backoff_until:
+        reasons.append("fatigue")
+    return reasons
+
+
+def interests_of(state: CustomerState) -> set[str]:
+    """Stated interests, plus the three strongest categories when profiling
+    is allowed."""
+    interests = set(state.profile.interests)
+    if profiling_allowed(state):
+        affinity = state.recency.affinity
+        interests.update(sorted(affinity, key=affinity.__getitem__, reverse=True)[:3])
+    return interests
+
+
+def consent_reason(action: CatalogAction, channel: str, state: CustomerState) -> ReasonCode | None:
+    """Hard blocks bind every message; consent rules depend on the class."""
+    if channel in state.consent.blocked:
+        return "channel_blocked"
+    entries = state.consent.entries
+    if action.message_class == "transactional":
+        entry = entries.get(f"{channel}:transactional")
+        return "consent" if entry is not None and entry.status == "revoked" else None
+    overall = entries.get("all:marketing")
+    if overall is not None and overall.status == "revoked":
+        return "consent"
+    entry = entries.get(f"{channel}:marketing")
+    return None if entry is not None and entry.status == "granted" else "consent"
+
+
+def send_time(channel: str, ctx: DecisionContext) -> float:
+    """When a message on this channel may reach the person: now, or the end
+    of their quiet hours for channels that interrupt."""
+    quiet = ctx.policy.quiet_hours
+    if channel in quiet.silent_channels:
+        return ctx.now
+    window = ctx.state.profile.quiet_hours or _default_window(quiet.start, quiet.end, quiet.tz)
+    return quiet_hours_end(window, ctx.now)
+
+
+def quiet_hours_end(window: QuietWindow, now: float) -> float:
+    """`now` if outside the window, else the moment the window ends."""
+    local = datetime.fromtimestamp(now, _zone(window.tz))
+    minute = local.hour * 60 + local.minute
+    start, end = window.start_minute, window.end_minute
+    inside = start <= minute < end if start <= end else minute >= start or minute < end
+    if not inside:
+        return now
+    end_local = local.replace(hour=end // 60, minute=end % 60, second=0, microsecond=0)
+    if end_local <= local:
+        end_local += timedelta(days=1)
+    return end_local.timestamp()
+
+
+def cap_reason(
+    action: CatalogAction, channel: str, at: float, ctx: DecisionContext
+) -> ReasonCode | None:
+    """Would one more message at `at` exceed a per-channel or global cap in
+    any rolling window that contains it? Transactional messages are exempt."""
+    if action.message_class == "transactional":
+        return None
+    contacts = [c for c in ctx.state.fatigue.contacts if c.at > at - WEEK]
+    policy = ctx.policy
+    channel_caps = policy.channel_caps.get(channel)  # type: ignore[call-overload]
+    if channel_caps is not None:
+        same_channel = [c.at for c in contacts if c.channel == channel]
+        if exceeds(same_channel, at, channel_caps.windows()):
+            return "channel_cap"
+    global_windows = policy.global_caps.windows()
+    personal = ctx.state.profile.max_per_week
+    if personal is not None:
+        global_windows.append((WEEK, personal))
+    if exceeds([c.at for c in contacts], at, global_windows):
+        return "global_cap"
+    return None
+
+
+def exceeds(times: list[float], at: float, windows: list[tuple[float, int]]) -> bool:
+    """True if adding a message at `at` puts more than `cap` messages into
+    some window [s, s + length) that contains `at`.
+
+    Existing times may lie in the future (deferred messages), so every window
+    position is checked, not only the one ending now. The count can only
+    change at a message time, so it suffices to start windows there.
+    """
+    for length, cap in windows:
+        nearby = sorted(t for t in times if at - length < t < at + length)
+        if len(nearby) < cap:
+            continue
+        starts = [t for t in nearby if t <= at] + [at]
+        for start in starts:
+            if start > at or start + length <= at:
+                continue
+            inside = sum(1 for t in nearby if start <= t < start + length) + 1
+            if inside > cap:
+                return True
+    return False
+
+
+def prune_contacts(contacts: list[Contact], now: float, limit: int) -> list[Contact]:
+    """Drop contacts no window can see any more; keep at most `limit`."""
+    kept = [c for c in contacts if c.at > now - CONTACT_HORIZON]
+    return kept[-limit:]
+
+
+def engagement_rate(state: CustomerState, channel: str) -> float:
+    """Smoothed share of messages on this channel that got a response."""
+    fatigue = state.fatigue
+    return (fatigue.engaged.get(channel, 0) + 1) / (fatigue.sent.get(channel, 0) + 4)
+
+
+@functools.lru_cache(maxsize=256)
+def _zone(name: str) -> zoneinfo.ZoneInfo:
+    return zoneinfo.ZoneInfo(name)
+
+
+@functools.lru_cache(maxsize=16)
+def _default_window(start: str, end: str, tz: str) -> QuietWindow:
+    sh, sm = start.split(":")
+    eh, em = end.split(":")
+    return QuietWindow(int(sh) * 60 + int(sm), int(eh) * 60 + int(em), tz)

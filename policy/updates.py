@@ -1,0 +1,327 @@
+"""How each input event changes a customer's state.
+
+Consent is applied with a bias to the person's protection: a revocation is
+always applied at once, while a grant older than the change already on file
+is recorded in the audit log but not applied.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from msgspec import UNSET
+
+from policy.config import ContactPolicy
+from policy.state import (
+    MAX_CATEGORIES,
+    RECENT_VIEWS,
+    ConsentEntry,
+    CustomerState,
+    QuietWindow,
+)
+from schemas.events import (
+    ClickEvent,
+    ConsentEvent,
+    FeedbackEvent,
+    IdentityEvent,
+    PreferencesEvent,
+    PurchaseEvent,
+)
+from schemas.outputs import ConsentLogEntry
+
+AFFINITY_HALF_LIFE = 14 * 86400.0
+AFFINITY_WEIGHTS = {"product_view": 1.0, "add_to_cart": 3.0, "purchase": 5.0}
+CHANNELS = ("email", "sms", "push", "web")
+STATS_LIMIT = 64
+ENGAGEMENTS = ("opened", "clicked", "converted")
+NEGATIVE = ("ignored", "dismissed")
+
+
+def profiling_allowed(state: CustomerState) -> bool:
+    """Behavioural profiling stops when the person revokes it."""
+    entry = state.consent.entries.get("all:profiling")
+    return entry is None or entry.status != "revoked"
+
+
+def apply_click(state: CustomerState, event: ClickEvent) -> None:
+    recency = state.recency
+    ts = event.ts.timestamp()
+    recency.last_seen[event.type] = ts
+    if event.type == "add_to_cart":
+        recency.cart_items += event.quantity
+        recency.cart_value += (event.price or 0.0) * event.quantity
+        recency.cart_category = event.category or recency.cart_category
+        recency.cart_updated_at = ts
+    elif event.type == "remove_from_cart":
+        recency.cart_items = max(0, recency.cart_items - event.quantity)
+        recency.cart_value = max(0.0, recency.cart_value - (event.price or 0.0) * event.quantity)
+        recency.cart_updated_at = ts
+    elif event.type == "checkout_started":
+        recency.cart_updated_at = ts
+    if profiling_allowed(state):
+        if event.type == "product_view" and event.product_id:
+            views = recency.recent_views
+            if event.product_id in views:
+                views.remove(event.product_id)
+            views.append(event.product_id)
+            del views[:-RECENT_VIEWS]
+        if event.category and event.type in AFFINITY_WEIGHTS:
+            add_affinity(state, event.category, AFFINITY_WEIGHTS[event.type], ts)
+    state.touch("recency")
+
+
+def add_affinity(state: CustomerState, category: str, weight: float, ts: float) -> None:
+    """Exponentially decayed interest per category, capped to the strongest."""
+    recency = state.recency
+    if ts > recency.affinity_at:
+        factor = 0.5 ** ((ts - recency.affinity_at) / AFFINITY_HALF_LIFE)
+        recency.affinity = {c: s * factor for c, s in recency.affinity.items() if s * factor > 0.01}
+        recency.affinity_at = ts
+    else:
+        weight *= 0.5 ** ((recency.affinity_at - ts) / AFFINITY_HALF_LIFE)
+    recency.affinity[category] = recency.affinity.get(category, 0.0) + weight
+    if len(recency.affinity) > MAX_CATEGORIES:
+        weakest = min(recency.affinity, key=recency.affinity.__getitem__)
+        del recency.affinity[weakest]
+
+
+def apply_purchase(state: CustomerState, event: PurchaseEvent) -> None:
+    recency = state.recency
+    ts = event.ts.timestamp()
+    recency.last_seen["purchase"] = ts
+    recency.orders += 1
+    recency.revenue = round(recency.revenue + event.total, 2)
+    recency.cart_items = 0
+    recency.cart_value = 0.0
+    recency.cart_category = None
+    for item in event.items:
+        if ts >= recency.last_purchase.get(item.category, 0.0):
+            recency.last_purchase[item.category] = ts
+        if profiling_allowed(state):
+            add_affinity(state, item.category, AFFINITY_WEIGHTS["purchase"], ts)
+    if len(recency.last_purchase) > MAX_CATEGORIES:
+        oldest = sorted(recency.last_purchase, key=recency.last_purchase.__getitem__)
+        for category in oldest[: len(recency.last_purchase) - MAX_CATEGORIES]:
+            del recency.last_purchase[category]
+    state.touch("recency")
+
+
+def set_consent(
+    state: CustomerState,
+    customer_id: str,
+    channel: str,
+    purpose: str,
+    status: str,
+    source: str,
+    event_id: str,
+    event_ts: datetime,
+    now: datetime,
+) -> ConsentLogEntry:
+    """Record one consent change (channel may be `all`) and its audit entry."""
+    entries = state.consent.entries
+    key = f"{channel}:{purpose}"
+    current = entries.get(key)
+    ts = event_ts.timestamp()
+    applied = current is None or ts >= current.at or status == "revoked"
+    if applied:
+        entry = ConsentEntry(status=status, at=ts, source=source)
+        entries[key] = entry
+        if channel == "all":
+            for each in CHANNELS:
+                entries[f"{each}:{purpose}"] = entry
+        if status == "granted" and purpose == "marketing":
+            unblocked = CHANNELS if channel == "all" else (channel,)
+            for each in unblocked:
+                state.consent.blocked.pop(each, None)
+        state.touch("consent")
+    return ConsentLogEntry(
+        customer_id=customer_id,
+        channel=channel,  # type: ignore[arg-type]
+        purpose=purpose,  # type: ignore[arg-type]
+        status=status,  # type: ignore[arg-type]
+        previous_status=current.status if current else None,  # type: ignore[arg-type]
+        applied=applied,
+        source=source,
+        event_id=event_id,
+        event_ts=event_ts,
+        recorded_at=now,
+    )
+
+
+def apply_consent(
+    state: CustomerState, customer_id: str, event: ConsentEvent, now: datetime
+) -> ConsentLogEntry:
+    return set_consent(
+        state,
+        customer_id,
+        event.channel,
+        event.purpose,
+        event.status,
+        event.source,
+        event.event_id,
+        event.ts,
+        now,
+    )
+
+
+def apply_preferences(state: CustomerState, event: PreferencesEvent) -> None:
+    """Fields present replace what we had; null clears; absent is untouched."""
+    profile = state.profile
+    if not _unset(event.preferred_channel):
+        profile.preferred_channel = event.preferred_channel
+    if not _unset(event.quiet_hours):
+        quiet = event.quiet_hours
+        profile.quiet_hours = (
+            QuietWindow(_minutes(quiet.start), _minutes(quiet.end), quiet.tz) if quiet else None
+        )
+    if not _unset(event.max_contacts_per_week):
+        profile.max_per_week = event.max_contacts_per_week
+    if not _unset(event.interests):
+        profile.interests = list(event.interests or [])
+    if not _unset(event.snooze_until):
+        profile.snooze_until = event.snooze_until.timestamp() if event.snooze_until else 0.0
+    state.touch("profile")
+
+
+def apply_identity(state: CustomerState, event: IdentityEvent) -> None:
+    """On the customer's side: what an identify/alias tells us directly."""
+    profile = state.profile
+    profile.identified = True
+    for channel in event.reachable_channels:
+        if channel not in profile.reachable:
+            profile.reachable.append(channel)
+    state.touch("profile")
+
+
+def apply_feedback(
+    state: CustomerState,
+    customer_id: str,
+    event: FeedbackEvent,
+    policy: ContactPolicy,
+    now: datetime,
+) -> list[ConsentLogEntry]:
+    """Close the loop: engagement relaxes fatigue, neglect and complaints
+    raise it, unsubscribes and complaints revoke the channel."""
+    fatigue = state.fatigue
+    ts = event.ts.timestamp()
+    channel = event.channel
+    kind = event.type
+    logs: list[ConsentLogEntry] = []
+    if kind in ENGAGEMENTS:
+        fatigue.engaged[channel] = min(
+            fatigue.engaged.get(channel, 0) + 1, fatigue.sent.get(channel, 0) + 1
+        )
+        fatigue.ignored_streak = 0
+        fatigue.backoff_until = max(0.0, _complaint_backoff(state, policy))
+        fatigue.last_engaged = max(fatigue.last_engaged, ts)
+        if kind == "converted":
+            fatigue.conversions += 1
+            for contact in fatigue.contacts:
+                if contact.decision_id == _short(event.decision_id):
+                    contact.converted = True
+    elif kind in NEGATIVE:
+        fatigue.ignored_streak += 1
+        over = fatigue.ignored_streak - policy.fatigue.ignored_threshold
+        if over >= 0:
+            hours = min(policy.fatigue.backoff_hours * 2**over, policy.fatigue.max_backoff_hours)
+            fatigue.backoff_until = max(fatigue.backoff_until, now.timestamp() + hours * 3600)
+    elif kind in ("unsubscribed", "complained"):
+        logs.append(
+            set_consent(
+                state, customer_id, channel, "marketing", "revoked",
+                f"feedback:{kind}", event.event_id, event.ts, now,
+            )
+        )  # fmt: skip
+        if kind == "complained":
+            state.consent.blocked[channel] = "complained"
+            fatigue.last_complaint = max(fatigue.last_complaint, ts)
+            fatigue.backoff_until = max(fatigue.backoff_until, _complaint_backoff(state, policy))
+    elif kind == "bounced":
+        state.consent.blocked[channel] = "bounced"
+        state.touch("consent")
+    state.touch("fatigue")
+    return logs
+
+
+def _complaint_backoff(state: CustomerState, policy: ContactPolicy) -> float:
+    last = state.fatigue.last_complaint
+    return last + policy.fatigue.complaint_backoff_hours * 3600 if last else 0.0
+
+
+def record_contact_stats(state: CustomerState, channel: str) -> None:
+    """Count a message sent on a channel; halve counts to keep them recent."""
+    fatigue = state.fatigue
+    fatigue.sent[channel] = fatigue.sent.get(channel, 0) + 1
+    if fatigue.sent[channel] >= STATS_LIMIT:
+        fatigue.sent[channel] //= 2
+        fatigue.engaged[channel] = fatigue.engaged.get(channel, 0) // 2
+
+
+def merge_states(target: CustomerState, source: CustomerState) -> None:
+    """Fold an anonymous visitor's state into the customer they turned out to be.
+
+    Behaviour (recency, affinity, carts) is combined. Consent and fatigue are
+    merged conservatively: any revocation, block or back-off on either side
+    survives, a grant only where the customer had none.
+    """
+    _merge_recency(target, source)
+    _merge_fatigue(target, source)
+    for key, entry in source.consent.entries.items():
+        mine = target.consent.entries.get(key)
+        if mine is None or (entry.status == "revoked" and mine.status != "revoked"):
+            target.consent.entries[key] = entry
+    for channel, why in source.consent.blocked.items():
+        target.consent.blocked.setdefault(channel, why)
+    profile = target.profile
+    profile.identified = True
+    profile.merged_ids += 1
+    if profile.preferred_channel is None:
+        profile.preferred_channel = source.profile.preferred_channel
+    if profile.quiet_hours is None:
+        profile.quiet_hours = source.profile.quiet_hours
+    profile.snooze_until = max(profile.snooze_until, source.profile.snooze_until)
+    target.touch("recency", "fatigue", "consent", "profile")
+
+
+def _merge_recency(target: CustomerState, source: CustomerState) -> None:
+    mine, theirs = target.recency, source.recency
+    for kind, ts in theirs.last_seen.items():
+        mine.last_seen[kind] = max(ts, mine.last_seen.get(kind, 0.0))
+    for product in theirs.recent_views:
+        if product not in mine.recent_views:
+            mine.recent_views.append(product)
+    del mine.recent_views[:-RECENT_VIEWS]
+    for category, score in theirs.affinity.items():
+        add_affinity(target, category, score, theirs.affinity_at)
+    for category, ts in theirs.last_purchase.items():
+        mine.last_purchase[category] = max(ts, mine.last_purchase.get(category, 0.0))
+    mine.orders += theirs.orders
+    mine.revenue = round(mine.revenue + theirs.revenue, 2)
+    if theirs.cart_updated_at > mine.cart_updated_at:
+        mine.cart_items = theirs.cart_items
+        mine.cart_value = theirs.cart_value
+        mine.cart_category = theirs.cart_category
+        mine.cart_updated_at = theirs.cart_updated_at
+
+
+def _merge_fatigue(target: CustomerState, source: CustomerState) -> None:
+    mine, theirs = target.fatigue, source.fatigue
+    mine.contacts = sorted(mine.contacts + theirs.contacts, key=lambda c: c.at)
+    for action, ts in theirs.last_action.items():
+        mine.last_action[action] = max(ts, mine.last_action.get(action, 0.0))
+    mine.ignored_streak = max(mine.ignored_streak, theirs.ignored_streak)
+    mine.backoff_until = max(mine.backoff_until, theirs.backoff_until)
+    mine.last_complaint = max(mine.last_complaint, theirs.last_complaint)
+
+
+def _unset(value: object) -> bool:
+    return value is UNSET
+
+
+def _minutes(hhmm: str) -> int:
+    hours, minutes = hhmm.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+def _short(decision_id: str | None) -> str:
+    return (decision_id or "")[:16]
