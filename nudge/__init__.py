@@ -1,0 +1,1 @@
+"""nudge: the command line and the testing harness around the core packages."""

@@ -1,0 +1,1 @@
+"""The Faust worker: moves bytes between Kafka and the pure policy core."""

@@ -1,0 +1,189 @@
+"""The Faust app: topics, the four RocksDB tables, and the one agent.
+
+One agent reads every input topic, so a customer's events are processed
+strictly one after another whatever topic they come from, and the read ->
+decide -> write of their state never interleaves with another event.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import faust
+from faust.sensors.prometheus import setup_prometheus_sensors
+
+from policy.engine import Engine
+from policy.processor import MERGE_KIND, Processor, Result
+from policy.state import TABLES
+from schemas.outputs import Action
+from streams import metrics
+from streams.settings import Settings
+from streams.topics import INPUT_KINDS, OUTPUT_KINDS, topic_name
+
+log = logging.getLogger("nudge.worker")
+
+
+@dataclass
+class NudgeApp:
+    """The Faust app plus the handles the agent and the views need."""
+
+    app: faust.App
+    settings: Settings
+    processor: Processor
+    tables: dict[str, faust.Table]
+    outputs: dict[str, faust.TopicT]
+
+
+def faust_credentials(settings: Settings) -> faust.auth.Credentials | None:
+    protocol = settings.security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    context = None
+    if protocol.endswith("SSL"):
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=settings.ssl_cafile)
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    return faust.SASLCredentials(
+        username=settings.sasl_username,
+        password=settings.sasl_password,
+        mechanism=settings.sasl_mechanism,
+        ssl_context=context,
+    )
+
+
+def create_app(settings: Settings, engine: Engine) -> NudgeApp:
+    brokers = ";".join(f"kafka://{server}" for server in settings.bootstrap_servers.split(","))
+    app = faust.App(
+        settings.app_id,
+        broker=brokers,
+        broker_credentials=faust_credentials(settings),
+        store="rocksdb://",
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        table_standby_replicas=settings.standby_replicas,
+        processing_guarantee=settings.processing_guarantee,
+        consumer_auto_offset_reset="earliest",
+        web_bind=settings.web_host,
+        web_port=settings.web_port,
+        web_tables_enabled=False,  # would expose raw customer state without auth
+        web_router_enabled=False,
+        producer_linger=0.0,
+    )
+    setup_prometheus_sensors(app)
+    rocksdb_options = {
+        "driver": "rocksdict",
+        "block_cache_size": settings.block_cache_mb * 1024 * 1024,
+        "write_buffer_size": 4 * 1024 * 1024,
+        "max_write_buffer_number": 2,
+    }
+    tables = {
+        name: app.Table(
+            name,
+            default=None,
+            key_type=bytes,
+            value_type=bytes,
+            partitions=settings.partitions,
+            options=dict(rocksdb_options),  # Faust pops keys from the dict it gets
+        )
+        for name in TABLES
+    }
+    kind_of = {topic_name(settings.topic_prefix, k): k for k in (*INPUT_KINDS, MERGE_KIND)}
+    # Raw bytes both ways: decoding is ours (schemas.codec), so a malformed
+    # message reaches the agent and the deadletter topic instead of being
+    # dropped inside Faust's deserializer.
+    raw = {"key_serializer": "raw", "value_serializer": "raw"}
+    sources = app.topic(*kind_of, **raw)
+    outputs = {
+        kind: app.topic(topic_name(settings.topic_prefix, kind), **raw)
+        for kind in (*OUTPUT_KINDS, MERGE_KIND)
+    }
+    nudge = NudgeApp(app, settings, Processor(engine), tables, outputs)
+
+    @app.agent(sources, concurrency=1)
+    async def decide(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            message = event.message
+            kind = kind_of.get(message.topic, message.topic)
+            source = (message.topic, message.partition, message.offset)
+            try:
+                result = process(nudge, kind, message.key, message.value, source)
+            except Exception as exc:  # never stall a partition on one message
+                log.exception("unexpected error processing a %s message", kind)
+                result = Processor.deadletter(
+                    message.key, message.value, source, "internal_error",
+                    f"{type(exc).__name__}: {exc}"[:300], datetime.now(UTC),
+                )  # fmt: skip
+            await publish(nudge, result, message.timestamp)
+            record_metrics(kind, result)
+
+    return nudge
+
+
+def process(
+    nudge: NudgeApp, kind: str, key: bytes | None, value: bytes | None, source: tuple
+) -> Result:
+    """Decide and write state back; synchronous, so nothing interleaves."""
+    tables = nudge.tables
+
+    def load(subject: str) -> dict[str, bytes | None]:
+        subject_key = subject.encode()
+        return {name: table.get(subject_key) for name, table in tables.items()}
+
+    result = nudge.processor.process(kind, key, value, source, load, datetime.now(UTC))
+    if result.subject is not None:
+        subject_key = result.subject.encode()
+        for name, data in result.writes.items():
+            if data is None:
+                del tables[name][subject_key]
+            else:
+                tables[name][subject_key] = data
+    return result
+
+
+async def publish(nudge: NudgeApp, result: Result, trigger_timestamp: float | None) -> None:
+    for emit in result.emits:
+        await nudge.outputs[emit.kind].send(key=emit.key, value=emit.value)
+    if result.outcome is not None and result.outcome.decision is not None and trigger_timestamp:
+        metrics.EVENT_TO_EMIT_SECONDS.observe(max(0.0, time.time() - trigger_timestamp))
+
+
+def record_metrics(kind: str, result: Result) -> None:
+    metrics.EVENTS.labels(kind, result.event_type or "invalid").inc()
+    if result.invalid_reason is not None:
+        metrics.INVALID.labels(result.invalid_reason).inc()
+        metrics.DEADLETTERS.inc()
+        log.warning("deadletter: %s message rejected (%s)", kind, result.invalid_reason)
+        return
+    if result.duplicate:
+        metrics.DUPLICATES.inc()
+        return
+    metrics.DECISION_SECONDS.observe(result.decide_seconds)
+    outcome = result.outcome
+    if outcome is None:
+        return
+    decision = outcome.decision
+    if decision is not None:
+        if isinstance(decision, Action):
+            metrics.DECISIONS.labels("action").inc()
+            metrics.ACTIONS.labels(decision.channel, decision.action_id).inc()
+        else:
+            metrics.DECISIONS.labels("suppression").inc()
+            for reason in decision.reasons:
+                metrics.SUPPRESSIONS.labels(reason).inc()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "decision %s %s reasons=%s",
+                decision.decision_id,
+                type(decision).__name__,
+                getattr(decision, "reasons", []),
+            )
+    for record in outcome.records:
+        if hasattr(record, "applied"):
+            metrics.CONSENT_CHANGES.labels(str(record.applied).lower()).inc()
+    if outcome.erase:
+        metrics.ERASURES.inc()

@@ -1,0 +1,146 @@
+"""Worker settings, all from environment variables with documented defaults.
+
+Secrets (the API token, SASL passwords) come only from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Each field documents its variable; `nudge worker --help-env` lists them."""
+
+    bootstrap_servers: str = field(
+        default_factory=lambda: _env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+        metadata={"env": "KAFKA_BOOTSTRAP_SERVERS", "doc": "Kafka brokers, comma-separated."},
+    )
+    app_id: str = field(
+        default_factory=lambda: _env("NUDGE_APP_ID", "nudge"),
+        metadata={"env": "NUDGE_APP_ID", "doc": "Consumer group and changelog prefix."},
+    )
+    topic_prefix: str = field(
+        default_factory=lambda: _env("NUDGE_TOPIC_PREFIX", "nudge."),
+        metadata={"env": "NUDGE_TOPIC_PREFIX", "doc": "Prefix of every topic name."},
+    )
+    partitions: int = field(
+        default_factory=lambda: int(_env("NUDGE_PARTITIONS", "8")),
+        metadata={"env": "NUDGE_PARTITIONS", "doc": "Partitions of every topic (co-partitioned)."},
+    )
+    replication_factor: int = field(
+        default_factory=lambda: int(_env("NUDGE_REPLICATION_FACTOR", "1")),
+        metadata={"env": "NUDGE_REPLICATION_FACTOR", "doc": "Replication of created topics."},
+    )
+    data_dir: Path = field(
+        default_factory=lambda: Path(_env("NUDGE_DATA_DIR", str(REPO_ROOT / ".data/worker"))),
+        metadata={"env": "NUDGE_DATA_DIR", "doc": "Where RocksDB tables live (one per worker)."},
+    )
+    web_host: str = field(
+        default_factory=lambda: _env("NUDGE_WEB_HOST", "127.0.0.1"),
+        metadata={"env": "NUDGE_WEB_HOST", "doc": "HTTP bind address (0.0.0.0 in containers)."},
+    )
+    web_port: int = field(
+        default_factory=lambda: int(_env("NUDGE_WEB_PORT", "6066")),
+        metadata={"env": "NUDGE_WEB_PORT", "doc": "HTTP port: /health, /ready, /metrics, API."},
+    )
+    catalog_path: Path = field(
+        default_factory=lambda: Path(_env("NUDGE_CATALOG", str(REPO_ROOT / "config/catalog.toml"))),
+        metadata={"env": "NUDGE_CATALOG", "doc": "Action catalog (TOML)."},
+    )
+    policy_path: Path = field(
+        default_factory=lambda: Path(_env("NUDGE_POLICY", str(REPO_ROOT / "config/policy.toml"))),
+        metadata={"env": "NUDGE_POLICY", "doc": "Contact policy (TOML)."},
+    )
+    processing_guarantee: str = field(
+        default_factory=lambda: _env("NUDGE_PROCESSING_GUARANTEE", "at_least_once"),
+        metadata={
+            "env": "NUDGE_PROCESSING_GUARANTEE",
+            "doc": "at_least_once or exactly_once (transactions; adds commit latency).",
+        },
+    )
+    standby_replicas: int = field(
+        default_factory=lambda: int(_env("NUDGE_STANDBY_REPLICAS", "1")),
+        metadata={"env": "NUDGE_STANDBY_REPLICAS", "doc": "Warm table copies on other workers."},
+    )
+    block_cache_mb: int = field(
+        default_factory=lambda: int(_env("NUDGE_ROCKSDB_BLOCK_CACHE_MB", "8")),
+        metadata={
+            "env": "NUDGE_ROCKSDB_BLOCK_CACHE_MB",
+            "doc": "RocksDB block cache per table partition (Faust's default is 2 GiB).",
+        },
+    )
+    api_token: str | None = field(
+        default_factory=lambda: os.environ.get("NUDGE_API_TOKEN") or None,
+        repr=False,
+        metadata={"env": "NUDGE_API_TOKEN", "doc": "Bearer token for the HTTP API (no default)."},
+    )
+    security_protocol: str = field(
+        default_factory=lambda: _env("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
+        metadata={
+            "env": "KAFKA_SECURITY_PROTOCOL",
+            "doc": "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.",
+        },
+    )
+    sasl_mechanism: str = field(
+        default_factory=lambda: _env("KAFKA_SASL_MECHANISM", "PLAIN"),
+        metadata={"env": "KAFKA_SASL_MECHANISM", "doc": "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512."},
+    )
+    sasl_username: str | None = field(
+        default_factory=lambda: os.environ.get("KAFKA_SASL_USERNAME"),
+        metadata={"env": "KAFKA_SASL_USERNAME", "doc": "SASL user (with SASL_* protocols)."},
+    )
+    sasl_password: str | None = field(
+        default_factory=lambda: os.environ.get("KAFKA_SASL_PASSWORD"),
+        repr=False,
+        metadata={"env": "KAFKA_SASL_PASSWORD", "doc": "SASL password (secret: environment only)."},
+    )
+    ssl_cafile: str | None = field(
+        default_factory=lambda: os.environ.get("KAFKA_SSL_CAFILE"),
+        metadata={"env": "KAFKA_SSL_CAFILE", "doc": "CA bundle to verify the brokers (SSL)."},
+    )
+    log_level: str = field(
+        default_factory=lambda: _env("NUDGE_LOG_LEVEL", "info"),
+        metadata={"env": "NUDGE_LOG_LEVEL", "doc": "debug logs one line per decision."},
+    )
+
+    def __post_init__(self) -> None:
+        if self.processing_guarantee not in ("at_least_once", "exactly_once"):
+            raise ValueError("NUDGE_PROCESSING_GUARANTEE must be at_least_once or exactly_once")
+        if self.partitions < 1:
+            raise ValueError("NUDGE_PARTITIONS must be at least 1")
+        protocols = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+        if self.security_protocol not in protocols:
+            raise ValueError(f"KAFKA_SECURITY_PROTOCOL must be one of {protocols}")
+
+    def kafka_security(self) -> dict[str, object]:
+        """Connection security for kafka-python clients (same keys as the worker's)."""
+        options: dict[str, object] = {"security_protocol": self.security_protocol}
+        if self.security_protocol.startswith("SASL"):
+            options.update(
+                sasl_mechanism=self.sasl_mechanism,
+                sasl_plain_username=self.sasl_username,
+                sasl_plain_password=self.sasl_password,
+            )
+        if self.ssl_cafile:
+            options["ssl_cafile"] = self.ssl_cafile
+        return options
+
+
+def environment_reference() -> list[tuple[str, str, str]]:
+    """(variable, default, description) for every setting: for docs and --help."""
+    defaults = Settings()
+    rows = []
+    for f in fields(Settings):
+        secret = f.name in ("api_token", "sasl_password")
+        shown = "(unset)" if secret else str(getattr(defaults, f.name))
+        rows.append((f.metadata["env"], shown, f.metadata["doc"]))
+    return rows

@@ -1,0 +1,25 @@
+"""Topic names: one place that knows every topic, with the configurable prefix."""
+
+from __future__ import annotations
+
+from schemas.events import EVENT_TYPES_BY_TOPIC
+
+INPUT_KINDS: tuple[str, ...] = tuple(EVENT_TYPES_BY_TOPIC)
+CHANNELS: tuple[str, ...] = ("email", "sms", "push", "web")
+OUTPUT_KINDS: tuple[str, ...] = (
+    "actions",
+    *(f"actions.{channel}" for channel in CHANNELS),
+    "suppressions",
+    "deadletter",
+    "consent-log",
+    "erasures",
+)
+INTERNAL_KINDS: tuple[str, ...] = ("identity-merges",)
+
+
+def topic_name(prefix: str, kind: str) -> str:
+    return f"{prefix}{kind}"
+
+
+def all_kinds() -> tuple[str, ...]:
+    return INPUT_KINDS + INTERNAL_KINDS + OUTPUT_KINDS

@@ -1,0 +1,51 @@
+"""Start a worker: validate configuration, create topics, run Faust."""
+
+from __future__ import annotations
+
+import logging
+
+from faust import Worker
+
+from policy.config import load_catalog, load_policy
+from policy.engine import Engine
+from streams.admin import ensure_topics
+from streams.app import create_app
+from streams.settings import Settings
+from streams.views import register_probes
+
+log = logging.getLogger("nudge.worker")
+
+
+def build_engine(settings: Settings) -> Engine:
+    """Load and validate the catalog and policy; raises ConfigError."""
+    return Engine(load_catalog(settings.catalog_path), load_policy(settings.policy_path))
+
+
+def run(settings: Settings) -> int:
+    engine = build_engine(settings)
+    ensure_topics(settings)
+    nudge = create_app(settings, engine)
+    register_probes(nudge)
+    worker = Worker(
+        nudge.app,
+        loglevel=settings.log_level.upper(),
+        quiet=True,
+        logging_config=_logging_config(settings.log_level),
+    )
+    worker.execute_from_commandline()
+    return 0
+
+
+def _logging_config(level: str) -> dict:
+    """Keep Faust's own chatter at warning so decision logs stay readable."""
+    return {
+        "version": 1,
+        "merge": True,
+        "loggers": {
+            "faust": {"level": "WARNING"},
+            "aiokafka": {"level": "WARNING"},
+            "kafka": {"level": "WARNING"},
+            "mode": {"level": "WARNING"},
+            "nudge": {"level": level.upper()},
+        },
+    }
