@@ -52,11 +52,14 @@ def encode(record: msgspec.Struct) -> bytes:
     return _encoder.encode(record)
 
 
-def decode_event(kind: str, value: bytes | None, key: bytes | None, now: datetime) -> Event:
+def decode_event(
+    kind: str, value: bytes | None, key: bytes | None, now: datetime, *, check_key: bool = True
+) -> Event:
     """Decode and validate one message from the input topic of `kind`.
 
     `now` is the processing clock, used to reject impossible event times.
-    Raises InvalidEvent with a reason code; never anything else.
+    `check_key=False` skips the key rule, for events that arrive without a
+    Kafka message (the dry-run API). Raises InvalidEvent, never anything else.
     """
     decoder = _decoders.get(kind)
     if decoder is None:
@@ -74,16 +77,16 @@ def decode_event(kind: str, value: bytes | None, key: bytes | None, now: datetim
         raise InvalidEvent("schema_violation", message) from None
     except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
         raise InvalidEvent("malformed", str(exc)[:200]) from None
-    _check_event(event, key, now)
+    _check_event(event, key, now, check_key)
     return event
 
 
-def _check_event(event: Event, key: bytes | None, now: datetime) -> None:
+def _check_event(event: Event, key: bytes | None, now: datetime, check_key: bool) -> None:
     """Checks that need more than one field or the clock."""
     subject = event.subject_id
     if subject is None:
         raise InvalidEvent("missing_subject", "neither customer_id nor anonymous_id")
-    if key != subject.encode():
+    if check_key and key != subject.encode():
         raise InvalidEvent(
             "key_mismatch",
             "message key must equal the event's subject id "

@@ -7,9 +7,16 @@ whose state is still being rebuilt.
 
 from __future__ import annotations
 
+import hmac
+from datetime import UTC, datetime
+
 from faust import web
 
+from policy.explain import summarize_state, trace_outcome
+from policy.state import decode_state
+from schemas.codec import InvalidEvent, decode_event
 from streams.app import NudgeApp
+from streams.topics import INPUT_KINDS
 
 
 def is_ready(nudge: NudgeApp) -> bool:
@@ -37,3 +44,64 @@ def register_probes(nudge: NudgeApp) -> None:
     async def ready(self: web.View, request: web.Request) -> web.Response:
         ok = is_ready(nudge)
         return self.json({"ready": ok}, status=200 if ok else 503)
+
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+def _auth_error(view: web.View, request: web.Request, token: str | None) -> web.Response | None:
+    """401 without credentials, 403 with wrong ones (compared in constant time)."""
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer "):
+        return view.json({"error": "missing bearer token"}, status=401)
+    if token is None:
+        return view.json({"error": "API disabled: NUDGE_API_TOKEN is not set"}, status=403)
+    if not hmac.compare_digest(header[7:].encode(), token.encode()):
+        return view.json({"error": "invalid token"}, status=403)
+    return None
+
+
+def register_api(nudge: NudgeApp) -> None:
+    """Explanations: a customer's state and a dry-run decision, read-only."""
+    app, settings = nudge.app, nudge.settings
+    engine = nudge.processor.engine
+
+    def load(subject: str) -> dict[str, bytes | None]:
+        key = subject.encode()
+        return {name: table.get(key) for name, table in nudge.tables.items()}
+
+    @app.page("/api/customers/{customer_id}")
+    class CustomerState(web.View):
+        async def get(self, request: web.Request, customer_id: str) -> web.Response:
+            denied = _auth_error(self, request, settings.api_token)
+            if denied is not None:
+                return denied
+            parts = load(customer_id)
+            if not any(parts.values()):
+                return self.json({"error": "no state for this customer"}, status=404)
+            summary = summarize_state(
+                decode_state(parts), customer_id, engine.policy, datetime.now(UTC)
+            )
+            return self.json(summary)
+
+    @app.page("/api/decide/{kind}")
+    class DryRun(web.View):
+        async def post(self, request: web.Request, kind: str) -> web.Response:
+            denied = _auth_error(self, request, settings.api_token)
+            if denied is not None:
+                return denied
+            if kind not in INPUT_KINDS:
+                return self.json({"error": f"unknown input kind {kind!r}"}, status=404)
+            if (request.content_length or 0) > MAX_BODY_BYTES:
+                return self.json({"error": "request body too large"}, status=413)
+            body = await request.content.read(MAX_BODY_BYTES + 1)
+            if len(body) > MAX_BODY_BYTES:
+                return self.json({"error": "request body too large"}, status=413)
+            now = datetime.now(UTC)
+            try:
+                event = decode_event(kind, body, None, now, check_key=False)
+            except InvalidEvent as exc:
+                return self.json({"error": exc.reason, "detail": exc.detail}, status=400)
+            state = decode_state(load(event.subject_id or ""))  # a private copy
+            outcome = engine.process(state, event, now, event.subject_id or "")
+            return self.json(trace_outcome(outcome))

@@ -11,7 +11,7 @@ from policy.engine import Engine
 from streams.admin import ensure_topics
 from streams.app import create_app
 from streams.settings import Settings
-from streams.views import register_probes
+from streams.views import register_api, register_probes
 
 log = logging.getLogger("nudge.worker")
 
@@ -26,6 +26,7 @@ def run(settings: Settings) -> int:
     ensure_topics(settings)
     nudge = create_app(settings, engine)
     register_probes(nudge)
+    register_api(nudge)
     worker = Worker(
         nudge.app,
         loglevel=settings.log_level.upper(),

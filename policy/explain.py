@@ -1,0 +1,84 @@
+"""Explanations: a readable summary of a customer's state and the full trace
+of a decision, so anyone can see why nudge did or did not contact someone."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from policy import rules
+from policy.config import ContactPolicy
+from policy.engine import Outcome
+from policy.ids import in_holdout
+from policy.state import TABLES, CustomerState
+
+
+def _iso(ts: float) -> str | None:
+    return datetime.fromtimestamp(ts, UTC).isoformat() if ts else None
+
+
+def summarize_state(
+    state: CustomerState, customer_id: str, policy: ContactPolicy, now: datetime
+) -> dict[str, Any]:
+    """The stored records plus what they mean right now."""
+    now_ts = now.timestamp()
+    fatigue = state.fatigue
+    consent = state.consent.entries
+    channels = ("email", "sms", "push", "web")
+    overall = consent.get("all:marketing")
+    opted_out = overall is not None and overall.status == "revoked"
+    return {
+        "customer_id": customer_id,
+        "as_of": now.isoformat(),
+        "relationship_level": rules.relationship_level(state, now_ts),
+        "experiment_arm": (
+            "holdout"
+            if in_holdout(customer_id, policy.holdout.share, policy.holdout.salt)
+            else "treatment"
+        ),
+        "marketing_allowed": {
+            ch: not opted_out
+            and ch not in state.consent.blocked
+            and getattr(consent.get(f"{ch}:marketing"), "status", None) == "granted"
+            for ch in channels
+        },
+        "global_opt_out": opted_out,
+        "blocked_channels": dict(state.consent.blocked),
+        "contacts": {
+            "last_hour": sum(1 for c in fatigue.contacts if c.at > now_ts - 3600),
+            "last_day": sum(1 for c in fatigue.contacts if c.at > now_ts - 86400),
+            "last_week": sum(1 for c in fatigue.contacts if c.at > now_ts - 604800),
+        },
+        "backoff_until": _iso(fatigue.backoff_until) if fatigue.backoff_until > now_ts else None,
+        "snoozed_until": (
+            _iso(state.profile.snooze_until) if state.profile.snooze_until > now_ts else None
+        ),
+        "records": {table: msgspec.to_builtins(getattr(state, table)) for table in TABLES},
+    }
+
+
+def trace_outcome(outcome: Outcome) -> dict[str, Any]:
+    """Every candidate the decision considered, and what became of it."""
+    decision = outcome.decision
+    return {
+        "duplicate": outcome.duplicate,
+        "decision": msgspec.to_builtins(decision) if decision is not None else None,
+        "candidates": [
+            {
+                "action_id": c.action.id,
+                "message_class": c.action.message_class,
+                "category": c.category,
+                "ruled_out_by": c.reasons,
+                "channels_ruled_out": c.channel_reasons,
+                "usable_channels": {ch: _iso(at) for ch, at in c.send_times.items()},
+                "chosen_channel": c.channel,
+                "channel_reason": c.channel_why or None,
+                "propensity": round(c.propensity, 6),
+                "score": round(c.score, 6),
+            }
+            for c in outcome.trace
+        ],
+        "records": [msgspec.to_builtins(r) for r in outcome.records],
+    }
