@@ -7,6 +7,7 @@ than surfacing as odd decisions later.
 
 from __future__ import annotations
 
+import zoneinfo
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -160,4 +161,10 @@ def load_catalog(path: Path | str) -> Catalog:
 def load_policy(path: Path | str) -> ContactPolicy:
     policy = _load(Path(path), ContactPolicy)
     assert isinstance(policy, ContactPolicy)
+    try:
+        zoneinfo.ZoneInfo(policy.quiet_hours.tz)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"{path}: quiet_hours.tz {policy.quiet_hours.tz!r} is not an IANA zone"
+        ) from None
     return policy

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from kafka import KafkaConsumer
 
 from nudge.testing import EventPublisher, OutputReader, WorkerProcess
 
@@ -104,9 +105,12 @@ def processed(outputs: OutputReader, consent_event: dict) -> None:
     Input topics are not ordered with each other, so an opt-out is binding
     from the moment it is processed; the consent log is the evidence.
     """
-    outputs.wait_for(lambda got: any(
-        r.kind == "consent-log" and r.value["event_id"] == consent_event["event_id"] for r in got
-    ))  # fmt: skip
+    outputs.wait_for(
+        lambda got: any(
+            r.kind == "consent-log" and r.value["event_id"] == consent_event["event_id"]
+            for r in got
+        )
+    )
 
 
 def wait_state(worker: WorkerProcess, customer: str, ready, timeout: float = 20) -> dict:
@@ -121,8 +125,9 @@ def wait_state(worker: WorkerProcess, customer: str, ready, timeout: float = 20)
 
 
 def decisions_for(outputs: OutputReader, event_id: str, timeout: float = 30) -> list:
-    outputs.wait_for(lambda got: any(r.value.get("trigger_event_id") == event_id for r in got),
-                     timeout)  # fmt: skip
+    outputs.wait_for(
+        lambda got: any(r.value.get("trigger_event_id") == event_id for r in got), timeout
+    )
     return [r for r in outputs.by_trigger(event_id) if r.kind in ("actions", "suppressions")]
 
 
@@ -147,11 +152,17 @@ def test_consented_shopper_gets_one_action_on_both_action_topics(publisher, outp
     assert action["model_version"] == "heuristic-v1"
     assert action["reasons"]
     assert decision.key == anna.customer.encode()
-    outputs.wait_for(lambda got: any(
-        r.kind == "actions.email" and r.value["decision_id"] == action["decision_id"] for r in got
-    ))  # fmt: skip
-    consent_log = [r for r in outputs.received if r.kind == "consent-log"
-                   and r.value["customer_id"] == anna.customer]  # fmt: skip
+    outputs.wait_for(
+        lambda got: any(
+            r.kind == "actions.email" and r.value["decision_id"] == action["decision_id"]
+            for r in got
+        )
+    )
+    consent_log = [
+        r
+        for r in outputs.received
+        if r.kind == "consent-log" and r.value["customer_id"] == anna.customer
+    ]
     assert consent_log and consent_log[0].value["status"] == "granted"
 
 
@@ -159,8 +170,14 @@ def test_opt_out_then_trigger_gives_a_suppression_naming_consent(publisher, outp
     ben = Story("ben")
     trigger = ben.view("lighting")
     grant = ben.consent("email")
-    opt_out = ben.event("consent", 0.5, channel="all", purpose="marketing", status="revoked",
-                        source="unsubscribe_link")  # fmt: skip
+    opt_out = ben.event(
+        "consent",
+        0.5,
+        channel="all",
+        purpose="marketing",
+        status="revoked",
+        source="unsubscribe_link",
+    )
     publish(publisher, ("consent", grant))
     processed(outputs, grant)
     publish(
@@ -207,14 +224,16 @@ def test_malformed_record_is_deadlettered_and_the_next_one_still_processed(
 ) -> None:
     dan = Story("dan")
     garbage = b'{"event_id": "broken", "type": "page_view", "customer_id": '
-    purchase = dan.event("purchase", order_id="o-2",
-                         items=[{"product_id": "x", "category": "garden", "price": 5}])  # fmt: skip
+    purchase = dan.event(
+        "purchase", order_id="o-2", items=[{"product_id": "x", "category": "garden", "price": 5}]
+    )
     metadata = publisher.send("clickstream", garbage, key=dan.customer.encode()).get(10)
     publish(publisher, ("purchases", purchase))
     [after] = decisions_for(outputs, purchase["event_id"])
     assert after.kind == "actions"
-    outputs.wait_for(lambda got: any(r.kind == "deadletter" and r.key == dan.customer.encode()
-                                     for r in got))  # fmt: skip
+    outputs.wait_for(
+        lambda got: any(r.kind == "deadletter" and r.key == dan.customer.encode() for r in got)
+    )
     [dead] = [
         r for r in outputs.received if r.kind == "deadletter" and r.key == dan.customer.encode()
     ]
@@ -242,8 +261,9 @@ def test_invalid_events_reach_deadletter_with_their_reason(
     eve = Story("eve")
     bad = mutation(eve.event("page_view"))
     publisher.send("clickstream", json.dumps(bad).encode(), key=eve.customer.encode()).get(10)
-    outputs.wait_for(lambda got: any(r.kind == "deadletter" and r.key == eve.customer.encode()
-                                     for r in got))  # fmt: skip
+    outputs.wait_for(
+        lambda got: any(r.kind == "deadletter" and r.key == eve.customer.encode() for r in got)
+    )
     [dead] = [
         r for r in outputs.received if r.kind == "deadletter" and r.key == eve.customer.encode()
     ]
@@ -253,11 +273,13 @@ def test_invalid_events_reach_deadletter_with_their_reason(
 
 def test_a_repeated_event_id_is_processed_once(publisher, outputs) -> None:
     fay = Story("fay")
-    purchase = fay.event("purchase", order_id="o-3",
-                         items=[{"product_id": "x", "category": "garden", "price": 5}])  # fmt: skip
+    purchase = fay.event(
+        "purchase", order_id="o-3", items=[{"product_id": "x", "category": "garden", "price": 5}]
+    )
     publish(publisher, ("purchases", purchase), ("purchases", purchase))
-    marker = fay.event("purchase", order_id="o-4",
-                       items=[{"product_id": "y", "category": "garden", "price": 6}])  # fmt: skip
+    marker = fay.event(
+        "purchase", order_id="o-4", items=[{"product_id": "y", "category": "garden", "price": 6}]
+    )
     publish(publisher, ("purchases", marker))
     decisions_for(outputs, marker["event_id"])  # both copies are behind this one
     assert len(decisions_for(outputs, purchase["event_id"])) == 1
@@ -265,20 +287,28 @@ def test_a_repeated_event_id_is_processed_once(publisher, outputs) -> None:
 
 def test_erasure_is_confirmed_and_no_action_follows(publisher, outputs, worker) -> None:
     gus = Story("gus")
-    publish(publisher, ("consent", gus.consent("email")), ("clickstream", gus.view("lighting", 2)),
-            ("clickstream", gus.view("lighting", 1)))  # fmt: skip
+    publish(
+        publisher,
+        ("consent", gus.consent("email")),
+        ("clickstream", gus.view("lighting", 2)),
+        ("clickstream", gus.view("lighting", 1)),
+    )
     wait_state(worker, gus.customer, lambda s: s["marketing_allowed"]["email"])
     erasure = gus.event("erasure")
     publish(publisher, ("privacy", erasure))
-    outputs.wait_for(lambda got: any(r.kind == "erasures" and r.value["customer_id"] == gus.customer
-                                     for r in got))  # fmt: skip
+    outputs.wait_for(
+        lambda got: any(
+            r.kind == "erasures" and r.value["customer_id"] == gus.customer for r in got
+        )
+    )
     status, _ = worker.get(f"/api/customers/{gus.customer}", token=TOKEN)
     assert status == 404
     trigger = gus.view("lighting")
     publish(publisher, ("clickstream", trigger))
     # Affinity was erased with everything else: one view is no trigger, so nothing is sent.
-    marker = gus.event("purchase", order_id="o-9",
-                       items=[{"product_id": "z", "category": "garden", "price": 1}])  # fmt: skip
+    marker = gus.event(
+        "purchase", order_id="o-9", items=[{"product_id": "z", "category": "garden", "price": 1}]
+    )
     publish(publisher, ("purchases", marker))
     decisions_for(outputs, marker["event_id"])
     assert not [r for r in outputs.by_trigger(trigger["event_id"]) if r.kind == "actions"]
@@ -300,12 +330,23 @@ def test_anonymous_browsing_follows_the_visitor_into_their_account(
         ("clickstream", anon_view(3)),
         ("clickstream", anon_view(2)),
         ("consent", hal.consent("email")),
-        ("identity", {**hal.event("identify", 1.5), "anonymous_id": anonymous,
-                      "reachable_channels": ["email"]}),
-    )  # fmt: skip
+        (
+            "identity",
+            {
+                **hal.event("identify", 1.5),
+                "anonymous_id": anonymous,
+                "reachable_channels": ["email"],
+            },
+        ),
+    )
     # The visitor's state travels to the customer's partition via identity-merges.
-    wait_state(worker, hal.customer, lambda s: s["records"]["profile"].get("merged_ids") == 1
-               and s["marketing_allowed"]["email"])  # fmt: skip
+    wait_state(
+        worker,
+        hal.customer,
+        lambda s: (
+            s["records"]["profile"].get("merged_ids") == 1 and s["marketing_allowed"]["email"]
+        ),
+    )
     trigger = hal.view("garden")
     publish(publisher, ("clickstream", trigger))
     [decision] = decisions_for(outputs, trigger["event_id"])
@@ -322,13 +363,18 @@ def test_quiet_hours_defer_the_message_to_their_end(publisher, outputs, worker) 
     publish(
         publisher,
         ("consent", ivy.consent("email")),
-        ("preferences", ivy.event("preferences", 10,
-                                  quiet_hours={"start": start, "end": end, "tz": "UTC"})),
+        (
+            "preferences",
+            ivy.event("preferences", 10, quiet_hours={"start": start, "end": end, "tz": "UTC"}),
+        ),
         ("clickstream", ivy.view("lighting", 2)),
         ("clickstream", ivy.view("lighting", 1)),
-    )  # fmt: skip
-    wait_state(worker, ivy.customer, lambda s: s["records"]["profile"].get("quiet_hours")
-               and s["marketing_allowed"]["email"])  # fmt: skip
+    )
+    wait_state(
+        worker,
+        ivy.customer,
+        lambda s: s["records"]["profile"].get("quiet_hours") and s["marketing_allowed"]["email"],
+    )
     publish(publisher, ("clickstream", trigger))
     [decision] = decisions_for(outputs, trigger["event_id"])
     assert decision.kind == "actions"
@@ -341,8 +387,12 @@ def test_explain_api_needs_the_token_and_dry_runs_without_side_effects(
     worker, publisher, outputs
 ) -> None:
     jo = Story("jo")
-    publish(publisher, ("consent", jo.consent("email")), ("clickstream", jo.view("lighting", 2)),
-            ("clickstream", jo.view("lighting", 1)))  # fmt: skip
+    publish(
+        publisher,
+        ("consent", jo.consent("email")),
+        ("clickstream", jo.view("lighting", 2)),
+        ("clickstream", jo.view("lighting", 1)),
+    )
     path = f"/api/customers/{jo.customer}"
     assert worker.get(path)[0] == 401
     assert worker.get(path, token="wrong")[0] == 403
@@ -368,3 +418,63 @@ def test_explain_api_needs_the_token_and_dry_runs_without_side_effects(
     assert worker.request("POST", "/api/decide/nope", trigger, token=TOKEN)[0] == 404
     big = b"{" + b" " * 70_000 + b"}"
     assert worker.request("POST", "/api/decide/clickstream", big, token=TOKEN)[0] == 413
+
+
+def test_unsubscribe_feedback_revokes_the_channel_and_is_audited(publisher, outputs) -> None:
+    kim = Story("kim")
+    grant = kim.consent("email")
+    publish(publisher, ("consent", grant))
+    processed(outputs, grant)
+    unsubscribe = kim.event("unsubscribed", 0.5, channel="email", decision_id="d" * 32)
+    publish(publisher, ("feedback", unsubscribe))
+    processed(outputs, unsubscribe)
+    [entry] = [
+        r.value
+        for r in outputs.received
+        if r.kind == "consent-log" and r.value["event_id"] == unsubscribe["event_id"]
+    ]
+    assert (entry["channel"], entry["status"], entry["source"]) == (
+        "email",
+        "revoked",
+        "feedback:unsubscribed",
+    )
+    trigger = kim.view("lighting")
+    publish(
+        publisher,
+        ("clickstream", kim.view("lighting", 2)),
+        ("clickstream", kim.view("lighting", 1)),
+        ("clickstream", trigger),
+    )
+    [decision] = decisions_for(outputs, trigger["event_id"])
+    assert decision.kind == "suppressions"
+    assert decision.value["candidates"][0]["channel_reasons"]["email"] == ["consent"]
+
+
+def test_erasure_writes_tombstones_to_every_changelog(publisher, outputs, worker) -> None:
+    lou = Story("lou")
+    publish(
+        publisher,
+        ("consent", lou.consent("email")),
+        ("clickstream", lou.view("garden")),
+        ("preferences", lou.event("preferences", preferred_channel="email")),
+    )
+    wait_state(worker, lou.customer, lambda s: s["records"]["profile"].get("preferred_channel"))
+    publish(publisher, ("privacy", lou.event("erasure")))
+    outputs.wait_for(
+        lambda got: any(
+            r.kind == "erasures" and r.value["customer_id"] == lou.customer for r in got
+        )
+    )
+    key = lou.customer.encode()
+    for table in ("recency", "fatigue", "consent", "profile"):
+        changelog = f"{worker.prefix}nudge-{table}-changelog"
+        consumer = KafkaConsumer(
+            changelog,
+            bootstrap_servers=worker.bootstrap,
+            auto_offset_reset="earliest",
+            consumer_timeout_ms=3000,
+        )
+        records = [r for r in consumer if r.key == key]
+        consumer.close()
+        assert records, f"no changelog records for {table}"
+        assert records[-1].value is None, f"last {table} record is not a tombstone"
