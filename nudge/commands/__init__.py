@@ -1,0 +1,1 @@
+"""One module per `nudge` subcommand: `register(subparsers)` and `run(args)`."""

@@ -1,0 +1,23 @@
+"""`nudge demo`: the main job of `make run`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from streams.settings import REPO_ROOT
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "demo", help="start Kafka and a worker, play a short story, show the decisions"
+    )
+    parser.add_argument("--port", type=int, default=9092, help="Kafka port")
+    parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / ".data")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from nudge.demo import run_demo
+
+    return run_demo(args.port, args.data_dir)
