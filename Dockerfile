@@ -1,0 +1,37 @@
+# The nudge stream worker. Used by docker-compose.yml (`docker compose up --build`).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+
+# Dependencies first, from pyproject.toml alone: this layer stays cached while
+# only the code changes. Every dependency ships manylinux wheels (no compiler).
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+
+# Then the project itself (the build context is filtered by .dockerignore).
+COPY . .
+RUN pip install --no-deps . \
+    && useradd --system --uid 10001 --home-dir /app nudge \
+    && mkdir -p /data \
+    && chown nudge /data
+
+# The installed package lives in site-packages: point it at the config files
+# copied above. RocksDB tables go to /data (a volume per container).
+ENV NUDGE_CATALOG=/app/config/catalog.toml \
+    NUDGE_POLICY=/app/config/policy.toml \
+    NUDGE_DATA_DIR=/data \
+    NUDGE_WEB_HOST=0.0.0.0 \
+    NUDGE_WEB_PORT=6066
+
+USER nudge
+VOLUME ["/data"]
+EXPOSE 6066
+
+CMD ["nudge", "worker"]

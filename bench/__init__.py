@@ -1,0 +1,1 @@
+"""Benchmarks: not tests. Each prints figures and writes a JSON result to bench/results/."""
