@@ -17,7 +17,14 @@ from policy import rules, updates
 from policy.config import Catalog, CatalogAction, ContactPolicy
 from policy.ids import decision_id, hash64, in_holdout, unit_draw
 from policy.scoring import HeuristicScorer, Scorer, ScoringRequest
-from policy.state import MAX_CONTACTS, MAX_PROCESSED_IDS, TABLES, Contact, CustomerState
+from policy.state import (
+    MAX_CONTACTS,
+    TABLES,
+    Contact,
+    CustomerState,
+    remember,
+    seen,
+)
 from schemas.events import (
     ClickEvent,
     ConsentEvent,
@@ -89,7 +96,7 @@ class Engine:
     ) -> Outcome:
         """Update `state` with `event` and decide if the event is a trigger."""
         event_hash = hash64(event.event_id)
-        if event_hash in state.profile.processed:
+        if seen(state.profile, event_hash):
             return Outcome(duplicate=True)
         if isinstance(event, ErasureEvent):
             return self._erase(state, event, now, subject_id)
@@ -109,7 +116,7 @@ class Engine:
         """The customer's side of identify/alias: fold in the visitor's state.
         Returns False (and changes nothing) if this transfer was merged before."""
         merge_hash = hash64(f"merge\x1f{event.event_id}")
-        if merge_hash in target.profile.processed:
+        if seen(target.profile, merge_hash):
             return False
         self._remember(target, merge_hash)
         updates.merge_states(target, source)
@@ -121,9 +128,7 @@ class Engine:
         return getattr(event, "type", None) in self._by_trigger
 
     def _remember(self, state: CustomerState, event_hash: int) -> None:
-        processed = state.profile.processed
-        processed.append(event_hash)
-        del processed[:-MAX_PROCESSED_IDS]
+        remember(state.profile, event_hash)
         state.touch("profile")
 
     def _apply(
@@ -204,11 +209,15 @@ class Engine:
         expires = ctx.event.ts.timestamp() + action.expiry_hours * 3600
         for channel in action.channels:
             reasons: list[ReasonCode] = []
+            if not rules.reachable(channel, ctx.state):
+                reasons.append("no_channel")
             why = rules.consent_reason(action, channel, ctx.state)
             if why:
                 reasons.append(why)
             at = rules.send_time(channel, ctx)
-            if at >= expires:
+            # Deferred past the expiry: a marketing message is then pointless;
+            # a transactional one is deferred, never dropped.
+            if at > ctx.now and at >= expires and action.message_class == "marketing":
                 reasons.append("quiet_hours")
             capped = rules.cap_reason(action, channel, at, ctx)
             if capped:
@@ -279,7 +288,7 @@ class Engine:
         action, channel = winner.action, winner.channel or ""
         at = winner.send_times[channel]
         did = decision_id(ctx.event.event_id, action.id)
-        self._record_contact(ctx.state, action, channel, at, did)
+        self._record_contact(ctx.state, action, channel, at, did, ctx.now)
         why = [
             f"score {winner.score:.4g} = propensity {winner.propensity:.3f}"
             f" x value {action.value:g} x lever {action.lever:g}",
@@ -289,6 +298,8 @@ class Engine:
         if at > ctx.now:
             why.append("deferred to the end of quiet hours")
         expires = ctx.event.ts.timestamp() + action.expiry_hours * 3600
+        if at >= expires:  # a transactional message deferred past its expiry
+            expires = at + action.expiry_hours * 3600
         return Action(
             decision_id=did,
             customer_id=ctx.customer_id,
@@ -297,7 +308,7 @@ class Engine:
             trigger_ts=ctx.event.ts,
             decided_at=now,
             model_version=self.scorer.version,
-            experiment_arm="treatment",
+            experiment_arm="holdout" if ctx.in_holdout else "treatment",
             action_id=action.id,
             channel=channel,  # type: ignore[arg-type]
             message_class=action.message_class,
@@ -312,17 +323,26 @@ class Engine:
         )
 
     def _record_contact(
-        self, state: CustomerState, action: CatalogAction, channel: str, at: float, did: str
+        self,
+        state: CustomerState,
+        action: CatalogAction,
+        channel: str,
+        at: float,
+        did: str,
+        now: float,
     ) -> None:
+        """Remember the contact at its delivery time `at`; prune against the
+        decision time `now`, since a deferred `at` would forget contacts that
+        windows and cooldowns seen from `now` still need."""
         fatigue = state.fatigue
         fatigue.last_action[action.id] = at
         if action.message_class == "marketing":
             contacts = fatigue.contacts
             contacts.append(Contact(at, channel, action.id, did[:16]))
             contacts.sort(key=lambda c: c.at)
-            fatigue.contacts = rules.prune_contacts(contacts, at, MAX_CONTACTS)
+            fatigue.contacts = rules.prune_contacts(contacts, now, MAX_CONTACTS)
         horizon = max((a.cooldown_hours for a in self.catalog.actions), default=0) * 3600
-        for action_id in [a for a, t in fatigue.last_action.items() if t < at - horizon]:
+        for action_id in [a for a, t in fatigue.last_action.items() if t < now - horizon]:
             del fatigue.last_action[action_id]
         updates.record_contact_stats(state, channel)
         state.touch("fatigue")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from policy.config import LEVELS, CatalogAction, ContactPolicy, Level
-from policy.state import CONTACT_HORIZON, Contact, CustomerState, QuietWindow
+from policy.state import CONTACT_HORIZON, MAX_CONTACTS, Contact, CustomerState, QuietWindow
 from policy.updates import profiling_allowed
 from schemas.events import Event
 from schemas.outputs import ReasonCode
@@ -72,13 +72,16 @@ def action_reasons(action: CatalogAction, ctx: DecisionContext) -> list[ReasonCo
         reasons.append("snooze")
     category = resolve_category(action, ctx)
     if marketing and category is not None:
-        bought = state.recency.last_purchase.get(category)
+        # A category missing from the bounded map may have been evicted: the
+        # newest evicted purchase is then the safe guess for when it was bought.
+        recency = state.recency
+        bought = recency.last_purchase.get(category, recency.forgotten_purchase_at or None)
         if bought is not None and now < bought + policy.purchase_cooldown.seconds_for(category):
             reasons.append("purchase_cooldown")
     last = state.fatigue.last_action.get(action.id)
-    if last is not None and now < last + action.cooldown_hours * 3600:
+    if marketing and last is not None and now < last + action.cooldown_hours * 3600:
         reasons.append("action_cooldown")
-    if action.max_per_week is not None:
+    if marketing and action.max_per_week is not None:
         sent = sum(
             1 for c in state.fatigue.contacts if c.action_id == action.id and c.at > now - WEEK
         )
@@ -112,6 +115,13 @@ def consent_reason(action: CatalogAction, channel: str, state: CustomerState) ->
         return "consent"
     entry = entries.get(f"{channel}:marketing")
     return None if entry is not None and entry.status == "granted" else "consent"
+
+
+def reachable(channel: str, state: CustomerState) -> bool:
+    """Do we hold contact details for the channel? Nothing on file means we
+    do not know, so every channel counts; on-site content needs none."""
+    known = state.profile.reachable
+    return not known or channel in known or channel == "web"
 
 
 def send_time(channel: str, ctx: DecisionContext) -> float:
@@ -157,6 +167,10 @@ def cap_reason(
     if personal is not None:
         global_windows.append((WEEK, personal))
     if exceeds([c.at for c in contacts], at, global_windows):
+        return "global_cap"
+    # The state keeps MAX_CONTACTS contacts: one more in a week would push
+    # out a contact that some window still needs, so that is a cap too.
+    if sum(1 for c in ctx.state.fatigue.contacts if c.at > ctx.now - WEEK) >= MAX_CONTACTS:
         return "global_cap"
     return None
 

@@ -1,8 +1,10 @@
 """Per-customer state: four small records, one per table.
 
-Each record is bounded (ring buffers and capped maps, never growing lists) so
-a customer costs well under a kilobyte on disk. Times are epoch seconds (UTC).
-The records are msgpack-encoded with default values omitted.
+Each record is bounded (ring buffers and capped maps, never growing lists): a
+typical customer costs well under a kilobyte, the worst case about two. Times are epoch seconds (UTC).
+The records are msgpack arrays (no field names on disk; trailing defaults
+omitted), so fields may only ever be appended at the end of a record, with a
+default, never removed or reordered.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ RECENT_VIEWS = 8
 MAX_CATEGORIES = 16
 MAX_CONTACTS = 32
 MAX_PROCESSED_IDS = 32
+_ID_BYTES = 4
 CONTACT_HORIZON = 8 * 86400.0  # contacts older than this answer no window
 
 
-class Recency(msgspec.Struct, kw_only=True, omit_defaults=True):
+class Recency(msgspec.Struct, kw_only=True, omit_defaults=True, array_like=True):
     """What the person did and when: drives triggers, cooldowns and RFM."""
 
     last_seen: dict[str, float] = {}  # event type -> time
@@ -24,6 +27,7 @@ class Recency(msgspec.Struct, kw_only=True, omit_defaults=True):
     affinity: dict[str, float] = {}  # category -> score decayed to affinity_at
     affinity_at: float = 0.0
     last_purchase: dict[str, float] = {}  # category -> time
+    forgotten_purchase_at: float = 0.0  # newest purchase evicted from last_purchase
     orders: int = 0
     revenue: float = 0.0
     cart_items: int = 0
@@ -42,7 +46,7 @@ class Contact(msgspec.Struct, array_like=True):
     converted: bool = False
 
 
-class Fatigue(msgspec.Struct, kw_only=True, omit_defaults=True):
+class Fatigue(msgspec.Struct, kw_only=True, omit_defaults=True, array_like=True):
     """How much we have contacted the person and how they reacted."""
 
     contacts: list[Contact] = []  # oldest first, within CONTACT_HORIZON
@@ -56,17 +60,22 @@ class Fatigue(msgspec.Struct, kw_only=True, omit_defaults=True):
     conversions: int = 0
 
 
-class ConsentEntry(msgspec.Struct, array_like=True):
+class ConsentEntry(msgspec.Struct, array_like=True, omit_defaults=True):
+    """The change in force for one channel and purpose. Where it came from is
+    in the consent-log topic, the audit trail; keeping it here too would
+    double the size of the record."""
+
     status: str  # granted | revoked | pending
     at: float  # event time of the change
-    source: str
+    source: str = ""  # optional; the engine leaves it empty
 
 
-class Consent(msgspec.Struct, kw_only=True, omit_defaults=True):
+class Consent(msgspec.Struct, kw_only=True, omit_defaults=True, array_like=True):
     """What the person allowed, per channel and purpose; authoritative."""
 
     entries: dict[str, ConsentEntry] = {}  # "channel:purpose" -> entry ("all:...")
     blocked: dict[str, str] = {}  # channel -> "bounced" | "complained"
+    blocked_at: dict[str, float] = {}  # channel -> event time of the block
 
 
 class QuietWindow(msgspec.Struct, array_like=True):
@@ -75,7 +84,7 @@ class QuietWindow(msgspec.Struct, array_like=True):
     tz: str
 
 
-class Profile(msgspec.Struct, kw_only=True, omit_defaults=True):
+class Profile(msgspec.Struct, kw_only=True, omit_defaults=True, array_like=True):
     """Preferences, identity and bookkeeping."""
 
     identified: bool = False
@@ -87,7 +96,21 @@ class Profile(msgspec.Struct, kw_only=True, omit_defaults=True):
     snooze_until: float = 0.0
     persona: str | None = None
     merged_ids: int = 0  # anonymous ids merged into this customer
-    processed: list[int] = []  # hashes of recent event ids, for dedupe
+    processed: bytes = b""  # ring of recent event id hashes (uint32), for dedupe
+
+
+def seen(profile: Profile, event_hash: int) -> bool:
+    """Was this event (by its 64-bit hash) processed recently?"""
+    needle = (event_hash & 0xFFFFFFFF).to_bytes(_ID_BYTES, "big")
+    ring = profile.processed
+    return any(ring[i : i + _ID_BYTES] == needle for i in range(0, len(ring), _ID_BYTES))
+
+
+def remember(profile: Profile, event_hash: int) -> None:
+    """Add an event to the ring; 32-bit hashes keep it at 128 bytes, and a
+    false match among 32 recent ids is a one-in-a-hundred-million event."""
+    ring = profile.processed + (event_hash & 0xFFFFFFFF).to_bytes(_ID_BYTES, "big")
+    profile.processed = ring[-MAX_PROCESSED_IDS * _ID_BYTES :]
 
 
 TABLES = ("recency", "fatigue", "consent", "profile")

@@ -2,7 +2,9 @@
 
 Consent is applied with a bias to the person's protection: a revocation is
 always applied at once, while a grant older than the change already on file
-is recorded in the audit log but not applied.
+(or as old as a revocation on file) is recorded in the audit log but not
+applied; an unconfirmed (pending) opt-in never lifts a revocation, and a
+change for `all` never overrides a newer change for one channel.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from policy.state import (
     ConsentEntry,
     CustomerState,
     QuietWindow,
+    Recency,
 )
 from schemas.events import (
     ClickEvent,
@@ -99,11 +102,19 @@ def apply_purchase(state: CustomerState, event: PurchaseEvent) -> None:
             recency.last_purchase[item.category] = ts
         if profiling_allowed(state):
             add_affinity(state, item.category, AFFINITY_WEIGHTS["purchase"], ts)
-    if len(recency.last_purchase) > MAX_CATEGORIES:
-        oldest = sorted(recency.last_purchase, key=recency.last_purchase.__getitem__)
-        for category in oldest[: len(recency.last_purchase) - MAX_CATEGORIES]:
-            del recency.last_purchase[category]
+    _bound_purchases(recency)
     state.touch("recency")
+
+
+def _bound_purchases(recency: Recency) -> None:
+    """Keep the newest categories; remember when the newest evicted one was
+    bought, so its cooldown still holds (see rules.action_reasons)."""
+    purchases = recency.last_purchase
+    if len(purchases) <= MAX_CATEGORIES:
+        return
+    oldest = sorted(purchases, key=purchases.__getitem__)
+    for category in oldest[: len(purchases) - MAX_CATEGORIES]:
+        recency.forgotten_purchase_at = max(recency.forgotten_purchase_at, purchases.pop(category))
 
 
 def set_consent(
@@ -122,17 +133,24 @@ def set_consent(
     key = f"{channel}:{purpose}"
     current = entries.get(key)
     ts = event_ts.timestamp()
-    applied = current is None or ts >= current.at or status == "revoked"
+    applied = _supersedes(current, ts, status)
     if applied:
-        entry = ConsentEntry(status=status, at=ts, source=source)
+        entry = ConsentEntry(status=status, at=ts)
         entries[key] = entry
+        changed = [channel]
         if channel == "all":
-            for each in CHANNELS:
+            # `all` speaks for every channel, but never over a newer change to one.
+            changed = [
+                c for c in CHANNELS if _supersedes(entries.get(f"{c}:{purpose}"), ts, status)
+            ]
+            for each in changed:
                 entries[f"{each}:{purpose}"] = entry
         if status == "granted" and purpose == "marketing":
-            unblocked = CHANNELS if channel == "all" else (channel,)
-            for each in unblocked:
-                state.consent.blocked.pop(each, None)
+            blocked, blocked_at = state.consent.blocked, state.consent.blocked_at
+            for each in changed:
+                if each in blocked and ts > blocked_at.get(each, 0.0):
+                    del blocked[each]
+                    blocked_at.pop(each, None)
         state.touch("consent")
     return ConsentLogEntry(
         customer_id=customer_id,
@@ -146,6 +164,26 @@ def set_consent(
         event_ts=event_ts,
         recorded_at=now,
     )
+
+
+def _supersedes(current: ConsentEntry | None, ts: float, status: str) -> bool:
+    """A revocation always applies; a grant only over an older entry, and
+    never over a revocation made at the same moment. An unconfirmed
+    (pending) opt-in never lifts a revocation: only its confirmation can."""
+    if status == "revoked" or current is None:
+        return True
+    if current.status == "revoked":
+        return status == "granted" and ts > current.at
+    return ts >= current.at
+
+
+def block_channel(state: CustomerState, channel: str, why: str, ts: float) -> None:
+    """A hard block (bounce, complaint) binds every message on the channel
+    until a marketing grant made after it."""
+    consent = state.consent
+    consent.blocked[channel] = why
+    consent.blocked_at[channel] = max(ts, consent.blocked_at.get(channel, 0.0))
+    state.touch("consent")
 
 
 def apply_consent(
@@ -233,12 +271,11 @@ def apply_feedback(
             )
         )  # fmt: skip
         if kind == "complained":
-            state.consent.blocked[channel] = "complained"
+            block_channel(state, channel, "complained", ts)
             fatigue.last_complaint = max(fatigue.last_complaint, ts)
             fatigue.backoff_until = max(fatigue.backoff_until, _complaint_backoff(state, policy))
     elif kind == "bounced":
-        state.consent.blocked[channel] = "bounced"
-        state.touch("consent")
+        block_channel(state, channel, "bounced", ts)
     state.touch("fatigue")
     return logs
 
@@ -272,6 +309,8 @@ def merge_states(target: CustomerState, source: CustomerState) -> None:
             target.consent.entries[key] = entry
     for channel, why in source.consent.blocked.items():
         target.consent.blocked.setdefault(channel, why)
+        at = source.consent.blocked_at.get(channel, 0.0)
+        target.consent.blocked_at[channel] = max(at, target.consent.blocked_at.get(channel, 0.0))
     profile = target.profile
     profile.identified = True
     profile.merged_ids += 1
@@ -295,6 +334,8 @@ def _merge_recency(target: CustomerState, source: CustomerState) -> None:
         add_affinity(target, category, score, theirs.affinity_at)
     for category, ts in theirs.last_purchase.items():
         mine.last_purchase[category] = max(ts, mine.last_purchase.get(category, 0.0))
+    mine.forgotten_purchase_at = max(mine.forgotten_purchase_at, theirs.forgotten_purchase_at)
+    _bound_purchases(mine)
     mine.orders += theirs.orders
     mine.revenue = round(mine.revenue + theirs.revenue, 2)
     if theirs.cart_updated_at > mine.cart_updated_at:
