@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import functools
 import zoneinfo
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from policy.config import LEVELS, CatalogAction, ContactPolicy, Level
+from policy.config import LEVELS, Caps, CatalogAction, ContactPolicy, Level
 from policy.state import CONTACT_HORIZON, MAX_CONTACTS, Contact, CustomerState, QuietWindow
 from policy.updates import profiling_allowed
 from schemas.events import Event
@@ -24,7 +24,8 @@ WEEK = 604800.0
 
 @dataclass(slots=True)
 class DecisionContext:
-    """Everything the rules need besides the candidate: computed once."""
+    """Everything the rules need besides the candidate, computed once per
+    decision rather than once per candidate and channel."""
 
     customer_id: str
     event: Event
@@ -33,6 +34,15 @@ class DecisionContext:
     state: CustomerState
     policy: ContactPolicy
     in_holdout: bool
+    level: Level = "unknown"
+    # (time, channel) of marketing contacts any cap window around now can see.
+    recent: list[tuple[float, str]] = field(default_factory=list)
+    quiet_end: float | None = None  # end of quiet hours, once computed
+
+    def __post_init__(self) -> None:
+        self.level = relationship_level(self.state, self.now)
+        horizon = self.now - WEEK
+        self.recent = [(c.at, c.channel) for c in self.state.fatigue.contacts if c.at > horizon]
 
 
 def relationship_level(state: CustomerState, now: float) -> Level:
@@ -64,7 +74,7 @@ def action_reasons(action: CatalogAction, ctx: DecisionContext) -> list[ReasonCo
         reasons.append("expired")
     if marketing and ctx.in_holdout:
         reasons.append("holdout")
-    if LEVELS.index(relationship_level(state, now)) < LEVELS.index(action.min_level):
+    if LEVELS.index(ctx.level) < LEVELS.index(action.min_level):
         reasons.append("relationship_level")
     if action.interests and not set(action.interests) & interests_of(state):
         reasons.append("not_interested")
@@ -130,8 +140,10 @@ def send_time(channel: str, ctx: DecisionContext) -> float:
     quiet = ctx.policy.quiet_hours
     if channel in quiet.silent_channels:
         return ctx.now
-    window = ctx.state.profile.quiet_hours or _default_window(quiet.start, quiet.end, quiet.tz)
-    return quiet_hours_end(window, ctx.now)
+    if ctx.quiet_end is None:
+        window = ctx.state.profile.quiet_hours or _default_window(quiet.start, quiet.end, quiet.tz)
+        ctx.quiet_end = quiet_hours_end(window, ctx.now)
+    return ctx.quiet_end
 
 
 def quiet_hours_end(window: QuietWindow, now: float) -> float:
@@ -153,24 +165,23 @@ def cap_reason(
 ) -> ReasonCode | None:
     """Would one more message at `at` exceed a per-channel or global cap in
     any rolling window that contains it? Transactional messages are exempt."""
-    if action.message_class == "transactional":
-        return None
-    contacts = [c for c in ctx.state.fatigue.contacts if c.at > at - WEEK]
+    if action.message_class == "transactional" or not ctx.recent:
+        return None  # exempt, or nothing sent within any window
     policy = ctx.policy
     channel_caps = policy.channel_caps.get(channel)  # type: ignore[call-overload]
     if channel_caps is not None:
-        same_channel = [c.at for c in contacts if c.channel == channel]
-        if exceeds(same_channel, at, channel_caps.windows()):
+        same_channel = [t for t, ch in ctx.recent if ch == channel]
+        if exceeds(same_channel, at, _windows(channel_caps)):
             return "channel_cap"
-    global_windows = policy.global_caps.windows()
+    global_windows = _windows(policy.global_caps)
     personal = ctx.state.profile.max_per_week
     if personal is not None:
-        global_windows.append((WEEK, personal))
-    if exceeds([c.at for c in contacts], at, global_windows):
+        global_windows = [*global_windows, (WEEK, personal)]
+    if exceeds([t for t, _ in ctx.recent], at, global_windows):
         return "global_cap"
     # The state keeps MAX_CONTACTS contacts: one more in a week would push
     # out a contact that some window still needs, so that is a cap too.
-    if sum(1 for c in ctx.state.fatigue.contacts if c.at > ctx.now - WEEK) >= MAX_CONTACTS:
+    if len(ctx.recent) >= MAX_CONTACTS:
         return "global_cap"
     return None
 
@@ -184,6 +195,8 @@ def exceeds(times: list[float], at: float, windows: list[tuple[float, int]]) -> 
     change at a message time, so it suffices to start windows there.
     """
     for length, cap in windows:
+        if len(times) < cap:
+            continue  # even all of them plus this one stay within the cap
         nearby = sorted(t for t in times if at - length < t < at + length)
         if len(nearby) < cap:
             continue
@@ -207,6 +220,12 @@ def engagement_rate(state: CustomerState, channel: str) -> float:
     """Smoothed share of messages on this channel that got a response."""
     fatigue = state.fatigue
     return (fatigue.engaged.get(channel, 0) + 1) / (fatigue.sent.get(channel, 0) + 4)
+
+
+@functools.lru_cache(maxsize=64)
+def _windows(caps: Caps) -> list[tuple[float, int]]:
+    """Caps.windows(), built once per distinct caps (they are immutable)."""
+    return caps.windows()
 
 
 @functools.lru_cache(maxsize=256)

@@ -1,7 +1,7 @@
 """Per-customer state: four small records, one per table.
 
 Each record is bounded (ring buffers and capped maps, never growing lists): a
-typical customer costs well under a kilobyte, the worst case about two. Times are epoch seconds (UTC).
+typical customer costs well under a kilobyte, the worst case about two.
 The records are msgpack arrays (no field names on disk; trailing defaults
 omitted), so fields may only ever be appended at the end of a record, with a
 default, never removed or reordered.
@@ -103,7 +103,12 @@ def seen(profile: Profile, event_hash: int) -> bool:
     """Was this event (by its 64-bit hash) processed recently?"""
     needle = (event_hash & 0xFFFFFFFF).to_bytes(_ID_BYTES, "big")
     ring = profile.processed
-    return any(ring[i : i + _ID_BYTES] == needle for i in range(0, len(ring), _ID_BYTES))
+    at = ring.find(needle)
+    while at != -1:
+        if at % _ID_BYTES == 0:
+            return True
+        at = ring.find(needle, at + 1)
+    return False
 
 
 def remember(profile: Profile, event_hash: int) -> None:
