@@ -162,26 +162,33 @@ def record_metrics(kind: str, result: Result) -> None:
     if result.duplicate:
         metrics.DUPLICATES.inc()
         return
-    metrics.DECISION_SECONDS.observe(result.decide_seconds)
     outcome = result.outcome
-    if outcome is None:
+    if outcome is None:  # an identity merge: state moved, nothing was decided
         return
+    metrics.DECISION_SECONDS.observe(result.decide_seconds)
     decision = outcome.decision
-    if decision is not None:
-        if isinstance(decision, Action):
-            metrics.DECISIONS.labels("action").inc()
-            metrics.ACTIONS.labels(decision.channel, decision.action_id).inc()
-        else:
-            metrics.DECISIONS.labels("suppression").inc()
-            for reason in decision.reasons:
-                metrics.SUPPRESSIONS.labels(reason).inc()
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "decision %s %s reasons=%s",
-                decision.decision_id,
-                type(decision).__name__,
-                getattr(decision, "reasons", []),
-            )
+    # One DEBUG line per decision: ids and reason codes only, never personal data.
+    if isinstance(decision, Action):
+        metrics.DECISIONS.labels("action").inc()
+        metrics.ACTIONS.labels(decision.channel, decision.action_id).inc()
+        log.debug(
+            "decision %s on %s: action %s via %s reasons=%s",
+            decision.decision_id,
+            decision.trigger_type,
+            decision.action_id,
+            decision.channel,
+            decision.reasons,
+        )
+    elif decision is not None:
+        metrics.DECISIONS.labels("suppression").inc()
+        for reason in decision.reasons:
+            metrics.SUPPRESSIONS.labels(reason).inc()
+        log.debug(
+            "decision %s on %s: suppression reasons=%s",
+            decision.decision_id,
+            decision.trigger_type,
+            decision.reasons,
+        )
     for record in outcome.records:
         if hasattr(record, "applied"):
             metrics.CONSENT_CHANGES.labels(str(record.applied).lower()).inc()
