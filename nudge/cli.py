@@ -12,7 +12,7 @@ import importlib
 import sys
 
 #: Subcommand modules, in the order `nudge --help` shows them.
-COMMANDS = ("worker", "kafka", "demo")
+COMMANDS = ("worker", "kafka", "demo", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -55,8 +55,13 @@ def summarize_state(
         "snoozed_until": (
             _iso(state.profile.snooze_until) if state.profile.snooze_until > now_ts else None
         ),
-        "records": {table: msgspec.to_builtins(getattr(state, table)) for table in TABLES},
+        "records": {table: _as_dict(getattr(state, table)) for table in TABLES},
     }
+
+
+def _as_dict(record: msgspec.Struct) -> dict[str, Any]:
+    """A state record with field names (records are stored as arrays)."""
+    return {name: msgspec.to_builtins(getattr(record, name)) for name in record.__struct_fields__}
 
 
 def trace_outcome(outcome: Outcome) -> dict[str, Any]:

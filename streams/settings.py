@@ -78,6 +78,20 @@ class Settings:
             "doc": "RocksDB block cache per table partition (Faust's default is 2 GiB).",
         },
     )
+    model_dir: Path = field(
+        default_factory=lambda: Path(_env("NUDGE_MODEL_DIR", str(REPO_ROOT / "models/artifacts"))),
+        metadata={
+            "env": "NUDGE_MODEL_DIR",
+            "doc": "Model artifacts; CURRENT names the version to serve (none: heuristic).",
+        },
+    )
+    model_reload_seconds: float = field(
+        default_factory=lambda: float(_env("NUDGE_MODEL_RELOAD_SECONDS", "10")),
+        metadata={
+            "env": "NUDGE_MODEL_RELOAD_SECONDS",
+            "doc": "How often to check CURRENT for a new model version.",
+        },
+    )
     api_token: str | None = field(
         default_factory=lambda: os.environ.get("NUDGE_API_TOKEN") or None,
         repr=False,
@@ -117,6 +131,8 @@ class Settings:
             raise ValueError("NUDGE_PROCESSING_GUARANTEE must be at_least_once or exactly_once")
         if self.partitions < 1:
             raise ValueError("NUDGE_PARTITIONS must be at least 1")
+        if self.model_reload_seconds <= 0:
+            raise ValueError("NUDGE_MODEL_RELOAD_SECONDS must be positive")
         protocols = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
         if self.security_protocol not in protocols:
             raise ValueError(f"KAFKA_SECURITY_PROTOCOL must be one of {protocols}")

@@ -6,27 +6,37 @@ import logging
 
 from faust import Worker
 
+from models.serving import ScorerHolder
 from policy.config import load_catalog, load_policy
 from policy.engine import Engine
 from streams.admin import ensure_topics
 from streams.app import create_app
+from streams.lag import start_lag_monitor
+from streams.metrics import register_table_collector
+from streams.model_reload import schedule_reloads
 from streams.settings import Settings
 from streams.views import register_api, register_probes
 
 log = logging.getLogger("nudge.worker")
 
 
-def build_engine(settings: Settings) -> Engine:
-    """Load and validate the catalog and policy; raises ConfigError."""
-    return Engine(load_catalog(settings.catalog_path), load_policy(settings.policy_path))
+def build_engine(settings: Settings) -> tuple[Engine, ScorerHolder]:
+    """Load and validate the catalog and policy (raises ConfigError); the
+    engine scores with the served model, or the heuristic until one loads."""
+    policy = load_policy(settings.policy_path)
+    scorer = ScorerHolder(settings.model_dir, policy)
+    return Engine(load_catalog(settings.catalog_path), policy, scorer), scorer
 
 
 def run(settings: Settings) -> int:
-    engine = build_engine(settings)
+    engine, scorer = build_engine(settings)
     ensure_topics(settings)
     nudge = create_app(settings, engine)
     register_probes(nudge)
     register_api(nudge)
+    register_table_collector(nudge.tables)
+    start_lag_monitor(settings)
+    schedule_reloads(nudge.app, scorer, settings.model_reload_seconds)
     worker = Worker(
         nudge.app,
         loglevel=settings.log_level.upper(),

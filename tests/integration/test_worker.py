@@ -42,6 +42,7 @@ def worker(
         extra_env={
             "NUDGE_POLICY": str(Path(__file__).with_name("policy.toml")),
             "NUDGE_API_TOKEN": TOKEN,
+            "NUDGE_MODEL_DIR": str(tmp_path_factory.mktemp("no-models")),
         },
     )
     process.start()
@@ -293,7 +294,14 @@ def test_erasure_is_confirmed_and_no_action_follows(publisher, outputs, worker) 
         ("clickstream", gus.view("lighting", 2)),
         ("clickstream", gus.view("lighting", 1)),
     )
-    wait_state(worker, gus.customer, lambda s: s["marketing_allowed"]["email"])
+    wait_state(
+        worker,
+        gus.customer,
+        lambda s: (
+            s["marketing_allowed"]["email"]
+            and s["records"]["recency"]["affinity"].get("lighting", 0) > 1.9
+        ),
+    )
     erasure = gus.event("erasure")
     publish(publisher, ("privacy", erasure))
     outputs.wait_for(
@@ -458,7 +466,15 @@ def test_erasure_writes_tombstones_to_every_changelog(publisher, outputs, worker
         ("clickstream", lou.view("garden")),
         ("preferences", lou.event("preferences", preferred_channel="email")),
     )
-    wait_state(worker, lou.customer, lambda s: s["records"]["profile"].get("preferred_channel"))
+    wait_state(  # every topic's event is in before the erasure (topics are not ordered)
+        worker,
+        lou.customer,
+        lambda s: (
+            s["records"]["profile"].get("preferred_channel")
+            and s["marketing_allowed"]["email"]
+            and s["records"]["recency"]["affinity"].get("garden")
+        ),
+    )
     publish(publisher, ("privacy", lou.event("erasure")))
     outputs.wait_for(
         lambda got: any(

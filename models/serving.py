@@ -1,0 +1,97 @@
+"""Which scorer the engine uses right now, and swapping it without a restart.
+
+The holder is itself a Scorer: the engine keeps one reference to it, and the
+holder delegates to the active scorer. It starts with the artifact CURRENT
+names, or falls back to the heuristic. `maybe_reload` is cheap when nothing
+changed (one stat of CURRENT) and swaps in a new version with a single
+reference assignment; a version that fails to load leaves the old scorer in
+place. Log lines name versions and errors, never customer data.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from prometheus_client import Counter, Gauge
+
+from models import artifact
+from models.artifact import ArtifactError
+from models.features import FeatureBuilder
+from models.scorer import ModelScorer
+from policy.config import ContactPolicy
+from policy.scoring import HeuristicScorer, Scorer, ScoringRequest
+
+log = logging.getLogger("nudge.models")
+
+MODEL_INFO = Gauge(
+    "nudge_model_info", "The scorer version in use (1 for the active one).", ["version"]
+)
+RELOADS = Counter("nudge_model_reloads", "Attempts to load a new model version.", ["result"])
+FALLBACKS = Counter(
+    "nudge_model_fallbacks", "Starts that serve the heuristic because no model could be loaded."
+)
+
+Stamp = tuple[int, int, int] | None  # (inode, size, mtime_ns) of CURRENT, None if absent
+
+
+class ScorerHolder:
+    """The engine's scorer: a model artifact when one loads, else the heuristic."""
+
+    def __init__(self, root: Path, policy: ContactPolicy) -> None:
+        self.root = Path(root)
+        self.features = FeatureBuilder(policy.quiet_hours)
+        self.active: Scorer = HeuristicScorer()
+        self._stamp = self._current_stamp()
+        try:
+            self.active = self._load(artifact.current_version(self.root))
+        except ArtifactError as exc:
+            FALLBACKS.inc()
+            log.warning("no model served, using %s: %s", self.active.version, exc)
+        else:
+            log.info("serving model %s", self.active.version)
+        MODEL_INFO.labels(self.active.version).set(1)
+
+    @property
+    def version(self) -> str:
+        return self.active.version
+
+    def propensities(self, requests: Sequence[ScoringRequest]) -> list[float]:
+        return self.active.propensities(requests)
+
+    def maybe_reload(self) -> bool:
+        """Serve the version CURRENT names if it changed; True if swapped.
+
+        A version that fails is not retried until CURRENT changes again.
+        """
+        stamp = self._current_stamp()
+        if stamp == self._stamp or stamp is None:
+            return False
+        self._stamp = stamp
+        try:
+            version = artifact.current_version(self.root)
+            if version == self.active.version:
+                return False
+            scorer = self._load(version)
+        except ArtifactError as exc:
+            RELOADS.labels("failed").inc()
+            log.warning("model reload failed, still serving %s: %s", self.active.version, exc)
+            return False
+        previous, self.active = self.active, scorer
+        MODEL_INFO.labels(previous.version).set(0)
+        MODEL_INFO.labels(scorer.version).set(1)
+        RELOADS.labels("ok").inc()
+        log.info("model reloaded: now serving %s (was %s)", scorer.version, previous.version)
+        return True
+
+    def _load(self, version: str) -> ModelScorer:
+        return ModelScorer(artifact.load(self.root, version), self.features)
+
+    def _current_stamp(self) -> Stamp:
+        try:
+            st = os.stat(self.root / artifact.CURRENT_FILE)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
