@@ -92,9 +92,18 @@ class Engine:
                 self._by_trigger.setdefault(trigger_event, []).append(action)
 
     def process(
-        self, state: CustomerState, event: Event, now: datetime, subject_id: str
+        self,
+        state: CustomerState,
+        event: Event,
+        now: datetime,
+        subject_id: str,
+        *,
+        explain: bool = False,
     ) -> Outcome:
-        """Update `state` with `event` and decide if the event is a trigger."""
+        """Update `state` with `event` and decide if the event is a trigger.
+
+        With `explain`, every channel of every candidate is checked, even of
+        candidates already ruled out as a whole (the hot path skips those)."""
         event_hash = hash64(event.event_id)
         if seen(state.profile, event_hash):
             return Outcome(duplicate=True)
@@ -109,7 +118,7 @@ class Engine:
         if event.customer_id is not None and not state.profile.identified:
             state.profile.identified = True
         if self._triggers(event):
-            self.decide(state, event, now, subject_id, outcome)
+            self.decide(state, event, now, subject_id, outcome, explain)
         return outcome
 
     def merge(self, target: CustomerState, source: CustomerState, event: IdentityEvent) -> bool:
@@ -168,6 +177,7 @@ class Engine:
         now: datetime,
         subject: str,
         outcome: Outcome,
+        explain: bool = False,
     ) -> None:
         """Steps 3-6: candidates, rule-outs, scoring, arbitration, channel, timing."""
         now_ts = now.timestamp()
@@ -181,7 +191,7 @@ class Engine:
             in_holdout=in_holdout(subject, self.policy.holdout.share, self.policy.holdout.salt),
         )
         candidates = [
-            self._evaluate(action, ctx)
+            self._evaluate(action, ctx, explain)
             for action in self._by_trigger.get(getattr(event, "type", ""), ())
             if any(_trigger_holds(t, action, ctx) for t in action.triggers)
         ]
@@ -198,7 +208,9 @@ class Engine:
             would_be = max(held_out, key=lambda c: c.score) if held_out else None
             outcome.decision = self._suppress(candidates, would_be, ctx, now)
 
-    def _evaluate(self, action: CatalogAction, ctx: rules.DecisionContext) -> CandidateTrace:
+    def _evaluate(
+        self, action: CatalogAction, ctx: rules.DecisionContext, explain: bool
+    ) -> CandidateTrace:
         trace = CandidateTrace(
             action=action,
             category=rules.resolve_category(action, ctx),
@@ -206,6 +218,10 @@ class Engine:
             channel_reasons={},
             send_times={},
         )
+        # Channels matter only for a candidate that may still win, or whose
+        # would-be decision is logged for the holdout.
+        if not (explain or _only_holdout(trace.reasons)):
+            return trace
         expires = ctx.event.ts.timestamp() + action.expiry_hours * 3600
         for channel in action.channels:
             reasons: list[ReasonCode] = []
@@ -358,16 +374,17 @@ class Engine:
         reasons: list[ReasonCode] = []
         for c in candidates:
             mine = list(c.reasons)
-            if not c.send_times:
-                for channel_reasons in c.channel_reasons.values():
+            # Channel reasons speak only for candidates not ruled out as a
+            # whole: the same on the hot path and in an explanation.
+            by_channel = c.channel_reasons if _only_holdout(c.reasons) else {}
+            if not c.send_times and _only_holdout(c.reasons):
+                for channel_reasons in by_channel.values():
                     mine.extend(r for r in channel_reasons if r not in mine)
-                if not c.channel_reasons:
+                if not by_channel:
                     mine.append("no_channel")
             reasons.extend(r for r in mine if r not in reasons)
             verdicts.append(
-                CandidateVerdict(
-                    action_id=c.action.id, reasons=mine, channel_reasons=c.channel_reasons
-                )
+                CandidateVerdict(action_id=c.action.id, reasons=mine, channel_reasons=by_channel)
             )
         return Suppression(
             decision_id=decision_id(ctx.event.event_id, "suppress"),
@@ -416,6 +433,11 @@ def _trigger_holds(trigger, action: CatalogAction, ctx: rules.DecisionContext) -
         if score < trigger.min_category_affinity:
             return False
     return True
+
+
+def _only_holdout(reasons: list[ReasonCode]) -> bool:
+    """No reason, or only the holdout: the candidate's channels matter."""
+    return all(r == "holdout" for r in reasons)
 
 
 def _event_category(event: Event) -> str | None:

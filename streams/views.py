@@ -103,5 +103,5 @@ def register_api(nudge: NudgeApp) -> None:
             except InvalidEvent as exc:
                 return self.json({"error": exc.reason, "detail": exc.detail}, status=400)
             state = decode_state(load(event.subject_id or ""))  # a private copy
-            outcome = engine.process(state, event, now, event.subject_id or "")
+            outcome = engine.process(state, event, now, event.subject_id or "", explain=True)
             return self.json(trace_outcome(outcome))

@@ -14,6 +14,7 @@ from policy_kit import (
     catalog,
     click,
     consent,
+    decode,
     feedback,
     marketing,
     policy,
@@ -25,7 +26,8 @@ from policy_kit import (
 
 from policy.engine import Engine
 from policy.ids import in_holdout
-from policy.state import MAX_CONTACTS, CustomerState
+from policy.state import MAX_CONTACTS, TABLES, CustomerState, decode_state, encode_state
+from schemas.codec import encode
 from schemas.events import IdentityEvent
 from schemas.outputs import Action, Suppression
 
@@ -130,7 +132,10 @@ def test_a_complaint_blocks_and_revokes_even_for_transactional_messages() -> Non
     p.opt_in(T0)
     p.send(feedback(p.id, T0 + MINUTE, "complained", "email"))
     s = p.suppress(click(p.id, T0 + 2 * MINUTE))
-    assert reasons_of(s, "promo") == ["fatigue", "channel_blocked"]  # complaint back-off too
+    # The complaint back-off rules the promo out as a whole, so its channels
+    # are not examined on the hot path; the block and revocation are in state.
+    assert reasons_of(s, "promo") == ["fatigue"]
+    assert p.state.consent.blocked["email"] == "complained"
     assert p.state.consent.entries["email:marketing"].status == "revoked"
     s = p.suppress(purchase(p.id, T0 + 3 * MINUTE))
     assert reasons_of(s, "receipt") == ["channel_blocked"]
@@ -649,3 +654,25 @@ def test_a_single_eligible_action_is_picked_with_certainty() -> None:
     for i in range(20):
         action = p.act(click(p.id, T0 + i * MINUTE))
         assert action.selection_probability == 1.0 and not action.explored
+
+
+def test_explain_examines_every_channel_and_decides_the_same() -> None:
+    """The hot path skips the channels of a candidate already ruled out as a
+    whole; an explanation checks them all, and the decision is the same."""
+    hot = Person(engine(marketing(channels=["email"])))
+    hot.opt_in(T0)
+    hot.send(feedback(hot.id, T0 + MINUTE, "complained", "email"))
+    explained = Person(engine(marketing(channels=["email"])), customer=hot.id)
+    explained.state = decode_state(encode_state(hot.state, set(TABLES)))
+    trigger = click(hot.id, T0 + 2 * MINUTE)
+    now = T0 + 2 * MINUTE + timedelta(seconds=1)
+    fast = hot.engine.process(hot.state, decode(trigger, now), now, hot.id)
+    full = explained.engine.process(
+        explained.state, decode(trigger, now), now, hot.id, explain=True
+    )
+    assert encode(fast.decision) == encode(full.decision)
+    assert full.decision.reasons == ["fatigue"]
+    [candidate] = full.trace
+    assert candidate.reasons == ["fatigue"]
+    assert candidate.channel_reasons == {"email": ["channel_blocked"]}
+    assert fast.trace[0].channel_reasons == {}
