@@ -1,0 +1,318 @@
+"""Decision policies to compare, behind the one small protocol the simulator calls.
+
+- `NudgePolicy`: the real engine, run exactly as the worker runs it
+  (`policy.processor.Processor`, tables holding bytes, identity merges fed
+  back), with the heuristic scorer or any `policy.scoring.Scorer`.
+- `BlastPolicy`: every triggered catalog action on every channel the person
+  legally consented to; no caps, cooldowns, quiet hours, fatigue, targeting.
+- `AutopilotPolicy`: a product-centric recommender: after any product view or
+  purchase, the same category on the first consented channel; no fatigue or
+  cooldown rules.
+- `SilentPolicy`: no marketing at all, the control that shows what messages add.
+
+Every policy sends the same order confirmations (transactional) as nudge, and
+keeps the customer's state with the same engine, so consent (including
+unsubscribes and complaints reported as feedback) is honoured the same way:
+they differ only in which marketing messages they send.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+import msgspec
+
+from policy import rules
+from policy.config import (
+    Caps,
+    Catalog,
+    CatalogAction,
+    ContactPolicy,
+    load_catalog,
+    load_policy,
+)
+from policy.engine import Engine
+from policy.ids import decision_id
+from policy.processor import MERGE_KIND, Processor, Result
+from policy.scoring import Scorer
+from policy.state import TABLES, CustomerState, decode_state
+from schemas.codec import encode
+from schemas.outputs import Action
+
+CONFIG = Path(__file__).resolve().parent.parent / "config"
+CATALOG = CONFIG / "catalog.toml"
+POLICY = CONFIG / "policy.toml"
+
+ActionDict = dict[str, Any]
+
+
+class DecisionPolicy(Protocol):
+    """What the simulator needs from a policy: given one input event (as its
+    JSON dict) at processing time `now`, the actions to deliver (as the
+    `actions` topic carries them, decoded to dicts)."""
+
+    name: str
+
+    def decide(self, kind: str, event: dict[str, Any], now: datetime) -> list[ActionDict]: ...
+
+
+class InMemoryWorker:
+    """The worker's per-message loop without Kafka: one dict per table holding
+    the same bytes the worker's tables hold, identity merges fed straight back
+    in as the worker's internal topic would deliver them."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.processor = Processor(engine)
+        self.tables: dict[str, dict[bytes, bytes]] = {name: {} for name in TABLES}
+        self.deadletters: Counter[str] = Counter()
+        self._offset = 0
+
+    def process(self, kind: str, event: dict[str, Any], now: datetime) -> Result:
+        result = self._apply(kind, subject_key(event), _json.encode(event), now)
+        for emit in result.emits:
+            if emit.kind == MERGE_KIND:
+                self._apply(MERGE_KIND, emit.key, emit.value, now)
+        return result
+
+    def state(self, subject: str) -> CustomerState:
+        return decode_state(self._load(subject))
+
+    def _apply(self, kind: str, key: bytes | None, value: bytes, now: datetime) -> Result:
+        self._offset += 1
+        source = (kind, 0, self._offset)
+        result = self.processor.process(kind, key, value, source, self._load, now)
+        if result.invalid_reason is not None:
+            self.deadletters[result.invalid_reason] += 1
+        if result.subject is not None:
+            subject = result.subject.encode()
+            for name, data in result.writes.items():
+                if data is None:
+                    self.tables[name].pop(subject, None)
+                else:
+                    self.tables[name][subject] = data
+        return result
+
+    def _load(self, subject: str) -> dict[str, bytes | None]:
+        key = subject.encode()
+        return {name: table.get(key) for name, table in self.tables.items()}
+
+
+class NudgePolicy:
+    """nudge itself: the shipped catalog and contact policy, any scorer."""
+
+    name = "nudge"
+
+    def __init__(
+        self,
+        scorer: Scorer | None = None,
+        catalog: Path | str = CATALOG,
+        policy: Path | str = POLICY,
+    ) -> None:
+        self.worker = InMemoryWorker(Engine(load_catalog(catalog), load_policy(policy), scorer))
+
+    def decide(self, kind: str, event: dict[str, Any], now: datetime) -> list[ActionDict]:
+        return emitted_actions(self.worker.process(kind, event, now))
+
+
+class BlastPolicy:
+    """Spray: every action whose trigger holds, on every channel with marketing
+    consent (and contact details), at once. Legal, and nothing more."""
+
+    name = "blast"
+
+    def __init__(self, catalog: Path | str = CATALOG, policy: Path | str = POLICY) -> None:
+        self.worker = InMemoryWorker(
+            Engine(_unrestricted(load_catalog(catalog)), _unrestricted_policy(load_policy(policy)))
+        )
+
+    def decide(self, kind: str, event: dict[str, Any], now: datetime) -> list[ActionDict]:
+        outcome = self.worker.process(kind, event, now).outcome
+        if outcome is None:
+            return []
+        return [
+            build_action(
+                event,
+                candidate.action,
+                channel,
+                candidate.category,
+                now,
+                model_version=self.name,
+                propensity=candidate.propensity,
+                reasons=["blast: every triggered action on every consented channel"],
+            )
+            for candidate in outcome.trace
+            if not candidate.reasons  # only "expired" or "snooze" remain possible
+            for channel in candidate.send_times
+        ]
+
+
+class AutopilotPolicy:
+    """Product-centric: after a product view or a purchase, recommend the same
+    category on the first channel with marketing consent. Acts only on fresh
+    events (within the hour), like any live recommender."""
+
+    name = "autopilot"
+    fresh_seconds = 3600.0
+
+    def __init__(self, catalog: Path | str = CATALOG, policy: Path | str = POLICY) -> None:
+        shipped = load_catalog(catalog)
+        contact = load_policy(policy)
+        self.worker = InMemoryWorker(Engine(shipped, contact))
+        self.recommendation = _find(shipped, "category_inspiration")
+        self.channels = list(contact.channel_order)
+
+    def decide(self, kind: str, event: dict[str, Any], now: datetime) -> list[ActionDict]:
+        result = self.worker.process(kind, event, now)
+        actions = transactional(emitted_actions(result))
+        category = _category(event)
+        customer = event.get("customer_id")
+        if result.invalid_reason or result.duplicate or not category or not customer:
+            return actions
+        if (now - _time(event["ts"])).total_seconds() > self.fresh_seconds:
+            return actions
+        state = self.worker.state(customer)
+        for channel in self.channels:
+            if rules.reachable(channel, state) and not rules.consent_reason(
+                self.recommendation, channel, state
+            ):
+                reasons = [f"autopilot: more {category} after a {event['type']}"]
+                actions.append(
+                    build_action(
+                        event,
+                        self.recommendation,
+                        channel,
+                        category,
+                        now,
+                        model_version=self.name,
+                        reasons=reasons,
+                    )
+                )
+                break
+        return actions
+
+
+class SilentPolicy:
+    """No marketing: only the order confirmations every policy sends."""
+
+    name = "silent"
+
+    def __init__(self, catalog: Path | str = CATALOG, policy: Path | str = POLICY) -> None:
+        self.worker = InMemoryWorker(Engine(load_catalog(catalog), load_policy(policy)))
+
+    def decide(self, kind: str, event: dict[str, Any], now: datetime) -> list[ActionDict]:
+        return transactional(emitted_actions(self.worker.process(kind, event, now)))
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+_json = msgspec.json.Encoder()
+_action_dict = msgspec.json.Decoder(dict[str, Any])
+
+
+def subject_key(event: dict[str, Any]) -> bytes:
+    """The Kafka key the contract asks for: the anonymous id for identity
+    events, else the customer id, else the anonymous id."""
+    if event.get("type") in ("identify", "alias"):
+        return str(event.get("anonymous_id", "")).encode()
+    return str(event.get("customer_id") or event.get("anonymous_id") or "").encode()
+
+
+def emitted_actions(result: Result) -> list[ActionDict]:
+    """The actions a processed message publishes, as the `actions` topic has them."""
+    return [_action_dict.decode(emit.value) for emit in result.emits if emit.kind == "actions"]
+
+
+def transactional(actions: list[ActionDict]) -> list[ActionDict]:
+    return [a for a in actions if a["message_class"] == "transactional"]
+
+
+def build_action(
+    event: dict[str, Any],
+    action: CatalogAction,
+    channel: str,
+    category: str | None,
+    now: datetime,
+    *,
+    model_version: str,
+    reasons: list[str],
+    propensity: float = 0.0,
+) -> ActionDict:
+    """An action record for a baseline, in the same shape nudge publishes. One
+    decision id per (trigger, action, channel): a baseline may send several."""
+    trigger_ts = _time(event["ts"])
+    record = Action(
+        decision_id=decision_id(event["event_id"], f"{action.id}.{channel}"),
+        customer_id=subject_key(event).decode(),
+        trigger_event_id=event["event_id"],
+        trigger_type=event["type"],
+        trigger_ts=trigger_ts,
+        decided_at=now,
+        model_version=model_version,
+        experiment_arm="treatment",
+        action_id=action.id,
+        channel=channel,  # type: ignore[arg-type]
+        message_class=action.message_class,
+        category=category,
+        score=round(propensity * action.value * action.lever, 6),
+        propensity=round(propensity, 6),
+        selection_probability=1.0,
+        explored=False,
+        reasons=reasons,
+        send_after=None,
+        expires_at=trigger_ts + timedelta(hours=action.expiry_hours),
+    )
+    return _action_dict.decode(encode(record))
+
+
+def _unrestricted(catalog: Catalog) -> Catalog:
+    """The catalog without targeting, cooldowns or per-action caps."""
+    actions = [
+        msgspec.structs.replace(
+            action, cooldown_hours=0.0, max_per_week=None, min_level="unknown", interests=[]
+        )
+        for action in catalog.actions
+    ]
+    return Catalog(actions=actions)
+
+
+def _unrestricted_policy(policy: ContactPolicy) -> ContactPolicy:
+    """A contact policy that only keeps consent: no caps, no quiet hours, no
+    fatigue or purchase cooldown, no holdout, no exploration."""
+    return msgspec.structs.replace(
+        policy,
+        channel_caps={},
+        global_caps=Caps(),
+        quiet_hours=msgspec.structs.replace(
+            policy.quiet_hours, silent_channels=["email", "sms", "push", "web"]
+        ),
+        fatigue=msgspec.structs.replace(
+            policy.fatigue, ignored_threshold=1_000_000, complaint_backoff_hours=0.0
+        ),
+        purchase_cooldown=msgspec.structs.replace(
+            policy.purchase_cooldown, default_days=0.0, categories={}
+        ),
+        holdout=msgspec.structs.replace(policy.holdout, share=0.0),
+        exploration=msgspec.structs.replace(policy.exploration, epsilon=0.0),
+    )
+
+
+def _find(catalog: Catalog, action_id: str) -> CatalogAction:
+    for action in catalog.actions:
+        if action.id == action_id:
+            return action
+    raise ValueError(f"the catalog has no action {action_id!r}")
+
+
+def _category(event: dict[str, Any]) -> str | None:
+    if event.get("type") == "product_view":
+        return event.get("category")
+    if event.get("type") == "purchase" and event.get("items"):
+        return event["items"][0].get("category")
+    return None
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text)

@@ -1,0 +1,72 @@
+"""`nudge evaluate`: judge nudge against naive policies on a simulated population."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+from nudge.commands.simulate import DAY_BAR
+from streams.settings import REPO_ROOT
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="play nudge, blast, autopilot and no marketing on one simulated world; compare",
+        description=(
+            "Simulate the same customers under each policy and report messages, conversions, "
+            "unsubscribes and complaints, with PASS/FAIL for nudge's targets. Writes "
+            "evaluation.json and evaluation.png to --out. See docs/evaluation.md."
+        ),
+    )
+    parser.add_argument("--customers", type=_positive_int, default=2000, help="population size")
+    parser.add_argument("--days", type=_positive_float, default=30.0, help="simulated days")
+    parser.add_argument("--seed", type=int, default=7, help="same seed, same world")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=REPO_ROOT / "results" / "evaluation",
+        help="directory for evaluation.json and evaluation.png",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from models.evaluate import evaluate, plot, render, write_json
+
+    def progress(name: str) -> Callable[[float], None]:
+        """One bar per policy, in simulated days."""
+        from tqdm import tqdm
+
+        bar = tqdm(total=args.days, desc=f"{name:>9}", disable=args.quiet, bar_format=DAY_BAR)
+
+        def update(days_done: float) -> None:
+            bar.update(min(days_done, args.days) - bar.n)
+            if days_done >= args.days:
+                bar.close()
+
+        return update
+
+    report = evaluate(args.customers, args.days, args.seed, progress)
+    json_path, png_path = args.out / "evaluation.json", args.out / "evaluation.png"
+    write_json(report, json_path)
+    plot(report, png_path)
+    print(render(report))
+    print(f"\nwritten: {json_path}, {png_path}")
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return value

@@ -1,0 +1,130 @@
+"""The simulated world: reproducible, valid per the contract, closing the loop
+on the actions it receives, and telling a spammer from nudge."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import datetime, timedelta
+
+import msgspec
+import pytest
+
+from models.baselines import BlastPolicy, NudgePolicy, subject_key
+from models.simulator import LogRecord, Simulation, read_event_log, write_event_log
+from nudge.cli import main as nudge
+from schemas.codec import decode_event
+
+CUSTOMERS, DAYS = 80, 7
+
+
+def play(policy, customers: int = CUSTOMERS, days: float = DAYS, seed: int = 7):
+    return list(Simulation(customers, days, seed).run(policy))
+
+
+@pytest.fixture(scope="module")
+def nudge_log() -> list[LogRecord]:
+    return play(NudgePolicy())
+
+
+def test_same_seed_gives_the_identical_log(nudge_log: list[LogRecord]) -> None:
+    assert play(NudgePolicy()) == nudge_log
+
+
+def test_another_seed_gives_another_world(nudge_log: list[LogRecord]) -> None:
+    assert play(NudgePolicy(), seed=8) != nudge_log
+
+
+def test_every_event_is_valid_per_the_contract(nudge_log: list[LogRecord]) -> None:
+    kinds = Counter()
+    for kind, event in nudge_log:
+        if kind == "actions":
+            continue
+        now = datetime.fromisoformat(event["ts"]) + timedelta(seconds=1)
+        decode_event(kind, json.dumps(event).encode(), subject_key(event), now)
+        kinds[kind, event["type"]] += 1
+    for expected in [
+        ("clickstream", "session_start"),
+        ("clickstream", "product_view"),
+        ("clickstream", "add_to_cart"),
+        ("clickstream", "checkout_started"),
+        ("purchases", "purchase"),
+        ("consent", "consent"),
+        ("preferences", "preferences"),
+        ("identity", "identify"),
+        ("feedback", "delivered"),
+        ("feedback", "opened"),
+        ("feedback", "ignored"),
+    ]:
+        assert kinds[expected], f"no {expected} in the log"
+
+
+def test_nudge_worker_sees_no_invalid_input() -> None:
+    policy = NudgePolicy()
+    play(policy)
+    assert not policy.worker.deadletters
+
+
+def test_anonymous_visitors_browse_before_they_identify(nudge_log: list[LogRecord]) -> None:
+    anonymous = {e.get("anonymous_id") for k, e in nudge_log if k == "clickstream"}
+    identified = {e["anonymous_id"] for k, e in nudge_log if k == "identity"}
+    assert anonymous & identified
+
+
+def test_feedback_refers_to_actions_sent_before(nudge_log: list[LogRecord]) -> None:
+    sent: set[str] = set()
+    answered = 0
+    for kind, event in nudge_log:
+        if kind == "actions":
+            sent.add(event["decision_id"])
+        elif kind == "feedback":
+            assert event["decision_id"] in sent
+            answered += 1
+    assert answered
+
+
+def test_respond_answers_one_action_with_its_decision_id(nudge_log: list[LogRecord]) -> None:
+    action = next(e for k, e in nudge_log if k == "actions" and e["message_class"] == "marketing")
+    simulation = Simulation(CUSTOMERS, DAYS, 7)
+    records = simulation.respond(action)
+    feedback = [e for k, e in records if k == "feedback"]
+    assert feedback[0]["type"] in ("delivered", "bounced", "ignored")
+    assert {e["decision_id"] for e in feedback} == {action["decision_id"]}
+    assert [e["ts"] for _, e in records] == sorted(e["ts"] for _, e in records)
+
+
+def test_blast_sends_far_more_and_loses_more_people() -> None:
+    def tally(policy) -> Counter:
+        counts: Counter = Counter()
+        for kind, event in play(policy, customers=150, days=14):
+            if kind == "actions" and event["message_class"] == "marketing":
+                counts["messages"] += 1
+            elif kind == "feedback" and event["type"] in ("unsubscribed", "complained"):
+                counts["opt_outs"] += 1
+        return counts
+
+    nudge_counts, blast_counts = tally(NudgePolicy()), tally(BlastPolicy())
+    assert blast_counts["messages"] > 3 * nudge_counts["messages"]
+    assert blast_counts["opt_outs"] > 3 * max(1, nudge_counts["opt_outs"])
+
+
+def test_the_event_log_round_trips(tmp_path, nudge_log: list[LogRecord]) -> None:
+    path = tmp_path / "log.jsonl"
+    assert write_event_log(nudge_log, path) == len(nudge_log)
+    assert list(read_event_log(path)) == nudge_log
+
+
+def test_a_bad_log_line_is_named(tmp_path) -> None:
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(msgspec.json.encode({"kind": "clickstream", "event": {}}) + b"\n{oops\n")
+    with pytest.raises(ValueError, match=r"log.jsonl:2"):
+        list(read_event_log(path))
+
+
+def test_simulate_command_writes_the_log(tmp_path) -> None:
+    path = tmp_path / "out" / "log.jsonl"
+    argv = ["simulate", "--customers", "20", "--days", "2", "--out", str(path), "--quiet"]
+    assert nudge(argv) == 0
+    records = list(read_event_log(path))
+    assert records == play(NudgePolicy(), customers=20, days=2)
+    assert {kind for kind, _ in records} >= {"clickstream", "consent", "actions", "feedback"}
