@@ -165,8 +165,8 @@ def cap_reason(
 ) -> ReasonCode | None:
     """Would one more message at `at` exceed a per-channel or global cap in
     any rolling window that contains it? Transactional messages are exempt."""
-    if action.message_class == "transactional" or not ctx.recent:
-        return None  # exempt, or nothing sent within any window
+    if action.message_class == "transactional":
+        return None
     policy = ctx.policy
     channel_caps = policy.channel_caps.get(channel)  # type: ignore[call-overload]
     if channel_caps is not None:
