@@ -494,3 +494,12 @@ def test_erasure_writes_tombstones_to_every_changelog(publisher, outputs, worker
         consumer.close()
         assert records, f"no changelog records for {table}"
         assert records[-1].value is None, f"last {table} record is not a tombstone"
+
+
+def test_nothing_was_deadlettered_for_an_internal_error(outputs) -> None:
+    """Runs last in this module: every deadletter above was bad input, none
+    was the worker failing (e.g. publishing before its changelogs existed)."""
+    outputs.poll(1.0)
+    reasons = {r.value["reason"] for r in outputs.received if r.kind == "deadletter"}
+    assert reasons, "the tests above sent bad input"
+    assert "internal_error" not in reasons
