@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 
@@ -317,14 +318,7 @@ class Engine:
         if at >= expires:  # a transactional message deferred past its expiry
             expires = at + action.expiry_hours * 3600
         return Action(
-            decision_id=did,
-            customer_id=ctx.customer_id,
-            trigger_event_id=ctx.event.event_id,
-            trigger_type=getattr(ctx.event, "type", ""),
-            trigger_ts=ctx.event.ts,
-            decided_at=now,
-            model_version=self.scorer.version,
-            experiment_arm="holdout" if ctx.in_holdout else "treatment",
+            **self._header(did, ctx, now),
             action_id=action.id,
             channel=channel,  # type: ignore[arg-type]
             message_class=action.message_class,
@@ -363,6 +357,19 @@ class Engine:
         updates.record_contact_stats(state, channel)
         state.touch("fatigue")
 
+    def _header(self, did: str, ctx: rules.DecisionContext, now: datetime) -> dict[str, Any]:
+        """The fields every action and suppression share (DecisionHeader)."""
+        return {
+            "decision_id": did,
+            "customer_id": ctx.customer_id,
+            "trigger_event_id": ctx.event.event_id,
+            "trigger_type": getattr(ctx.event, "type", ""),
+            "trigger_ts": ctx.event.ts,
+            "decided_at": now,
+            "model_version": self.scorer.version,
+            "experiment_arm": "holdout" if ctx.in_holdout else "treatment",
+        }
+
     def _suppress(
         self,
         candidates: list[CandidateTrace],
@@ -387,14 +394,7 @@ class Engine:
                 CandidateVerdict(action_id=c.action.id, reasons=mine, channel_reasons=by_channel)
             )
         return Suppression(
-            decision_id=decision_id(ctx.event.event_id, "suppress"),
-            customer_id=ctx.customer_id,
-            trigger_event_id=ctx.event.event_id,
-            trigger_type=getattr(ctx.event, "type", ""),
-            trigger_ts=ctx.event.ts,
-            decided_at=now,
-            model_version=self.scorer.version,
-            experiment_arm="holdout" if ctx.in_holdout else "treatment",
+            **self._header(decision_id(ctx.event.event_id, "suppress"), ctx, now),
             reasons=reasons,
             candidates=verdicts,
             would_be=(
