@@ -30,6 +30,8 @@ MODEL_INFO = Gauge(
     "nudge_model_info", "The scorer version in use (1 for the active one).", ["version"]
 )
 RELOADS = Counter("nudge_model_reloads", "Attempts to load a new model version.", ["result"])
+for _result in ("ok", "failed"):  # exported at 0, so increase() sees the first failure
+    RELOADS.labels(_result)
 FALLBACKS = Counter(
     "nudge_model_fallbacks", "Starts that serve the heuristic because no model could be loaded."
 )
