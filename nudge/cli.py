@@ -12,7 +12,7 @@ import importlib
 import sys
 
 #: Subcommand modules, in the order `nudge --help` shows them.
-COMMANDS = ("worker", "kafka", "demo", "train", "simulate", "evaluate")
+COMMANDS = ("worker", "topics", "kafka", "demo", "train", "simulate", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+import nudge.cli
 from ops.local_kafka import KAFKA_VERSION
 from streams.settings import Settings, environment_reference
 
@@ -357,3 +358,29 @@ def test_dockerignore_keeps_local_state_out() -> None:
     }
     assert {".venv", ".cache", ".data", ".git"} <= ignored
     assert not {"config", "pyproject.toml", "README.md"} & ignored
+
+
+def test_topics_are_created_before_the_workers_start(services: dict) -> None:
+    topics = services["topics"]
+    assert topics["command"][:2] == ["nudge", "topics"]
+    assert "topics" in nudge.cli.COMMANDS
+    assert (
+        topics["environment"]["NUDGE_PARTITIONS"]
+        == services["worker"]["environment"]["NUDGE_PARTITIONS"]
+    )
+    assert (
+        topics["environment"]["KAFKA_BOOTSTRAP_SERVERS"]
+        == services["worker"]["environment"]["KAFKA_BOOTSTRAP_SERVERS"]
+    )
+    waits_for = services["worker"]["depends_on"]["topics"]["condition"]
+    assert waits_for == "service_completed_successfully"
+
+
+def test_simulator_feeds_the_workers_through_the_internal_listener(services: dict) -> None:
+    simulator = services["simulator"]
+    command = simulator["command"]
+    assert command[:2] == ["nudge", "simulate"] and "simulate" in nudge.cli.COMMANDS
+    bootstrap = command[command.index("--kafka") + 1]
+    assert bootstrap == services["worker"]["environment"]["KAFKA_BOOTSTRAP_SERVERS"]
+    assert simulator["depends_on"]["worker"]["condition"] == "service_healthy"
+    nudge.cli.build_parser().parse_args(command[1:])  # the arguments are ones simulate takes
