@@ -51,7 +51,9 @@ class Event(msgspec.Struct, kw_only=True, frozen=True):
     anonymous_id: Annotated[
         Identifier | None, Meta(description="Device or cookie id before login.")
     ] = None
-    schema_version: Annotated[int, Meta(ge=1, le=SCHEMA_VERSION)] = SCHEMA_VERSION
+    schema_version: Annotated[
+        int, Meta(ge=1, le=SCHEMA_VERSION, description="Version of this contract.")
+    ] = SCHEMA_VERSION
 
     @property
     def subject_id(self) -> str | None:
@@ -73,31 +75,43 @@ ClickType = Literal[
 class ClickEvent(Event, frozen=True):
     """Topic `clickstream`: browsing behaviour on site or app."""
 
-    type: ClickType
-    page: Annotated[str, Meta(max_length=512)] | None = None
-    product_id: Identifier | None = None
-    category: Label | None = None
-    price: Money | None = None
-    quantity: Annotated[int, Meta(ge=1, le=10_000)] = 1
-    query: Annotated[str, Meta(max_length=256)] | None = None
+    type: Annotated[ClickType, Meta(description="What the person did.")]
+    page: Annotated[
+        Annotated[str, Meta(max_length=512)] | None, Meta(description="Page path or screen name.")
+    ] = None
+    product_id: Annotated[Identifier | None, Meta(description="The product involved.")] = None
+    category: Annotated[
+        Label | None, Meta(description="The product's category (drives affinity and cooldowns).")
+    ] = None
+    price: Annotated[Money | None, Meta(description="Unit price of the product.")] = None
+    quantity: Annotated[
+        int, Meta(ge=1, le=10_000, description="Units added or removed (cart events).")
+    ] = 1
+    query: Annotated[
+        Annotated[str, Meta(max_length=256)] | None, Meta(description="Search text (search).")
+    ] = None
 
 
 class OrderItem(msgspec.Struct, kw_only=True, frozen=True):
     """One line of an order."""
 
-    product_id: Identifier
-    category: Label
-    price: Money
-    quantity: Annotated[int, Meta(ge=1, le=10_000)] = 1
+    product_id: Annotated[Identifier, Meta(description="The product bought.")]
+    category: Annotated[Label, Meta(description="Its category: starts that category's cooldown.")]
+    price: Annotated[Money, Meta(description="Unit price paid.")]
+    quantity: Annotated[int, Meta(ge=1, le=10_000, description="Units bought.")] = 1
 
 
 class PurchaseEvent(Event, frozen=True):
     """Topic `purchases`: a completed order."""
 
-    type: Literal["purchase"]
-    order_id: Identifier
-    items: Annotated[list[OrderItem], Meta(min_length=1, max_length=200)]
-    currency: Annotated[str, Meta(pattern=r"^[A-Z]{3}$")] = "EUR"
+    type: Annotated[Literal["purchase"], Meta(description="Always `purchase`.")]
+    order_id: Annotated[Identifier, Meta(description="The shop's order number.")]
+    items: Annotated[
+        list[OrderItem], Meta(min_length=1, max_length=200, description="The order lines.")
+    ]
+    currency: Annotated[
+        str, Meta(pattern=r"^[A-Z]{3}$", description="ISO 4217 code of the prices.")
+    ] = "EUR"
 
     @property
     def total(self) -> float:
@@ -107,9 +121,14 @@ class PurchaseEvent(Event, frozen=True):
 class ConsentEvent(Event, frozen=True):
     """Topic `consent`: a consent change for one channel (or `all`) and purpose."""
 
-    type: Literal["consent"]
-    channel: ConsentChannel
-    purpose: Purpose
+    type: Annotated[Literal["consent"], Meta(description="Always `consent`.")]
+    channel: Annotated[
+        ConsentChannel, Meta(description="The channel, or `all` for every channel at once.")
+    ]
+    purpose: Annotated[
+        Purpose,
+        Meta(description="marketing (nudges), transactional (receipts), profiling (tracking)."),
+    ]
     status: Annotated[
         ConsentStatus, Meta(description="`pending` means double opt-in not confirmed.")
     ]
@@ -119,30 +138,48 @@ class ConsentEvent(Event, frozen=True):
 class QuietHours(msgspec.Struct, kw_only=True, frozen=True):
     """A daily window in the person's own time zone when nobody should buzz them."""
 
-    start: ClockTime
-    end: ClockTime
-    tz: Annotated[str, Meta(min_length=1, max_length=64, description="IANA zone.")]
+    start: Annotated[ClockTime, Meta(description="Local time the quiet hours begin.")]
+    end: Annotated[ClockTime, Meta(description="Local time they end (may be after midnight).")]
+    tz: Annotated[
+        str, Meta(min_length=1, max_length=64, description="IANA zone, e.g. Europe/Berlin.")
+    ]
 
 
 class PreferencesEvent(Event, frozen=True):
     """Topic `preferences`: what the person told us. Absent fields stay as they
     were; an explicit null clears a preference."""
 
-    type: Literal["preferences"]
-    preferred_channel: Channel | UnsetType | None = UNSET
-    quiet_hours: QuietHours | UnsetType | None = UNSET
-    max_contacts_per_week: Annotated[int, Meta(ge=0, le=50)] | UnsetType | None = UNSET
-    interests: Annotated[list[Label], Meta(max_length=20)] | UnsetType | None = UNSET
-    snooze_until: UtcTime | UnsetType | None = UNSET
+    type: Annotated[Literal["preferences"], Meta(description="Always `preferences`.")]
+    preferred_channel: Annotated[
+        Channel | UnsetType | None, Meta(description="Used whenever it is allowed and not capped.")
+    ] = UNSET
+    quiet_hours: Annotated[
+        QuietHours | UnsetType | None, Meta(description="Overrides the policy's default window.")
+    ] = UNSET
+    max_contacts_per_week: Annotated[
+        Annotated[int, Meta(ge=0, le=50)] | UnsetType | None,
+        Meta(description="The person's own weekly cap across channels (0: none at all)."),
+    ] = UNSET
+    interests: Annotated[
+        Annotated[list[Label], Meta(max_length=20)] | UnsetType | None,
+        Meta(description="Stated interests (categories or themes)."),
+    ] = UNSET
+    snooze_until: Annotated[
+        UtcTime | UnsetType | None, Meta(description="No marketing at all before this time.")
+    ] = UNSET
 
 
 class IdentityEvent(Event, frozen=True):
     """Topic `identity`: a visitor logs in (`identify`) or two ids are linked
     (`alias`). Keyed by the anonymous id whose state moves to the customer."""
 
-    type: Literal["identify", "alias"]
-    customer_id: Identifier
-    anonymous_id: Identifier
+    type: Annotated[
+        Literal["identify", "alias"], Meta(description="A login, or a link made elsewhere.")
+    ]
+    customer_id: Annotated[Identifier, Meta(description="The known customer.")]
+    anonymous_id: Annotated[
+        Identifier, Meta(description="The visitor id whose state moves to the customer; the key.")
+    ]
     reachable_channels: Annotated[
         list[Channel],
         Meta(max_length=4, description="Channels we hold contact details for."),
@@ -169,17 +206,17 @@ FeedbackType = Literal[
 class FeedbackEvent(Event, frozen=True):
     """Topic `feedback`: what a channel saw happen to an action it delivered."""
 
-    type: FeedbackType
-    channel: Channel
+    type: Annotated[FeedbackType, Meta(description="What happened to the message.")]
+    channel: Annotated[Channel, Meta(description="The channel that delivered it.")]
     decision_id: Annotated[Identifier | None, Meta(description="The action's decision id.")] = None
-    action_id: Label | None = None
-    value: Money | None = None
+    action_id: Annotated[Label | None, Meta(description="The catalog action it carried.")] = None
+    value: Annotated[Money | None, Meta(description="Order value (converted).")] = None
 
 
 class ErasureEvent(Event, frozen=True):
     """Topic `privacy`: forget this customer everywhere (right to erasure)."""
 
-    type: Literal["erasure"]
+    type: Annotated[Literal["erasure"], Meta(description="Always `erasure`.")]
 
 
 InputEvent = (

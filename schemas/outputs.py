@@ -48,41 +48,50 @@ class DecisionHeader(msgspec.Struct, kw_only=True, frozen=True):
         str,
         Meta(description="Deterministic from trigger event id + action: dedupe key."),
     ]
-    customer_id: str
-    trigger_event_id: str
-    trigger_type: str
-    trigger_ts: datetime
-    decided_at: datetime
-    model_version: str
-    experiment_arm: ExperimentArm
-    schema_version: int = SCHEMA_VERSION
+    customer_id: Annotated[str, Meta(description="Whom it concerns (the message key too).")]
+    trigger_event_id: Annotated[str, Meta(description="The input event that led to it.")]
+    trigger_type: Annotated[str, Meta(description="That event's type.")]
+    trigger_ts: Annotated[datetime, Meta(description="That event's time.")]
+    decided_at: Annotated[datetime, Meta(description="When nudge decided.")]
+    model_version: Annotated[str, Meta(description="The scorer that ranked the candidates.")]
+    experiment_arm: Annotated[
+        ExperimentArm, Meta(description="`holdout` for the control group, else `treatment`.")
+    ]
+    schema_version: Annotated[int, Meta(description="Version of this contract.")] = SCHEMA_VERSION
 
 
 class Action(DecisionHeader, frozen=True, tag="action", tag_field="kind"):
     """One nudge to deliver on one channel, not before `send_after` and not
     after `expires_at`."""
 
-    action_id: str
-    channel: Channel
-    message_class: MessageClass
-    category: str | None
+    action_id: Annotated[str, Meta(description="The catalog action to deliver.")]
+    channel: Annotated[Channel, Meta(description="Where to deliver it.")]
+    message_class: Annotated[
+        MessageClass, Meta(description="marketing, or transactional (receipts, notices).")
+    ]
+    category: Annotated[str | None, Meta(description="The category it promotes, if any.")]
     score: Annotated[float, Meta(description="propensity x value x lever.")]
     propensity: Annotated[float, Meta(description="Model's chance of a response.")]
     selection_probability: Annotated[
         float,
         Meta(description="Chance the policy picks this action (for offline evaluation)."),
     ]
-    explored: bool
+    explored: Annotated[bool, Meta(description="Picked by exploration, not the best score.")]
     reasons: Annotated[list[str], Meta(description="Why this action and channel won.")]
-    send_after: datetime | None
-    expires_at: datetime
+    send_after: Annotated[
+        datetime | None, Meta(description="Do not deliver before (quiet hours); null: now.")
+    ]
+    expires_at: Annotated[datetime, Meta(description="Do not deliver after: drop it then.")]
+
+
+Version = Annotated[int, Meta(description="Version of this contract.")]
 
 
 class CandidateVerdict(msgspec.Struct, kw_only=True, frozen=True):
     """One candidate action and every reason it was ruled out."""
 
-    action_id: str
-    reasons: list[Reason]
+    action_id: Annotated[str, Meta(description="The catalog action considered.")]
+    reasons: Annotated[list[Reason], Meta(description="Why it was ruled out.")]
     channel_reasons: Annotated[
         dict[str, list[Reason]],
         Meta(description="Per channel, why that channel could not be used."),
@@ -92,17 +101,21 @@ class CandidateVerdict(msgspec.Struct, kw_only=True, frozen=True):
 class WouldBeAction(msgspec.Struct, kw_only=True, frozen=True):
     """What a holdout customer would have received (for measuring uplift)."""
 
-    action_id: str
-    channel: Channel
-    score: float
+    action_id: Annotated[str, Meta(description="The action that would have won.")]
+    channel: Annotated[Channel, Meta(description="On this channel.")]
+    score: Annotated[float, Meta(description="With this score.")]
 
 
 class Suppression(DecisionHeader, frozen=True, tag="suppression", tag_field="kind"):
     """An explicit decision not to contact anyone now, with every reason."""
 
     reasons: Annotated[list[Reason], Meta(description="Union of candidate reasons.")]
-    candidates: list[CandidateVerdict]
-    would_be: WouldBeAction | None = None
+    candidates: Annotated[
+        list[CandidateVerdict], Meta(description="Every candidate and why it lost.")
+    ]
+    would_be: Annotated[
+        WouldBeAction | None, Meta(description="Holdout only: what would have been sent.")
+    ] = None
 
 
 Decision = Action | Suppression
@@ -111,40 +124,42 @@ Decision = Action | Suppression
 class DeadLetter(msgspec.Struct, kw_only=True, frozen=True):
     """An input message nudge could not use, kept whole so nothing is lost."""
 
-    source_topic: str
-    partition: int
-    offset: int
-    key: bytes | None
+    source_topic: Annotated[str, Meta(description="The topic it was read from.")]
+    partition: Annotated[int, Meta(description="Its partition there.")]
+    offset: Annotated[int, Meta(description="Its offset there.")]
+    key: Annotated[bytes | None, Meta(description="Original key, base64 in JSON.")]
     value: Annotated[bytes | None, Meta(description="Original bytes, base64 in JSON.")]
     reason: Annotated[str, Meta(description="Machine-readable error class.")]
     error: Annotated[str, Meta(description="Human-readable detail.")]
-    failed_at: datetime
-    schema_version: int = SCHEMA_VERSION
+    failed_at: Annotated[datetime, Meta(description="When nudge gave up on it.")]
+    schema_version: Version = SCHEMA_VERSION
 
 
 class ConsentLogEntry(msgspec.Struct, kw_only=True, frozen=True):
     """Append-only audit record of one consent change and whether it applied."""
 
-    customer_id: str
-    channel: ConsentChannel
-    purpose: Purpose
-    status: ConsentStatus
-    previous_status: ConsentStatus | None
+    customer_id: Annotated[str, Meta(description="Whose consent changed.")]
+    channel: Annotated[ConsentChannel, Meta(description="The channel, or `all`.")]
+    purpose: Annotated[Purpose, Meta(description="The purpose.")]
+    status: Annotated[ConsentStatus, Meta(description="The new status.")]
+    previous_status: Annotated[
+        ConsentStatus | None, Meta(description="The status on file before, if any.")
+    ]
     applied: Annotated[
         bool, Meta(description="False when an older change arrived after a newer one.")
     ]
-    source: str
-    event_id: str
-    event_ts: datetime
-    recorded_at: datetime
-    schema_version: int = SCHEMA_VERSION
+    source: Annotated[str, Meta(description="Where the change came from.")]
+    event_id: Annotated[str, Meta(description="The consent (or feedback) event.")]
+    event_ts: Annotated[datetime, Meta(description="When the person made the change.")]
+    recorded_at: Annotated[datetime, Meta(description="When nudge processed it.")]
+    schema_version: Version = SCHEMA_VERSION
 
 
 class ErasureConfirmation(msgspec.Struct, kw_only=True, frozen=True):
     """Proof that an erasure request was carried out."""
 
-    customer_id: str
-    request_event_id: str
-    tables_cleared: list[str]
-    erased_at: datetime
-    schema_version: int = SCHEMA_VERSION
+    customer_id: Annotated[str, Meta(description="Who was forgotten.")]
+    request_event_id: Annotated[str, Meta(description="The erasure request.")]
+    tables_cleared: Annotated[list[str], Meta(description="Tables whose entries were deleted.")]
+    erased_at: Annotated[datetime, Meta(description="When.")]
+    schema_version: Version = SCHEMA_VERSION

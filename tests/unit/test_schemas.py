@@ -112,3 +112,18 @@ def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
 def test_times_are_normalised_to_utc_instants() -> None:
     event = decode_event("clickstream", variant(ts="2026-11-22T13:00:00+02:00"), b"c1", NOW)
     assert event.ts.timestamp() == datetime(2026, 11, 22, 11, 0, tzinfo=UTC).timestamp()
+
+
+def test_every_field_of_the_contract_is_documented() -> None:
+    """Teams outside Python read the JSON Schemas: no field without a description
+    (the `kind` tag of actions and suppressions is self-explanatory)."""
+    undocumented = []
+    for path in sorted(SCHEMA_DIR.glob("*.schema.json")):
+        for record, definition in json.loads(path.read_text())["$defs"].items():
+            for name, spec in definition.get("properties", {}).items():
+                described = "description" in spec or any(
+                    "description" in option for option in spec.get("anyOf", [])
+                )
+                if not described and name != "kind":
+                    undocumented.append(f"{path.name}: {record}.{name}")
+    assert not undocumented
