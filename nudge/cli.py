@@ -12,7 +12,20 @@ import importlib
 import sys
 
 #: Subcommand modules, in the order `nudge --help` shows them.
-COMMANDS = ("worker", "topics", "kafka", "demo", "train", "simulate", "evaluate")
+COMMANDS = (
+    "worker",
+    "topics",
+    "send",
+    "tail",
+    "explain",
+    "replay",
+    "kafka",
+    "demo",
+    "train",
+    "simulate",
+    "evaluate",
+    "bench",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -183,13 +183,20 @@ class OutputReader:
     """Reads output topics from the beginning, assigned (no group), so a test
     sees everything the worker wrote regardless of when it subscribed."""
 
-    def __init__(self, bootstrap: str, prefix: str, kinds: Iterable[str]) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        prefix: str,
+        kinds: Iterable[str],
+        isolation_level: str = "read_uncommitted",
+    ) -> None:
         self.prefix = prefix
         self.consumer = KafkaConsumer(
             bootstrap_servers=bootstrap,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             consumer_timeout_ms=200,
+            isolation_level=isolation_level,  # read_committed: what exactly_once promises
         )
         self.kind_of = {topic_name(prefix, kind): kind for kind in kinds}
         partitions = []

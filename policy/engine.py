@@ -8,6 +8,7 @@ names the tables to write back.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +21,7 @@ from policy.ids import decision_id, hash64, in_holdout, unit_draw
 from policy.scoring import HeuristicScorer, Scorer, ScoringRequest
 from policy.state import (
     MAX_CONTACTS,
+    MAX_TRANSACTIONAL,
     TABLES,
     Contact,
     CustomerState,
@@ -44,6 +46,12 @@ from schemas.outputs import (
     ReasonCode,
     Suppression,
     WouldBeAction,
+)
+
+#: The reason a re-issued action gives (Engine._reissue).
+REDELIVERY = (
+    "redelivery: this trigger was processed before a restart; the same decision"
+    " (id, action, channel, timing) is issued again; its scores were not kept"
 )
 
 
@@ -100,14 +108,17 @@ class Engine:
         subject_id: str,
         *,
         explain: bool = False,
+        channels: frozenset[str] | None = None,
     ) -> Outcome:
         """Update `state` with `event` and decide if the event is a trigger.
 
         With `explain`, every channel of every candidate is checked, even of
-        candidates already ruled out as a whole (the hot path skips those)."""
+        candidates already ruled out as a whole (the hot path skips those).
+        `channels` restricts the decision to those channels (on-site content
+        asks for `web` only); actions offering none of them are no candidates."""
         event_hash = hash64(event.event_id)
         if seen(state.profile, event_hash):
-            return Outcome(duplicate=True)
+            return Outcome(duplicate=True, decision=self._reissue(state, event, subject_id))
         if isinstance(event, ErasureEvent):
             return self._erase(state, event, now, subject_id)
         outcome = Outcome()
@@ -119,7 +130,7 @@ class Engine:
         if event.customer_id is not None and not state.profile.identified:
             state.profile.identified = True
         if self._triggers(event):
-            self.decide(state, event, now, subject_id, outcome, explain)
+            self.decide(state, event, now, subject_id, outcome, explain, channels)
         return outcome
 
     def merge(self, target: CustomerState, source: CustomerState, event: IdentityEvent) -> bool:
@@ -132,6 +143,21 @@ class Engine:
         updates.merge_states(target, source)
         target.fatigue.contacts = target.fatigue.contacts[-MAX_CONTACTS:]
         updates.apply_identity(target, event)
+        return True
+
+    def record_impression(
+        self, state: CustomerState, action_id: str, channel: str, at: datetime, did: str
+    ) -> bool:
+        """Record on-site content shown outside the stream (policy.onsite) as a
+        contact, once per decision id. False (nothing changed) for a repeat or
+        an action the catalog no longer has."""
+        action = next((a for a in self.catalog.actions if a.id == action_id), None)
+        impression_hash = hash64(f"impression\x1f{did}")
+        if action is None or seen(state.profile, impression_hash):
+            return False
+        self._remember(state, impression_hash)
+        ts = at.timestamp()
+        self._record_contact(state, action, channel, ts, did, ts)
         return True
 
     def _triggers(self, event: Event) -> bool:
@@ -179,6 +205,7 @@ class Engine:
         subject: str,
         outcome: Outcome,
         explain: bool = False,
+        channels: frozenset[str] | None = None,
     ) -> None:
         """Steps 3-6: candidates, rule-outs, scoring, arbitration, channel, timing."""
         now_ts = now.timestamp()
@@ -192,9 +219,10 @@ class Engine:
             in_holdout=in_holdout(subject, self.policy.holdout.share, self.policy.holdout.salt),
         )
         candidates = [
-            self._evaluate(action, ctx, explain)
+            self._evaluate(action, ctx, explain, channels)
             for action in self._by_trigger.get(getattr(event, "type", ""), ())
-            if any(_trigger_holds(t, action, ctx) for t in action.triggers)
+            if (channels is None or not channels.isdisjoint(action.channels))
+            and any(_trigger_holds(t, action, ctx) for t in action.triggers)
         ]
         if not candidates:
             return
@@ -210,7 +238,11 @@ class Engine:
             outcome.decision = self._suppress(candidates, would_be, ctx, now)
 
     def _evaluate(
-        self, action: CatalogAction, ctx: rules.DecisionContext, explain: bool
+        self,
+        action: CatalogAction,
+        ctx: rules.DecisionContext,
+        explain: bool,
+        channels: frozenset[str] | None = None,
     ) -> CandidateTrace:
         trace = CandidateTrace(
             action=action,
@@ -225,6 +257,8 @@ class Engine:
             return trace
         expires = ctx.event.ts.timestamp() + action.expiry_hours * 3600
         for channel in action.channels:
+            if channels is not None and channel not in channels:
+                continue
             reasons: list[ReasonCode] = []
             if not rules.reachable(channel, ctx.state):
                 reasons.append("no_channel")
@@ -346,16 +380,72 @@ class Engine:
         windows and cooldowns seen from `now` still need."""
         fatigue = state.fatigue
         fatigue.last_action[action.id] = at
+        deferred_s = math.ceil(at - now) if at > now else 0
+        contact = Contact(at, channel, action.id, did[:16], deferred_s=deferred_s)
         if action.message_class == "marketing":
             contacts = fatigue.contacts
-            contacts.append(Contact(at, channel, action.id, did[:16]))
+            contacts.append(contact)
             contacts.sort(key=lambda c: c.at)
             fatigue.contacts = rules.prune_contacts(contacts, now, MAX_CONTACTS)
+        else:
+            fatigue.transactional = [*fatigue.transactional, contact][-MAX_TRANSACTIONAL:]
         horizon = max((a.cooldown_hours for a in self.catalog.actions), default=0) * 3600
         for action_id in [a for a, t in fatigue.last_action.items() if t < now - horizon]:
             del fatigue.last_action[action_id]
         updates.record_contact_stats(state, channel)
         state.touch("fatigue")
+
+    # -- redelivery (docs/reliability.md) --------------------------------------
+
+    def _reissue(self, state: CustomerState, event: Event, subject: str) -> Action | None:
+        """The action a redelivered trigger already led to, issued again.
+
+        State is written before the outputs are flushed, so after a crash the
+        state may hold a trigger whose action never reached Kafka. Skipping
+        the redelivered trigger would lose that action; issuing it again from
+        its contact record (same decision id, action, channel and timing)
+        loses nothing, and downstream drops a copy it has by decision id."""
+        actions = {
+            decision_id(event.event_id, action.id): action
+            for action in self._by_trigger.get(getattr(event, "type", ""), ())
+        }
+        if not actions:
+            return None
+        by_short_id = {did[:16]: did for did in actions}
+        fatigue = state.fatigue
+        for contact in (*fatigue.contacts, *fatigue.transactional):
+            did = by_short_id.get(contact.decision_id)
+            if did is None:
+                continue
+            action = actions[did]
+            if rules.consent_reason(action, contact.channel, state) is not None:
+                return None  # a revocation or block processed since binds the copy too
+            expires = event.ts.timestamp() + action.expiry_hours * 3600
+            if contact.at >= expires:  # as in _act: a deferred transactional message
+                expires = contact.at + action.expiry_hours * 3600
+            holdout = in_holdout(subject, self.policy.holdout.share, self.policy.holdout.salt)
+            return Action(
+                decision_id=did,
+                customer_id=subject,
+                trigger_event_id=event.event_id,
+                trigger_type=getattr(event, "type", ""),
+                trigger_ts=event.ts,
+                decided_at=_utc(contact.at - contact.deferred_s),
+                model_version=self.scorer.version,
+                experiment_arm="holdout" if holdout else "treatment",
+                action_id=action.id,
+                channel=contact.channel,  # type: ignore[arg-type]
+                message_class=action.message_class,
+                category=_event_category(event) if action.category == "$event" else action.category,
+                score=0.0,
+                propensity=0.0,
+                selection_probability=1.0,
+                explored=False,
+                reasons=[REDELIVERY],
+                send_after=_utc(contact.at) if contact.deferred_s else None,
+                expires_at=_utc(expires),
+            )
+        return None
 
     def _header(self, did: str, ctx: rules.DecisionContext, now: datetime) -> dict[str, Any]:
         """The fields every action and suppression share (DecisionHeader)."""

@@ -11,11 +11,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 import msgspec
 
 from policy.engine import Engine, Outcome
+from policy.onsite import IMPRESSION_KIND, decode_impression
 from policy.state import TABLES, decode_state, encode_state
 from schemas.codec import InvalidEvent, decode_event, encode
 from schemas.events import IdentityEvent
@@ -70,10 +71,15 @@ _identity_decoder = msgspec.json.Decoder(IdentityEvent)
 
 
 class Processor:
-    """Turns raw messages into writes and emits, using an Engine."""
+    """Turns raw messages into writes and emits, using an Engine.
 
-    def __init__(self, engine: Engine) -> None:
+    With `event_clock`, each event is decided as of its own time (`now` only
+    judges whether that time is plausible): an offline replay and a worker
+    with NUDGE_CLOCK=event then make the same decisions on the same events."""
+
+    def __init__(self, engine: Engine, *, event_clock: bool = False) -> None:
         self.engine = engine
+        self.event_clock = event_clock
 
     def process(
         self,
@@ -87,10 +93,14 @@ class Processor:
         """`source` is (topic, partition, offset) for deadletter records."""
         if kind == MERGE_KIND:
             return self._merge(key, value, source, load, now)
+        if kind == IMPRESSION_KIND:
+            return self._impression(key, value, source, load, now)
         try:
             event = decode_event(kind, value, key, now)
         except InvalidEvent as exc:
             return self.deadletter(key, value, source, exc.reason, exc.detail, now)
+        if self.event_clock:
+            now = event.ts.astimezone(UTC)
         subject = event.subject_id or ""
         started = time.perf_counter()
         state = decode_state(load(subject))
@@ -133,6 +143,30 @@ class Processor:
         merged = self.engine.merge(target, decode_state(transfer.parts), event)
         result = Result(event_type="merge", duplicate=not merged, subject=event.customer_id)
         result.writes = dict(encode_state(target))
+        return result
+
+    def _impression(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        source: tuple[str, int, int],
+        load: StateLoader,
+        now: datetime,
+    ) -> Result:
+        """On-site content was shown (streams/onsite.py): count it as a contact."""
+        try:
+            impression = decode_impression(value or b"")
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return self.deadletter(key, value, source, "malformed", str(exc)[:200], now)
+        subject = impression.customer_id
+        if key != subject.encode():
+            return self.deadletter(key, value, source, "key_mismatch", "impression key", now)
+        state = decode_state(load(subject))
+        recorded = self.engine.record_impression(
+            state, impression.action_id, impression.channel, impression.at, impression.decision_id
+        )
+        result = Result(event_type="impression", duplicate=not recorded, subject=subject)
+        result.writes = dict(encode_state(state))
         return result
 
     def _emit_outcome(self, outcome: Outcome, key: bytes, result: Result) -> None:

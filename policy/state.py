@@ -15,6 +15,7 @@ RECENT_VIEWS = 8
 MAX_CATEGORIES = 16
 MAX_CONTACTS = 32
 MAX_PROCESSED_IDS = 32
+MAX_TRANSACTIONAL = 4
 _ID_BYTES = 4
 CONTACT_HORIZON = 8 * 86400.0  # contacts older than this answer no window
 
@@ -36,14 +37,17 @@ class Recency(msgspec.Struct, kw_only=True, omit_defaults=True, array_like=True)
     cart_updated_at: float = 0.0
 
 
-class Contact(msgspec.Struct, array_like=True):
-    """One message sent (or scheduled): `at` is when it will reach the person."""
+class Contact(msgspec.Struct, array_like=True, omit_defaults=True):
+    """One message sent (or scheduled): `at` is when it will reach the person,
+    `deferred_s` how long after the decision that is (quiet hours), so a
+    redelivered trigger can re-issue the same action (Engine._reissue)."""
 
     at: float
     channel: str
     action_id: str
-    decision_id: str
+    decision_id: str  # first 16 hex digits
     converted: bool = False
+    deferred_s: int = 0
 
 
 class Fatigue(msgspec.Struct, kw_only=True, omit_defaults=True, array_like=True):
@@ -58,6 +62,9 @@ class Fatigue(msgspec.Struct, kw_only=True, omit_defaults=True, array_like=True)
     sent: dict[str, int] = {}  # channel -> messages delivered (halved at 64)
     engaged: dict[str, int] = {}  # channel -> opened/clicked/converted (halved too)
     conversions: int = 0
+    # The last MAX_TRANSACTIONAL transactional messages, newest last: they are
+    # no marketing contacts, but a redelivered trigger must find them too.
+    transactional: list[Contact] = []
 
 
 class ConsentEntry(msgspec.Struct, array_like=True, omit_defaults=True):

@@ -14,17 +14,25 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import faust
-from faust.sensors.prometheus import setup_prometheus_sensors
 
 from policy.engine import Engine
-from policy.processor import MERGE_KIND, Processor, Result
+from policy.processor import Processor, Result
 from policy.state import TABLES
 from schemas.outputs import Action
 from streams import metrics
+from streams.delivery import Outbox
 from streams.settings import Settings
-from streams.topics import INPUT_KINDS, OUTPUT_KINDS, topic_name
+from streams.topics import INPUT_KINDS, INTERNAL_KINDS, OUTPUT_KINDS, topic_name
 
 log = logging.getLogger("nudge.worker")
+
+#: Changelog messages waiting in Faust's producer buffer before the consumer
+#: pauses. Faust's 100 is three or four events' worth of table writes, so the
+#: worker stalled every few events (docs/performance.md); this bounds memory
+#: (about 1 KB a message) without stalling.
+PRODUCER_BUFFER_MESSAGES = 10_000
+#: Acks between inline commits: so many that the commit timer always comes first.
+COMMIT_EVERY_DISABLED = 1_000_000_000
 
 
 @dataclass
@@ -36,6 +44,7 @@ class NudgeApp:
     processor: Processor
     tables: dict[str, faust.Table]
     outputs: dict[str, faust.TopicT]
+    outbox: Outbox
 
 
 def faust_credentials(settings: Settings) -> faust.auth.Credentials | None:
@@ -66,6 +75,8 @@ def create_app(settings: Settings, engine: Engine) -> NudgeApp:
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         table_standby_replicas=settings.standby_replicas,
+        # Faust's 60 s default would stall a crashed worker's partitions for a minute.
+        broker_session_timeout=settings.session_timeout,
         processing_guarantee=settings.processing_guarantee,
         consumer_auto_offset_reset="earliest",
         web_bind=settings.web_host,
@@ -73,8 +84,15 @@ def create_app(settings: Settings, engine: Engine) -> NudgeApp:
         web_tables_enabled=False,  # would expose raw customer state without auth
         web_router_enabled=False,
         producer_linger=0.0,
+        # Commit on the 2.8 s timer only: Faust's inline commit every 10,000 acks
+        # runs inside the fetch loop and holds every message back while it
+        # flushes the producer buffer (seconds under load; docs/performance.md).
+        broker_commit_every=COMMIT_EVERY_DISABLED,
     )
-    setup_prometheus_sensors(app)
+    # Faust's own sensor costs a counter update on every table get/set and
+    # message; off unless asked for (docs/performance.md).
+    metrics.register_metrics_page(app, faust_sensor=settings.faust_metrics)
+    app.producer.buffer.max_messages = PRODUCER_BUFFER_MESSAGES
     rocksdb_options = {
         "driver": "rocksdict",
         "block_cache_size": settings.block_cache_mb * 1024 * 1024,
@@ -92,7 +110,7 @@ def create_app(settings: Settings, engine: Engine) -> NudgeApp:
         )
         for name in TABLES
     }
-    kind_of = {topic_name(settings.topic_prefix, k): k for k in (*INPUT_KINDS, MERGE_KIND)}
+    kind_of = {topic_name(settings.topic_prefix, k): k for k in (*INPUT_KINDS, *INTERNAL_KINDS)}
     # Raw bytes both ways: decoding is ours (schemas.codec), so a malformed
     # message reaches the agent and the deadletter topic instead of being
     # dropped inside Faust's deserializer.
@@ -100,9 +118,11 @@ def create_app(settings: Settings, engine: Engine) -> NudgeApp:
     sources = app.topic(*kind_of, **raw)
     outputs = {
         kind: app.topic(topic_name(settings.topic_prefix, kind), **raw)
-        for kind in (*OUTPUT_KINDS, MERGE_KIND)
+        for kind in (*OUTPUT_KINDS, *INTERNAL_KINDS)
     }
-    nudge = NudgeApp(app, settings, Processor(engine), tables, outputs)
+    processor = Processor(engine, event_clock=settings.clock == "event")
+    exactly_once = settings.processing_guarantee == "exactly_once"
+    nudge = NudgeApp(app, settings, processor, tables, outputs, Outbox(app, outputs, exactly_once))
 
     @app.agent(sources, concurrency=1)
     async def decide(stream: faust.StreamT) -> None:
@@ -110,15 +130,16 @@ def create_app(settings: Settings, engine: Engine) -> NudgeApp:
             message = event.message
             kind = kind_of.get(message.topic, message.topic)
             source = (message.topic, message.partition, message.offset)
-            try:
-                result = process(nudge, kind, message.key, message.value, source)
-            except Exception as exc:  # never stall a partition on one message
-                log.exception("unexpected error processing a %s message", kind)
-                result = Processor.deadletter(
-                    message.key, message.value, source, "internal_error",
-                    f"{type(exc).__name__}: {exc}"[:300], datetime.now(UTC),
-                )  # fmt: skip
-            await publish(nudge, result, message.timestamp)
+            async with nudge.outbox.message(event):  # one transaction (exactly_once)
+                try:
+                    result = process(nudge, kind, message.key, message.value, source)
+                except Exception as exc:  # never stall a partition on one message
+                    log.exception("unexpected error processing a %s message", kind)
+                    result = Processor.deadletter(
+                        message.key, message.value, source, "internal_error",
+                        f"{type(exc).__name__}: {exc}"[:300], datetime.now(UTC),
+                    )  # fmt: skip
+                await publish(nudge, result, message.timestamp, message.tp)
             record_metrics(kind, result)
 
     return nudge
@@ -131,9 +152,13 @@ def process(
     tables = nudge.tables
 
     def load(subject: str) -> dict[str, bytes | None]:
+        # Straight from the store: one RocksDB read per table, where table.get
+        # does two (`in`, then `[]`) and counts each in Faust's sensor.
         subject_key = subject.encode()
-        return {name: table.get(subject_key) for name, table in tables.items()}
+        return {name: table.data.get(subject_key) for name, table in tables.items()}
 
+    # The processing clock; with NUDGE_CLOCK=event the processor decides as of
+    # each event's own time instead (Processor.event_clock).
     result = nudge.processor.process(kind, key, value, source, load, datetime.now(UTC))
     if result.subject is not None:
         subject_key = result.subject.encode()
@@ -145,10 +170,15 @@ def process(
     return result
 
 
-async def publish(nudge: NudgeApp, result: Result, trigger_timestamp: float | None) -> None:
-    for emit in result.emits:
-        await nudge.outputs[emit.kind].send(key=emit.key, value=emit.value)
-    if result.outcome is not None and result.outcome.decision is not None and trigger_timestamp:
+async def publish(
+    nudge: NudgeApp, result: Result, trigger_timestamp: float | None, source: faust.types.TP
+) -> None:
+    emits = result.emits
+    if result.duplicate and nudge.outbox.exactly_once:
+        emits = []  # committed with the state that makes it a duplicate: no re-issue
+    await nudge.outbox.send(emits, source)
+    decided = result.outcome is not None and result.outcome.decision is not None
+    if decided and not result.duplicate and trigger_timestamp:
         metrics.EVENT_TO_EMIT_SECONDS.observe(max(0.0, time.time() - trigger_timestamp))
 
 
@@ -161,6 +191,8 @@ def record_metrics(kind: str, result: Result) -> None:
         return
     if result.duplicate:
         metrics.DUPLICATES.inc()
+        if result.outcome is not None and result.outcome.decision is not None:
+            metrics.REISSUED.inc()
         return
     outcome = result.outcome
     if outcome is None:  # an identity merge: state moved, nothing was decided

@@ -10,7 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily
 
 if TYPE_CHECKING:
@@ -19,6 +26,9 @@ if TYPE_CHECKING:
 EVENTS = Counter("nudge_events_consumed", "Input messages consumed.", ["topic", "type"])
 INVALID = Counter("nudge_invalid_events", "Input messages sent to deadletter.", ["reason"])
 DUPLICATES = Counter("nudge_duplicate_events", "Input events already processed (skipped).")
+REISSUED = Counter(
+    "nudge_reissued_actions", "Actions issued again for a redelivered trigger (same decision id)."
+)
 DECISIONS = Counter("nudge_decisions", "Decisions made.", ["outcome"])
 # Both outcomes are exported at 0 from the start, so rate() and the
 # "actions stopped" alert have a series before the first decision.
@@ -42,6 +52,11 @@ EVENT_TO_EMIT_SECONDS = Histogram(
     "nudge_event_to_emit_seconds",
     "From the trigger's Kafka timestamp to handing the decision to the producer.",
     buckets=_MS,
+)
+ONSITE_SECONDS = Histogram(
+    "nudge_onsite_decision_seconds",
+    "In-process time of one on-site decision (POST /api/onsite): state load and engine.",
+    buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05),
 )
 
 CONSUMER_LAG = Gauge(
@@ -87,3 +102,22 @@ class TableEntries:
 
 def register_table_collector(tables: Mapping[str, faust.Table]) -> None:
     REGISTRY.register(TableEntries(tables))
+
+
+def register_metrics_page(app: faust.App, faust_sensor: bool = False) -> None:
+    """Serve the default registry on GET /metrics. With `faust_sensor`, Faust's
+    own Prometheus sensor is installed too (it serves the same registry on the
+    same page); without it, no sensor runs on every message and table access."""
+    if faust_sensor:
+        from faust.sensors.prometheus import setup_prometheus_sensors
+
+        setup_prometheus_sensors(app)
+        return
+    from aiohttp.web import Response  # Faust's web driver; its `bytes()` rejects the charset
+    from faust import web
+
+    @app.page("/metrics")
+    async def metrics_page(self: web.View, request: web.Request) -> Response:
+        return Response(
+            body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )

@@ -71,6 +71,13 @@ class Settings:
         default_factory=lambda: int(_env("NUDGE_STANDBY_REPLICAS", "1")),
         metadata={"env": "NUDGE_STANDBY_REPLICAS", "doc": "Warm table copies on other workers."},
     )
+    session_timeout: float = field(
+        default_factory=lambda: float(_env("NUDGE_SESSION_TIMEOUT", "10")),
+        metadata={
+            "env": "NUDGE_SESSION_TIMEOUT",
+            "doc": "Seconds of silence before a crashed worker's partitions move (>= 6).",
+        },
+    )
     block_cache_mb: int = field(
         default_factory=lambda: int(_env("NUDGE_ROCKSDB_BLOCK_CACHE_MB", "8")),
         metadata={
@@ -121,14 +128,30 @@ class Settings:
         default_factory=lambda: os.environ.get("KAFKA_SSL_CAFILE"),
         metadata={"env": "KAFKA_SSL_CAFILE", "doc": "CA bundle to verify the brokers (SSL)."},
     )
+    clock: str = field(
+        default_factory=lambda: _env("NUDGE_CLOCK", "wall"),
+        metadata={
+            "env": "NUDGE_CLOCK",
+            "doc": "wall, or event: decide as of each event's own time (as nudge replay does).",
+        },
+    )
     log_level: str = field(
         default_factory=lambda: _env("NUDGE_LOG_LEVEL", "info"),
         metadata={"env": "NUDGE_LOG_LEVEL", "doc": "debug logs one line per decision."},
+    )
+    faust_metrics: bool = field(
+        default_factory=lambda: _env("NUDGE_FAUST_METRICS", "false").lower() in ("1", "true"),
+        metadata={
+            "env": "NUDGE_FAUST_METRICS",
+            "doc": "true adds Faust's own Prometheus sensor (costs CPU on every message).",
+        },
     )
 
     def __post_init__(self) -> None:
         if self.processing_guarantee not in ("at_least_once", "exactly_once"):
             raise ValueError("NUDGE_PROCESSING_GUARANTEE must be at_least_once or exactly_once")
+        if self.clock not in ("wall", "event"):
+            raise ValueError("NUDGE_CLOCK must be wall or event")
         if self.partitions < 1:
             raise ValueError("NUDGE_PARTITIONS must be at least 1")
         if self.model_reload_seconds <= 0:

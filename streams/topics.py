@@ -14,7 +14,9 @@ OUTPUT_KINDS: tuple[str, ...] = (
     "consent-log",
     "erasures",
 )
-INTERNAL_KINDS: tuple[str, ...] = ("identity-merges",)
+#: Consumed by the agent like inputs: visitor state moving to the customer,
+#: and on-site impressions (policy.onsite) to record as contacts.
+INTERNAL_KINDS: tuple[str, ...] = ("identity-merges", "onsite-impressions")
 
 
 def topic_name(prefix: str, kind: str) -> str:

@@ -49,7 +49,7 @@ def register_probes(nudge: NudgeApp) -> None:
 MAX_BODY_BYTES = 64 * 1024
 
 
-def _auth_error(view: web.View, request: web.Request, token: str | None) -> web.Response | None:
+def auth_error(view: web.View, request: web.Request, token: str | None) -> web.Response | None:
     """401 without credentials, 403 with wrong ones (compared in constant time)."""
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer "):
@@ -73,7 +73,7 @@ def register_api(nudge: NudgeApp) -> None:
     @app.page("/api/customers/{customer_id}")
     class CustomerState(web.View):
         async def get(self, request: web.Request, customer_id: str) -> web.Response:
-            denied = _auth_error(self, request, settings.api_token)
+            denied = auth_error(self, request, settings.api_token)
             if denied is not None:
                 return denied
             parts = load(customer_id)
@@ -87,7 +87,7 @@ def register_api(nudge: NudgeApp) -> None:
     @app.page("/api/decide/{kind}")
     class DryRun(web.View):
         async def post(self, request: web.Request, kind: str) -> web.Response:
-            denied = _auth_error(self, request, settings.api_token)
+            denied = auth_error(self, request, settings.api_token)
             if denied is not None:
                 return denied
             if kind not in INPUT_KINDS:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from faust import Worker
 
@@ -12,8 +13,10 @@ from policy.engine import Engine
 from streams.admin import ensure_topics
 from streams.app import create_app
 from streams.lag import start_lag_monitor
+from streams.local_state import discard_after_unclean_stop, mark_clean_stop
 from streams.metrics import register_table_collector
 from streams.model_reload import schedule_reloads
+from streams.onsite import register_onsite
 from streams.settings import Settings
 from streams.views import register_api, register_probes
 
@@ -32,8 +35,11 @@ def run(settings: Settings) -> int:
     engine, scorer = build_engine(settings)
     ensure_topics(settings)
     nudge = create_app(settings, engine)
+    tabledir = Path(nudge.app.conf.tabledir)
+    discard_after_unclean_stop(tabledir)
     register_probes(nudge)
     register_api(nudge)
+    register_onsite(nudge)
     register_table_collector(nudge.tables)
     start_lag_monitor(settings)
     schedule_reloads(nudge.app, scorer, settings.model_reload_seconds)
@@ -43,7 +49,12 @@ def run(settings: Settings) -> int:
         quiet=True,
         logging_config=_logging_config(settings.log_level),
     )
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as stop:
+        if not stop.code:  # stopped cleanly: tables, changelogs and offsets agree
+            mark_clean_stop(tabledir)
+        raise
     return 0
 
 

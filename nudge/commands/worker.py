@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from streams.settings import environment_reference
 
@@ -19,6 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # uvloop unless F_LOOP says otherwise: about 5% less CPU per event
+    # (docs/performance.md). Faust reads it when first imported, just below.
+    os.environ.setdefault("F_LOOP", "uvloop")
     from streams.settings import Settings
     from streams.worker import run as run_worker
 

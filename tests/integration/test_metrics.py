@@ -224,12 +224,22 @@ def batch(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 
 def decisions(batch: Batch) -> list[Received]:
-    return [r for r in batch.outputs if r.kind in ("actions", "suppressions")]
+    """Each decision once: a redelivered trigger re-issues its action with the
+    same decision id (downstream drops the copy by that id)."""
+    unique: dict[str, Received] = {}
+    for r in batch.outputs:
+        if r.kind in ("actions", "suppressions"):
+            unique.setdefault(r.value["decision_id"], r)
+    return list(unique.values())
 
 
 def test_events_are_counted_by_topic_and_type(batch: Batch) -> None:
     assert series(batch.samples, "nudge_events_consumed_total", "topic", "type") == batch.sent
     assert series(batch.samples, "nudge_duplicate_events_total") == {(): 1}
+    # The duplicate is a purchase: its order confirmation is issued again.
+    assert series(batch.samples, "nudge_reissued_actions_total") == {(): 1}
+    copies = [r for r in batch.outputs if r.kind == "actions"]
+    assert len(copies) == len({r.value["decision_id"] for r in copies}) + 1
 
 
 def test_invalid_events_and_deadletters_are_counted_by_reason(batch: Batch) -> None:

@@ -272,7 +272,9 @@ def test_invalid_events_reach_deadletter_with_their_reason(
     assert dead.value["error"]
 
 
-def test_a_repeated_event_id_is_processed_once(publisher, outputs) -> None:
+def test_a_repeated_event_id_is_processed_once(publisher, outputs, worker) -> None:
+    """Once for state; its action is issued again with the same decision id, so
+    an action whose first copy a crash lost is never lost (docs/reliability.md)."""
     fay = Story("fay")
     purchase = fay.event(
         "purchase", order_id="o-3", items=[{"product_id": "x", "category": "garden", "price": 5}]
@@ -283,7 +285,11 @@ def test_a_repeated_event_id_is_processed_once(publisher, outputs) -> None:
     )
     publish(publisher, ("purchases", marker))
     decisions_for(outputs, marker["event_id"])  # both copies are behind this one
-    assert len(decisions_for(outputs, purchase["event_id"])) == 1
+    copies = decisions_for(outputs, purchase["event_id"])
+    assert len({c.value["decision_id"] for c in copies}) == 1
+    assert {c.value["action_id"] for c in copies} == {"order_confirmation"}
+    summary = wait_state(worker, fay.customer, lambda s: s["records"]["recency"]["orders"] >= 2)
+    assert summary["records"]["recency"]["orders"] == 2  # the repeat was not counted
 
 
 def test_erasure_is_confirmed_and_no_action_follows(publisher, outputs, worker) -> None:

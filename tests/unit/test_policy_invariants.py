@@ -528,12 +528,15 @@ def follow(log: list[Processed], check: Check) -> int:
     shows the customer's history. Returns the number of actions seen."""
     people: dict[str, Person] = {}
     history: dict[str, list[str]] = {}
+    issued: dict[str, Action] = {}
     actions = 0
     for item in log:
         customer = item.event["customer_id"]
         history.setdefault(customer, []).append(_line(item))
         if item.outcome.duplicate:
-            assert item.outcome.decision is None and not item.outcome.records
+            assert not item.outcome.records
+            if item.outcome.decision is not None:
+                _check_reissue(people.get(customer, Person()), issued, item.outcome.decision)
             continue
         if item.event["type"] == "erasure":
             people[customer] = Person()  # forgotten: back to "no consent"
@@ -550,9 +553,25 @@ def follow(log: list[Processed], check: Check) -> int:
             raise AssertionError(f"{exc}\nhistory of {customer}:\n  {lines}") from None
         if isinstance(decision, Action):
             actions += 1
+            issued[decision.decision_id] = decision
             if decision.message_class == "marketing":
                 person.sent.append((_delivery(decision), decision.channel))
     return actions
+
+
+def _check_reissue(person: Person, issued: dict[str, Action], again: Decision) -> None:
+    """A redelivered trigger may only issue again the very action it led to
+    (Engine._reissue), and only while its channel may still be used."""
+    assert isinstance(again, Action), again
+    first = issued[again.decision_id]
+    same = ("action_id", "channel", "trigger_event_id", "send_after", "expires_at")
+    assert all(getattr(again, f) == getattr(first, f) for f in same), (first, again)
+    assert abs((again.decided_at - first.decided_at).total_seconds()) <= 1, (first, again)
+    assert again.channel not in person.blocked, again
+    if again.message_class == "marketing":
+        assert person.marketing_ok[again.channel], f"re-issued without consent: {again}"
+    else:
+        assert person.transactional_revoked[again.channel] is None, again
 
 
 def _line(item: Processed) -> str:
@@ -759,7 +778,8 @@ def test_every_decision_explains_itself(config: str, scenario: Scenario) -> None
         assert decision.experiment_arm == ("holdout" if held else "treatment")
         assert decision.model_version == engine.scorer.version
         assert decision.trigger_event_id == item.event["event_id"]
-        assert decision.decided_at == item.now
+        if not item.outcome.duplicate:  # a re-issue keeps its decision time (_check_reissue)
+            assert decision.decided_at == item.now
         if isinstance(decision, Suppression):
             assert decision.reasons and decision.candidates
             union: set[str] = set()
@@ -787,18 +807,25 @@ def test_a_redelivered_event_is_recognised_and_changes_nothing(
     config: str, scenario: Scenario
 ) -> None:
     """At-least-once delivery: an event id seen among a customer's last
-    MAX_PROCESSED_IDS events is a duplicate (no decision, no write); any
-    other is processed. Erasure forgets the ids with everything else."""
+    MAX_PROCESSED_IDS events is a duplicate (no write, no record, at most the
+    action it led to issued again with the same decision id); any other is
+    processed. Erasure forgets the ids with everything else."""
     recent: dict[str, list[str]] = {}
+    first: dict[str, str] = {}  # event id -> decision id of its action
     worker = ThroughProcessor(ENGINES[config])
     for item, writes in zip(drive(scenario, worker), worker.writes, strict=True):
         seen = recent.setdefault(item.event["customer_id"], [])
         event_id = item.event["event_id"]
+        decision = item.outcome.decision
         assert item.outcome.duplicate == (event_id in seen[-MAX_PROCESSED_IDS:]), event_id
         if item.outcome.duplicate:
-            assert item.outcome.decision is None and not item.outcome.records
+            assert not item.outcome.records
+            assert decision is None or decision.decision_id == first[event_id]
             assert writes == {}
-        elif item.event["type"] == "erasure":
+            continue
+        if isinstance(decision, Action):
+            first[event_id] = decision.decision_id
+        if item.event["type"] == "erasure":
             seen.clear()
         else:
             seen.append(event_id)

@@ -1,4 +1,4 @@
-"""Fixtures for tests that talk to a real Kafka broker.
+"""Fixtures for tests that talk to a real Kafka broker (integration and reliability).
 
 Set KAFKA_BOOTSTRAP_SERVERS to reuse a running broker; otherwise one local broker is
 started for the whole session (see ops.local_kafka), because a real broker is the only

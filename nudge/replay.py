@@ -1,0 +1,204 @@
+"""Offline replay: what the worker would decide on an event log, without a broker.
+
+Each event goes through `policy.processor.Processor`, exactly as the Faust
+agent calls it, on tables holding the same bytes the worker's tables hold:
+in memory, or in local RocksDB databases (rocksdict, no Faust) that survive
+the run. Identity merges, which the worker routes through an internal topic,
+are applied in-process right after their identify event. With the event clock
+a replay decides as of each event's own time, which is what a worker with
+NUDGE_CLOCK=event does: on the same events, in the same order per customer,
+both make the same decisions.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from nudge.eventlog import Item
+from policy.engine import Engine
+from policy.onsite import IMPRESSION_KIND
+from policy.processor import MERGE_KIND, Processor, Result
+from policy.state import TABLES
+from schemas.events import EVENT_TYPES_BY_TOPIC
+from schemas.outputs import Action, Decision, Suppression
+
+Clock = Literal["event", "recorded"]
+#: Log kinds a replay feeds to the processor; anything else (e.g. the
+#: `actions` lines `nudge simulate` writes) is output, counted and skipped.
+REPLAYED_KINDS = (*EVENT_TYPES_BY_TOPIC, IMPRESSION_KIND)
+
+
+class Tables(Protocol):
+    """Where replayed state lives: the worker's four tables, bytes per subject."""
+
+    def load(self, subject: str) -> dict[str, bytes | None]: ...
+
+    def write(self, subject: str, writes: dict[str, bytes | None]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class MemoryTables:
+    """Tables in dicts: gone when the replay ends."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, dict[bytes, bytes]] = {name: {} for name in TABLES}
+
+    def load(self, subject: str) -> dict[str, bytes | None]:
+        key = subject.encode()
+        return {name: table.get(key) for name, table in self.data.items()}
+
+    def write(self, subject: str, writes: dict[str, bytes | None]) -> None:
+        key = subject.encode()
+        for name, value in writes.items():
+            if value is None:
+                self.data[name].pop(key, None)
+            else:
+                self.data[name][key] = value
+
+    def close(self) -> None:
+        pass
+
+
+class RocksTables:
+    """One RocksDB per table under `directory` (rocksdict, raw bytes): the
+    state stays for the next replay, which continues from it."""
+
+    def __init__(self, directory: Path) -> None:
+        from rocksdict import Options, Rdict
+
+        directory.mkdir(parents=True, exist_ok=True)
+        self.dbs = {name: Rdict(str(directory / name), Options(raw_mode=True)) for name in TABLES}
+
+    def load(self, subject: str) -> dict[str, bytes | None]:
+        key = subject.encode()
+        return {name: db.get(key) for name, db in self.dbs.items()}
+
+    def write(self, subject: str, writes: dict[str, bytes | None]) -> None:
+        key = subject.encode()
+        for name, value in writes.items():
+            if value is None:
+                del self.dbs[name][key]
+            else:
+                self.dbs[name][key] = value
+
+    def close(self) -> None:
+        for db in self.dbs.values():
+            db.close()
+
+
+def open_tables(spec: str) -> Tables:
+    """`memory` or `rocksdb:DIR`."""
+    if spec == "memory":
+        return MemoryTables()
+    if spec.startswith("rocksdb:") and len(spec) > len("rocksdb:"):
+        return RocksTables(Path(spec.removeprefix("rocksdb:")))
+    raise ValueError(f"--state must be memory or rocksdb:DIR, not {spec!r}")
+
+
+@dataclass
+class Report:
+    """What a replay decided, counted for people and for --json."""
+
+    events: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)  # log kind -> lines not replayed
+    actions: Counter[tuple[str, str]] = field(default_factory=Counter)  # (action, channel)
+    suppressions: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)  # once per reason a suppression names
+    ruled_out: Counter[tuple[str, str]] = field(default_factory=Counter)  # (action, reason)
+    deadletters: Counter[str] = field(default_factory=Counter)
+    duplicates: int = 0
+
+    def count(self, result: Result) -> None:
+        if result.invalid_reason is not None:
+            self.deadletters[result.invalid_reason] += 1
+        elif result.duplicate:
+            self.duplicates += 1
+        decision = result.outcome.decision if result.outcome is not None else None
+        if isinstance(decision, Action):
+            self.actions[decision.action_id, decision.channel] += 1
+        elif isinstance(decision, Suppression):
+            self.suppressions += 1
+            self.reasons.update(decision.reasons)
+            for verdict in decision.candidates:
+                self.ruled_out.update((verdict.action_id, r) for r in verdict.reasons)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "events": self.events,
+            "skipped": dict(self.skipped),
+            "decisions": sum(self.actions.values()) + self.suppressions,
+            "actions": [
+                {"action_id": a, "channel": c, "count": n}
+                for (a, c), n in self.actions.most_common()
+            ],
+            "suppressions": self.suppressions,
+            "suppression_reasons": dict(self.reasons.most_common()),
+            "ruled_out": [
+                {"action_id": a, "reason": r, "count": n}
+                for (a, r), n in self.ruled_out.most_common()
+            ],
+            "deadletters": dict(self.deadletters),
+            "duplicates": self.duplicates,
+        }
+
+
+class Replay:
+    """Feeds log items through the processor; `run` yields every decision."""
+
+    def __init__(self, engine: Engine, tables: Tables, clock: Clock = "event") -> None:
+        self.tables = tables
+        self.clock = clock
+        self.on_event_time = Processor(engine, event_clock=True)
+        self.on_recorded_time = Processor(engine)
+        # With the event clock, `now` only judges whether an event time is
+        # plausible, as the worker's wall clock does.
+        self.wall = datetime.now(UTC)
+        self.report = Report()
+        self._offset = 0
+
+    def run(self, items: Iterable[Item]) -> Iterator[Decision]:
+        """Raises ValueError on a line that is not an event at all; events
+        the contract rejects are dead-lettered and counted, as live."""
+        for item in items:
+            if item.error is not None:
+                raise ValueError(f"line {item.line}: {item.error}")
+            if item.kind not in REPLAYED_KINDS:
+                self.report.skipped[str(item.kind)] += 1
+                continue
+            self.report.events += 1
+            yield from self._feed(item)
+
+    def _feed(self, item: Item) -> Iterator[Decision]:
+        event = item.event or {}
+        if item.kind == IMPRESSION_KIND:
+            key = str(event.get("customer_id", "")).encode()
+        else:
+            key = item.key
+        if self.clock == "recorded" and item.at is not None:
+            processor, now = self.on_recorded_time, item.at
+        else:
+            processor, now = self.on_event_time, self.wall
+        result = self._apply(processor, str(item.kind), key, item.value, now)
+        for emit in result.emits:
+            if emit.kind == MERGE_KIND:  # the worker's internal topic, in-process
+                self._apply(processor, MERGE_KIND, emit.key, emit.value, now)
+        decision = result.outcome.decision if result.outcome is not None else None
+        if decision is not None:
+            yield decision
+
+    def _apply(
+        self, processor: Processor, kind: str, key: bytes | None, value: bytes, now: datetime
+    ) -> Result:
+        self._offset += 1
+        source = (kind, 0, self._offset)
+        result = processor.process(kind, key, value, source, self.tables.load, now)
+        if result.subject is not None:
+            self.tables.write(result.subject, result.writes)
+        self.report.count(result)
+        return result

@@ -1,0 +1,59 @@
+"""POST /api/onsite: the best on-site content for a person on a page, now.
+
+Decided in-process (policy.onsite) on a private copy of the state, so the
+request never waits for Kafka; the impression is handed to the producer
+without waiting for the broker and recorded by the agent that owns the
+customer. The decision time is returned in a `Server-Timing` header and
+observed in `nudge_onsite_decision_seconds`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+
+from faust import web
+
+from policy import onsite
+from policy.state import decode_state
+from schemas.codec import InvalidEvent
+from streams import metrics
+from streams.app import NudgeApp
+from streams.views import auth_error
+
+
+def register_onsite(nudge: NudgeApp) -> None:
+    app, settings = nudge.app, nudge.settings
+    engine = nudge.processor.engine
+    impressions = nudge.outputs[onsite.IMPRESSION_KIND]
+
+    @app.page("/api/onsite")
+    class Onsite(web.View):
+        async def post(self, request: web.Request) -> web.Response:
+            denied = auth_error(self, request, settings.api_token)
+            if denied is not None:
+                return denied
+            limit = onsite.MAX_REQUEST_BYTES
+            if (request.content_length or 0) > limit:
+                return self.json({"error": "request body too large"}, status=413)
+            body = await request.content.read(limit + 1)
+            if len(body) > limit:
+                return self.json({"error": "request body too large"}, status=413)
+            try:
+                wanted = onsite.decode_request(body)
+            except InvalidEvent as exc:
+                return self.json({"error": exc.reason, "detail": exc.detail}, status=400)
+            started = time.perf_counter()
+            subject = (wanted.customer_id or wanted.anonymous_id or "").encode()
+            state = decode_state({name: table.get(subject) for name, table in nudge.tables.items()})
+            event_id = f"onsite-{uuid.uuid4().hex}"
+            decision, impression = onsite.decide(engine, state, wanted, datetime.now(UTC), event_id)
+            elapsed = time.perf_counter() - started
+            metrics.ONSITE_SECONDS.observe(elapsed)
+            if impression is not None:
+                await impressions.send(key=subject, value=onsite.encode_impression(impression))
+            return self.json(
+                onsite.response_body(decision),
+                headers={"Server-Timing": f"decide;dur={elapsed * 1000:.3f}"},
+            )

@@ -1,0 +1,128 @@
+"""POST /api/onsite on a real worker: content for a consented shopper, then a
+suppression once the impression has been recorded; auth and bad requests."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from nudge.testing import EventPublisher, WorkerProcess
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "onsite-test-token"
+
+
+@pytest.fixture(scope="module")
+def worker(
+    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
+    process = WorkerProcess(
+        kafka_bootstrap,
+        f"o{uuid.uuid4().hex[:8]}.",
+        tmp_path_factory.mktemp("onsite-worker"),
+        extra_env={
+            "NUDGE_POLICY": str(Path(__file__).with_name("policy.toml")),
+            "NUDGE_API_TOKEN": TOKEN,
+            "NUDGE_MODEL_DIR": str(tmp_path_factory.mktemp("no-models")),
+        },
+    )
+    process.start()
+    yield process
+    process.stop()
+    assert "Traceback" not in process.tail(400), process.tail(80)
+
+
+def onsite(worker: WorkerProcess, body: bytes, token: str | None = TOKEN):
+    """(status, JSON body, headers) of one on-site request."""
+    request = urllib.request.Request(f"{worker.url}/api/onsite", data=body, method="POST")
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, json.loads(response.read()), response.headers
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}"), exc.headers
+
+
+def summary_when(worker: WorkerProcess, customer: str, ready, timeout: float = 20) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        status, summary = worker.get(f"/api/customers/{customer}", token=TOKEN)
+        if status == 200 and ready(summary):
+            return summary
+        assert time.monotonic() < deadline, f"state not reached: {status} {summary}"
+        time.sleep(0.1)
+
+
+def event(customer: str, n: int, type_: str, minutes_ago: float, **fields: object) -> dict:
+    ts = datetime.now(UTC) - timedelta(minutes=minutes_ago)
+    return {"event_id": f"{customer}-{n}", "type": type_, "customer_id": customer,
+            "ts": ts.isoformat(), **fields}  # fmt: skip
+
+
+def test_content_is_shown_once_then_the_cooldown_holds(worker: WorkerProcess) -> None:
+    customer = f"olga-{uuid.uuid4().hex[:6]}"
+    publisher = EventPublisher(worker.bootstrap, worker.prefix)
+    try:
+        for n, channel in enumerate(("web", "email")):
+            publisher.send("consent", event(customer, n, "consent", 30, channel=channel,
+                           purpose="marketing", status="granted", source="test"))  # fmt: skip
+        for n in (2, 3):
+            publisher.send("clickstream", event(customer, n, "product_view", 5 - n,
+                           product_id=f"lamp-{n}", category="lighting"))  # fmt: skip
+        publisher.flush()
+    finally:
+        publisher.close()
+    summary_when(
+        worker,
+        customer,
+        lambda s: (
+            s["marketing_allowed"]["web"]
+            and s["records"]["recency"].get("affinity", {}).get("lighting", 0) > 1.9
+        ),
+    )
+    page = {"customer_id": customer, "page": "/p/lamp-4", "product_id": "lamp-4",
+            "category": "lighting"}  # fmt: skip
+    status, answer, headers = onsite(worker, json.dumps(page).encode())
+    assert status == 200, answer
+    content = answer["content"]
+    assert (content["action_id"], content["channel"]) == ("category_inspiration", "web")
+    timing = headers["Server-Timing"]
+    assert timing.startswith("decide;dur=")
+    assert float(timing.split("=")[1]) < 1000  # ms, in-process; generous on a shared machine
+
+    # The impression reaches the customer's state through the internal topic.
+    short_id = content["decision_id"][:16]
+    summary_when(
+        worker,
+        customer,
+        lambda s: any(c[3] == short_id for c in s["records"]["fatigue"].get("contacts", [])),
+    )
+    status, again, _ = onsite(worker, json.dumps({**page, "page": "/p/lamp-5"}).encode())
+    assert status == 200
+    assert again["content"] is None
+    assert "action_cooldown" in again["reasons"]
+
+
+def test_an_unknown_visitor_gets_no_content(worker: WorkerProcess) -> None:
+    body = json.dumps({"anonymous_id": f"anon-{uuid.uuid4().hex[:6]}", "page": "/"}).encode()
+    assert onsite(worker, body)[:2] == (200, {"content": None, "reasons": []})
+
+
+def test_the_endpoint_is_authenticated_and_validates_its_input(worker: WorkerProcess) -> None:
+    body = json.dumps({"customer_id": "c-1", "page": "/"}).encode()
+    assert onsite(worker, body, token=None)[0] == 401
+    assert onsite(worker, body, token="wrong")[0] == 403
+    status, error, _ = onsite(worker, b'{"page": "/"}')
+    assert (status, error["error"]) == (400, "missing_subject")
+    assert onsite(worker, b"{")[0] == 400
+    assert onsite(worker, b"{" + b" " * 10_000 + b"}")[0] == 413

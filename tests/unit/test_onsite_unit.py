@@ -1,0 +1,146 @@
+"""On-site decisions: web-only, the usual rules, impressions recorded once."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from policy_kit import T0, catalog, click, consent, marketing, policy
+
+from policy import onsite
+from policy.engine import Engine
+from policy.processor import Processor
+from policy.state import TABLES, decode_state
+from schemas.codec import InvalidEvent
+from schemas.outputs import Action, Suppression
+
+CUSTOMER = "c-1"
+
+
+class Tables:
+    """A customer's stored bytes, driven through the Processor like the worker."""
+
+    def __init__(self, engine: Engine, *, event_clock: bool = False) -> None:
+        self.processor = Processor(engine, event_clock=event_clock)
+        self.data: dict[str, dict[str, bytes]] = {name: {} for name in TABLES}
+        self.offset = 0
+
+    def load(self, subject: str) -> dict[str, bytes | None]:
+        return {name: table.get(subject) for name, table in self.data.items()}
+
+    def feed(self, kind: str, key: str, value: bytes, now: datetime):
+        self.offset += 1
+        result = self.processor.process(
+            kind, key.encode(), value, (kind, 0, self.offset), self.load, now
+        )
+        for name, data in result.writes.items():
+            if data is not None:
+                self.data[name][result.subject] = data
+        return result
+
+    def event(self, kind: str, event: dict, now: datetime | None = None):
+        at = now or datetime.fromisoformat(event["ts"])
+        return self.feed(kind, event["customer_id"], json.dumps(event).encode(), at)
+
+    def copy(self):
+        return decode_state(self.load(CUSTOMER))
+
+
+def engine_for(*actions: dict) -> Engine:
+    return Engine(catalog(*actions), policy())
+
+
+def request(**fields) -> onsite.OnsiteRequest:
+    body = {"customer_id": CUSTOMER, "page": "/p/lamp", "product_id": "lamp-1", **fields}
+    return onsite.decode_request(json.dumps(body).encode())
+
+
+def consented(engine: Engine, *channels: str) -> Tables:
+    tables = Tables(engine)
+    for channel in channels:
+        tables.event("consent", consent(CUSTOMER, T0 - timedelta(hours=1), channel))
+    return tables
+
+
+def test_the_decision_is_restricted_to_web_even_when_email_is_preferred() -> None:
+    engine = engine_for(marketing("ideas", channels=["email", "web"]))
+    tables = consented(engine, "email", "web")
+    decision, impression = onsite.decide(engine, tables.copy(), request(), T0, "onsite-1")
+    assert isinstance(decision, Action)
+    assert (decision.action_id, decision.channel) == ("ideas", "web")
+    assert impression == onsite.Impression(
+        decision_id=decision.decision_id, customer_id=CUSTOMER, action_id="ideas", at=T0
+    )
+    assert onsite.response_body(decision)["content"]["decision_id"] == decision.decision_id
+
+
+def test_actions_without_web_are_no_candidates() -> None:
+    engine = engine_for(marketing("mail_only", channels=["email"]))
+    tables = consented(engine, "email", "web")
+    decision, impression = onsite.decide(engine, tables.copy(), request(), T0, "onsite-1")
+    assert decision is None and impression is None
+    assert onsite.response_body(decision) == {"content": None, "reasons": []}
+
+
+def test_without_web_consent_the_answer_is_a_suppression_naming_consent() -> None:
+    engine = engine_for(marketing("ideas", channels=["email", "web"]))
+    tables = consented(engine, "email")
+    decision, impression = onsite.decide(engine, tables.copy(), request(), T0, "onsite-1")
+    assert isinstance(decision, Suppression) and impression is None
+    body = onsite.response_body(decision)
+    assert body["content"] is None and body["reasons"] == ["consent"]
+
+
+def test_a_recorded_impression_counts_once_and_then_holds_the_cooldown() -> None:
+    engine = engine_for(marketing("ideas", channels=["web"], cooldown_hours=6))
+    tables = consented(engine, "web")
+    _, impression = onsite.decide(engine, tables.copy(), request(), T0, "onsite-1")
+    assert impression is not None
+    value = onsite.encode_impression(impression)
+    first = tables.feed(onsite.IMPRESSION_KIND, CUSTOMER, value, T0 + timedelta(seconds=1))
+    again = tables.feed(onsite.IMPRESSION_KIND, CUSTOMER, value, T0 + timedelta(seconds=2))
+    assert (first.duplicate, again.duplicate) == (False, True)
+    contacts = tables.copy().fatigue.contacts
+    assert [(c.channel, c.action_id) for c in contacts] == [("web", "ideas")]
+    later = T0 + timedelta(minutes=5)
+    decision, impression = onsite.decide(engine, tables.copy(), request(), later, "onsite-2")
+    assert isinstance(decision, Suppression) and impression is None
+    assert decision.reasons == ["action_cooldown"]
+
+
+def test_an_impression_under_another_key_is_deadlettered() -> None:
+    engine = engine_for(marketing("ideas", channels=["web"]))
+    tables = consented(engine, "web")
+    impression = onsite.Impression(decision_id="d1", customer_id=CUSTOMER, action_id="ideas", at=T0)
+    value = onsite.encode_impression(impression)
+    assert tables.feed(onsite.IMPRESSION_KIND, "c-2", value, T0).invalid_reason == "key_mismatch"
+    assert tables.feed(onsite.IMPRESSION_KIND, CUSTOMER, b"{", T0).invalid_reason == "malformed"
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b'{"page": "/"}', "missing_subject"),
+        (b'{"customer_id": "c-1"}', "schema_violation"),
+        (b'{"customer_id": "c 1", "page": "/"}', "schema_violation"),
+        (b"{", "malformed"),
+    ],
+)
+def test_invalid_requests_name_their_reason(body: bytes, reason: str) -> None:
+    with pytest.raises(InvalidEvent) as error:
+        onsite.decode_request(body)
+    assert error.value.reason == reason
+
+
+def test_the_event_clock_decides_as_of_the_event_time() -> None:
+    engine = engine_for(marketing("ideas"))
+    view = click(CUSTOMER, T0, event_id="v-1")
+    late = T0 + timedelta(days=2)  # past the expiry on the wall clock
+    on_wall = consented(engine, "email").event("clickstream", view, late)
+    on_event = Tables(engine, event_clock=True)
+    on_event.event("consent", consent(CUSTOMER, T0 - timedelta(hours=1), "email"), late)
+    decided = on_event.event("clickstream", view, late).outcome.decision
+    assert on_wall.outcome.decision.reasons == ["expired"]
+    assert isinstance(decided, Action)
+    assert decided.decided_at == T0.astimezone(UTC)
