@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 # promtool (tests/unit/test_ops_config.py) comes from apt, which needs root.
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install run test unit integration lint format kafka-start kafka-stop schemas clean
+.PHONY: install run test unit integration lint format kafka-start kafka-stop schemas bench bench-million clean
 
 $(STAMP): pyproject.toml Makefile
 	@command -v promtool >/dev/null 2>&1 || { \
@@ -42,6 +42,13 @@ lint: install
 format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+bench: install  ## engine and pipeline benchmarks (about 40 min): docs/performance.md
+	$(BIN)/python -m bench.engine
+	$(BIN)/python -m bench.pipeline
+
+bench-million: install  ## state size, memory and restart with 500k customers (about 20 min)
+	$(BIN)/python -m bench.million
 
 schemas: install  ## regenerate schemas/json after changing a record
 	$(BIN)/python -m schemas.jsonschema

@@ -1,0 +1,974 @@
+"""Benchmark of the whole pipeline against the physical limit of this stack.
+
+    python -m bench.pipeline [--rates 1000,2000,5000 --seconds 20 --runs 3
+                              --out bench/results/pipeline.json]
+
+It starts its own Kafka broker (ops.local_kafka, free port, temp data dir)
+and a real worker (nudge.testing.WorkerProcess, real clock, the integration
+policy without quiet hours, so decisions are immediate), then for each run:
+
+1. nudge at each fixed rate, then at its maximum sustainable rate;
+2. the baseline on the same broker: bench/echo.py, a bare aiokafka
+   consume -> produce echo over the same topics and partitions, at the same
+   rates and at its own maximum.
+
+Traffic is bench.engine's realistic mix (sessions, carts, purchases, consent,
+preferences, feedback, identity, redeliveries), re-stamped to the wall clock
+as it is sent. Every trial gets its own customers (ids prefixed with the
+trial's tag), whose marketing consent on every channel is granted first
+(untimed), so a good share of triggers become actions rather than consent
+suppressions.
+
+Load and measurement each run in their own process, so neither shares a GIL
+with the system under test:
+
+- the load generator (aiokafka) paces sends at the offered rate and sets each
+  event's `ts` and its Kafka CreateTime to the same millisecond;
+- the latency reader (aiokafka, assigned, no group) reads the decisions
+  (`actions`, `suppressions`; the echo's output) and takes the arrival time
+  when a fetch returns. Latency is arrival minus the trigger's CreateTime
+  (carried as `trigger_ts`); `create_ms` is the decision record's own
+  CreateTime minus the trigger's (worker + producer, without the reader's
+  fetch).
+
+A rate is *sustained* when the generator offered at least 95% of it, the
+system finished the backlog within 1 s of the last send, and p99 latency over
+the second half of the trial stayed under 500 ms (a backlog that grows shows
+as latency that grows). The maximum is searched by growing the rate 1.5x
+until a trial fails, then bisecting. Worker (or echo) CPU and RSS come from
+/proc via psutil, sampled every 0.25 s.
+
+Targets: at 5,000 events/s p50 < 5 ms and p99 < 25 ms event-to-action;
+maximum sustainable throughput >= 50% of the echo's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import itertools
+import multiprocessing as mp
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from multiprocessing.sharedctypes import Synchronized
+from multiprocessing.synchronize import Event
+from pathlib import Path
+
+import msgspec
+import psutil
+
+from bench.engine import Generator, machine_info, write_json
+from nudge.testing import WorkerProcess
+from ops import local_kafka
+from streams.admin import ensure_topics
+from streams.settings import Settings
+from streams.topics import topic_name
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = REPO_ROOT / "bench" / "results" / "pipeline.json"
+POLICY = REPO_ROOT / "tests" / "integration" / "policy.toml"
+PARTITIONS = 8
+SEED = 11
+
+SUSTAINED_OFFERED_SHARE = 0.95  # the generator must offer at least this share of the rate
+SUSTAINED_DRAIN_S = 1.0  # backlog gone within this long after the last send
+SUSTAINED_P99_MS = 500.0  # second-half p99: a growing backlog shows as growing latency
+TARGET_RATE = 5000
+TARGET_P50_MS = 5.0
+TARGET_P99_MS = 25.0
+TARGET_MAX_SHARE = 0.5
+
+
+# -- traffic --------------------------------------------------------------------------------
+
+TS_MARK = "@@TS@@"
+_encoder = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True)
+class Template:
+    """One event as bytes, with its `ts` left open for the send time."""
+
+    kind: str
+    key: str
+    head: bytes
+    tail: bytes
+
+
+@functools.cache
+def build_stream(events: int, seed: int = SEED) -> list[tuple[str, str, dict]]:
+    """The realistic mix from bench.engine, in event-time order: (kind, key,
+    body); about six events per customer, so a trial's consent prefill stays
+    small next to the trial."""
+    generator = Generator(max(200, events // 6), events, seed)
+    generator.generate()  # sorts generator.raw by event time
+    stream = []
+    for raw in generator.raw:
+        body = dict(raw.body)
+        if isinstance(body.get("snooze_until"), float):
+            body["snooze_until"] = body["snooze_until"] - raw.ts  # seconds after the event
+        stream.append((raw.kind, raw.key, body))
+    return stream
+
+
+def templates(stream: Sequence[tuple[str, str, dict]], tag: str) -> list[Template]:
+    """The stream for one trial: ids prefixed with `tag` (fresh customers,
+    fresh event ids), `ts` open, snoozes relative to now."""
+    now = time.time()
+    out = []
+    for kind, key, body in stream:
+        body = dict(body)
+        for name in ("event_id", "customer_id", "anonymous_id"):
+            if name in body:
+                body[name] = f"{tag}.{body[name]}"
+        if "snooze_until" in body:
+            body["snooze_until"] = _iso_ms(int((now + 60 + body["snooze_until"]) * 1000))
+        body["ts"] = TS_MARK
+        head, tail = _encoder.encode(body).split(f'"{TS_MARK}"'.encode())
+        out.append(Template(kind, f"{tag}.{key}", head, tail))
+    return out
+
+
+def consent_grants(items: Sequence[Template], tag: str) -> list[Template]:
+    """One marketing grant on every channel for each customer in `items`."""
+    customers = sorted(
+        {t.key for t in items if t.kind != "identity" and b'"customer_id"' in t.head + t.tail}
+    )
+    out = []
+    for i, customer in enumerate(customers):
+        body = {
+            "event_id": f"{tag}.grant-{i}",
+            "type": "consent",
+            "customer_id": customer,
+            "channel": "all",
+            "purpose": "marketing",
+            "status": "granted",
+            "source": "bench",
+            "ts": TS_MARK,
+        }
+        head, tail = _encoder.encode(body).split(f'"{TS_MARK}"'.encode())
+        out.append(Template("consent", customer, head, tail))
+    return out
+
+
+def _iso_ms(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + (
+        f"{ms % 1000:03d}Z"
+    )
+
+
+# -- load generator (own process) -----------------------------------------------------------
+
+
+def produce(
+    bootstrap: str, prefix: str, items: list[Template], rate: float, go: Event, back: mp.Queue
+) -> None:
+    """Process entry: once `go` is set, send `items` at `rate`/s (0: as fast
+    as possible), then report (first send, last send, sent, worst lateness)."""
+    import uvloop
+
+    uvloop.run(_produce(bootstrap, prefix, items, rate, go, back))
+
+
+async def _produce(
+    bootstrap: str, prefix: str, items: list[Template], rate: float, go: Event, back: mp.Queue
+) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks=1)
+    await producer.start()
+    topics = {kind: topic_name(prefix, kind) for kind in {t.kind for t in items}}
+    for topic in topics.values():
+        await producer.partitions_for(topic)
+    back.put("ready")
+    while not go.wait(0.01):
+        await asyncio.sleep(0)
+    start = time.time()
+    lateness = 0.0
+    last_ms, stamp = -1, b""
+    for i, item in enumerate(items):
+        if rate:
+            due = start + i / rate
+            now = time.time()
+            if due > now:
+                await asyncio.sleep(due - now)
+                now = time.time()
+            else:
+                lateness = max(lateness, now - due)
+        else:
+            now = time.time()
+        ms = int(now * 1000)
+        if ms != last_ms:
+            last_ms, stamp = ms, f'"{_iso_ms(ms)}"'.encode()
+        await producer.send(
+            topics[item.kind], item.head + stamp + item.tail, key=item.key.encode(), timestamp_ms=ms
+        )
+    end = time.time()
+    await producer.flush()
+    await producer.stop()
+    back.put((start, end, len(items), lateness))
+
+
+# -- latency reader (own process) -----------------------------------------------------------
+
+
+class Decided(msgspec.Struct):
+    """The fields of an output the reader needs (a decision, or an echoed event)."""
+
+    trigger_event_id: str | None = None
+    trigger_ts: datetime | None = None
+    event_id: str | None = None
+    ts: datetime | None = None
+    kind: str | None = None
+
+
+def read_outputs(
+    bootstrap: str, topics: list[str], tag: str, count: Synchronized, stop: Event, back: mp.Queue
+) -> None:
+    """Process entry: read `topics` from their end until `stop`; send back
+    (arrival s, trigger ms, record CreateTime ms, is action) per output of
+    this trial, counting them in `count` as they arrive."""
+    import uvloop
+
+    uvloop.run(_read_outputs(bootstrap, topics, tag, count, stop, back))
+
+
+async def _read_outputs(
+    bootstrap: str, topics: list[str], tag: str, count: Synchronized, stop: Event, back: mp.Queue
+) -> None:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    consumer.assign([TopicPartition(t, p) for t in topics for p in range(PARTITIONS)])
+    await consumer.seek_to_end()
+    for tp in consumer.assignment():
+        await consumer.position(tp)
+    back.put("ready")
+    decoder = msgspec.json.Decoder(Decided)
+    wanted = f"{tag}."
+    rows: list[tuple[float, int, int, bool]] = []
+    stop_at = None
+    while stop_at is None or time.time() < stop_at:
+        batches = await consumer.getmany(timeout_ms=50)
+        arrived = time.time()
+        seen = 0
+        for records in batches.values():
+            for record in records:
+                out = decoder.decode(record.value)
+                event_id = out.trigger_event_id or out.event_id or ""
+                trigger = out.trigger_ts or out.ts
+                if not event_id.startswith(wanted) or trigger is None:
+                    continue
+                trigger_ms = round(trigger.timestamp() * 1000)
+                rows.append((arrived, trigger_ms, record.timestamp, out.kind == "action"))
+                seen += 1
+        if seen:
+            with count.get_lock():
+                count.value += seen
+        if stop_at is None and stop.is_set():  # read what is still on its way, briefly
+            stop_at = time.time() + 0.5
+    await consumer.stop()
+    back.put(rows)
+
+
+# -- the systems under test -----------------------------------------------------------------
+
+
+class Echo:
+    """bench/echo.py in its own process."""
+
+    def __init__(self, bootstrap: str, prefix: str, workdir: Path, loop: str) -> None:
+        self.bootstrap, self.prefix = bootstrap, prefix
+        self.ready = workdir / "echo.ready"
+        self.log = workdir / "echo.log"
+        self.loop = loop
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        settings = Settings(
+            bootstrap_servers=self.bootstrap,
+            topic_prefix=self.prefix,
+            app_id=f"{self.prefix}echo",
+            partitions=PARTITIONS,
+        )
+        ensure_topics(settings)
+        time.sleep(2)  # new topics: let partition leadership settle before the consumer looks
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bench.echo", "--bootstrap", self.bootstrap,
+             "--prefix", self.prefix, "--loop", self.loop, "--ready-file", str(self.ready)],
+            cwd=REPO_ROOT, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while not self.ready.exists():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"echo did not start:\n{self.log.read_text()[-2000:]}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(20)
+
+
+@dataclass
+class System:
+    """What a trial needs to know about the system under test."""
+
+    name: str  # "nudge" or "echo"
+    prefix: str
+    pids: list[int]  # one per worker
+    outputs: list[str]  # topics the latency reader reads
+    metrics_urls: list[str] = field(default_factory=list)  # nudge: processed from /metrics
+
+    def processed(self, reader_count: int) -> int:
+        """Input events handled so far (the echo: outputs, one per input)."""
+        if not self.metrics_urls:
+            return reader_count
+        return sum(events_consumed(url) for url in self.metrics_urls)
+
+
+def events_consumed(metrics_url: str) -> int:
+    with urllib.request.urlopen(metrics_url, timeout=5) as response:
+        text = response.read().decode()
+    return int(
+        sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("nudge_events_consumed_total{")
+        )
+    )
+
+
+# -- one trial ------------------------------------------------------------------------------
+
+
+@dataclass
+class Samples:
+    """Time series taken every 0.25 s during a trial."""
+
+    t: list[float] = field(default_factory=list)
+    processed: list[int] = field(default_factory=list)
+    cpu_s: list[float] = field(default_factory=list)
+    rss: list[int] = field(default_factory=list)
+    _last: int = 0
+    _scraped: float = 0.0
+
+    def take(
+        self,
+        system: System,
+        processes: list[psutil.Process],
+        reader_count: int,
+        fresh: bool = False,
+    ) -> None:
+        """Every call reads /proc (CPU and RSS summed over the workers);
+        /metrics once a second (it costs the worker CPU) unless `fresh`
+        (while waiting for the last events)."""
+        cpu = sum(t.user + t.system for t in (p.cpu_times() for p in processes))
+        now = time.time()
+        if fresh or not self.t or now - self._scraped >= 1.0 or not system.metrics_urls:
+            self._last = system.processed(reader_count)
+            self._scraped = now
+        self.t.append(now)
+        self.processed.append(self._last)
+        self.cpu_s.append(cpu)
+        self.rss.append(sum(p.memory_info().rss for p in processes))
+
+    def processed_at(self, when: float) -> float:
+        """Processed count at `when`, interpolated between samples."""
+        pairs = zip(self.t, self.processed, strict=True)
+        for (t0, p0), (t1, p1) in itertools.pairwise(pairs):
+            if t0 <= when <= t1:
+                return p0 + (p1 - p0) * (when - t0) / (t1 - t0) if t1 > t0 else p1
+        return float(self.processed[-1] if when >= self.t[-1] else self.processed[0])
+
+
+def run_trial(
+    ctx: mp.context.BaseContext,
+    bootstrap: str,
+    system: System,
+    rate: int,
+    seconds: float,
+    profile: Path | None = None,
+) -> dict:
+    """Offer `rate` events/s for `seconds` and measure; returns the trial's
+    figures. With `profile`, py-spy samples the (first) worker meanwhile and
+    writes collapsed stacks there."""
+    tag = f"b{uuid.uuid4().hex[:6]}"
+    items = templates(build_stream(int(rate * seconds)), tag)
+    n = len(items)  # the generator's count is close to, not exactly, what was asked
+    processes = [psutil.Process(pid) for pid in system.pids]
+    load_before = os.getloadavg()
+    grants = None
+    if system.name == "nudge":
+        grants = prefill(ctx, bootstrap, system, consent_grants(items, tag))
+
+    count = ctx.Value("q", 0)
+    go, stop = ctx.Event(), ctx.Event()
+    reader_q, producer_q = ctx.Queue(), ctx.Queue()
+    reader = ctx.Process(
+        target=read_outputs, args=(bootstrap, system.outputs, tag, count, stop, reader_q)
+    )
+    producer = ctx.Process(
+        target=produce, args=(bootstrap, system.prefix, items, rate, go, producer_q)
+    )
+    reader.start()
+    producer.start()
+    try:
+        _expect(reader_q.get(timeout=60), "ready")
+        _expect(producer_q.get(timeout=60), "ready")
+        samples = Samples()
+        base = system.processed(count.value)
+        samples.take(system, processes, count.value)
+        go.set()
+        spy = start_profiler(system.pids[0], seconds, profile) if profile else None
+        result = None
+        deadline = time.time() + seconds * 4 + 120
+        while time.time() < deadline:
+            time.sleep(0.25 if result is None else 0.1)
+            if result is None and not producer_q.empty():
+                result = producer_q.get()
+            samples.take(system, processes, count.value, fresh=result is not None)
+            if result is not None and samples.processed[-1] - base >= n:
+                break
+        if result is None:
+            raise RuntimeError("load generator did not finish")
+        done = samples.t[-1]
+        stop.set()
+        rows = reader_q.get(timeout=120)
+    finally:
+        for child in (reader, producer):
+            child.join(30)
+            if child.is_alive():
+                child.kill()
+    first, last, sent, lateness = result
+    processed = samples.processed[-1] - base
+    trial = summarize_trial(
+        system.name, rate, seconds, tag, rows, samples, first, last, sent, lateness,
+        processed, base, done, load_before, grants,
+    )  # fmt: skip
+    if spy is not None and spy.wait(seconds + 60) == 0 and profile is not None:
+        trial["profile"] = {"file": profile.name, "shares": profile_shares(profile)}
+    return trial
+
+
+def start_profiler(pid: int, seconds: float, out: Path) -> subprocess.Popen:
+    """py-spy (needs root or ptrace rights) on the worker, 100 samples/s."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    command = ["py-spy", "record", "-p", str(pid), "-r", "100", "-d", str(int(seconds)),
+               "--format", "raw", "--nonblocking", "-o", str(out)]  # fmt: skip
+    py_spy = Path(sys.executable).with_name("py-spy")
+    command[0] = str(py_spy) if py_spy.exists() else "py-spy"
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+#: Where a worker's samples go, by the first matching frame (outermost first).
+PROFILE_PARTS = (
+    ("consumer thread (aiokafka fetch, Faust's ThreadDelegateConsumer)", "WorkerThread.run"),
+    ("engine: decode, rules, encode (policy.processor)", "Processor.process"),
+    ("table writes + changelog enqueue (Faust Table)", "ManagedUserDict.__setitem__"),
+    ("table deletes (erasures)", "ManagedUserDict.__delitem__"),
+    ("outputs: Faust topic send", "Outbox.send"),
+    ("nudge metrics", "record_metrics"),
+    ("Faust stream iteration, acks, agent", "Agent._execute_actor"),
+    ("changelog send (Faust ProducerBuffer)", "ProducerBuffer._handle_pending"),
+    ("aiokafka producer: requests, socket writes", "Sender."),
+    ("Faust fetcher -> conductor -> stream queue", "Fetcher._fetcher"),
+    ("HTTP (/metrics scrapes by the bench)", "RequestHandler"),
+    ("offset commits", "Consumer._commit"),
+    ("changelog acks -> persisted offsets (RocksDB)", "_on_changelog_sent"),
+)
+
+
+def profile_shares(path: Path) -> dict[str, float]:
+    """Share of all samples per part of the pipeline (PROFILE_PARTS, else
+    'event loop and other')."""
+    totals: dict[str, int] = {}
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        part = next((name for name, frame in PROFILE_PARTS if frame in stack), None)
+        name = part or "event loop and other"
+        totals[name] = totals.get(name, 0) + int(count)
+    total = sum(totals.values()) or 1
+    return {k: round(v / total, 3) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
+
+
+def prefill(
+    ctx: mp.context.BaseContext, bootstrap: str, system: System, grants: list[Template]
+) -> dict:
+    """Send the trial's consent grants as fast as possible and wait until the
+    worker has processed them (untimed for the trial; reported as a drain rate)."""
+    back, go = ctx.Queue(), ctx.Event()
+    before = system.processed(0)
+    producer = ctx.Process(target=produce, args=(bootstrap, system.prefix, grants, 0, go, back))
+    producer.start()
+    _expect(back.get(timeout=60), "ready")
+    go.set()
+    start, _end, sent, _ = back.get(timeout=300)
+    producer.join(30)
+    deadline = time.time() + 300
+    while system.processed(0) - before < sent and time.time() < deadline:
+        time.sleep(0.1)
+    seconds = time.time() - start
+    return {"events": sent, "seconds": round(seconds, 2), "per_second": round(sent / seconds)}
+
+
+def _expect(got: object, wanted: str) -> None:
+    if got != wanted:
+        raise RuntimeError(f"expected {wanted!r} from a child process, got {got!r}")
+
+
+def summarize_trial(
+    name: str, rate: int, seconds: float, tag: str, rows: list, samples: Samples,
+    first: float, last: float, sent: int, lateness: float, processed: int, base: int,
+    done: float, load_before: tuple, grants: dict | None,
+) -> dict:  # fmt: skip
+    window = max(last - first, 1e-9)
+    in_window = samples.processed_at(last) - base
+    half = first + window / 2
+    latency = sorted((arrived * 1000 - trigger) for arrived, trigger, _c, _a in rows)
+    late_half = sorted(
+        arrived * 1000 - trigger for arrived, trigger, _c, _a in rows if trigger / 1000 >= half
+    )
+    actions = sorted((arrived * 1000 - trigger) for arrived, trigger, _c, a in rows if a)
+    create = sorted(float(c - trigger) for _arrived, trigger, c, _a in rows)
+    cpu = [
+        (c1 - c0) / (t1 - t0)
+        for (t0, c0), (t1, c1) in itertools.pairwise(zip(samples.t, samples.cpu_s, strict=True))
+        if first <= t0 and t1 <= last
+    ]
+    busy = samples.cpu_s[-1] - samples.cpu_s[0]
+    offered = sent / window
+    drain = max(0.0, done - last)
+    second_half_p99 = percentile(late_half, 99)
+    sustained = (
+        offered >= SUSTAINED_OFFERED_SHARE * rate
+        and drain <= SUSTAINED_DRAIN_S
+        and second_half_p99 is not None
+        and second_half_p99 < SUSTAINED_P99_MS
+    )
+    return {
+        "system": name,
+        "rate": rate,
+        "seconds": seconds,
+        "tag": tag,
+        "sent": sent,
+        "offered_per_second": round(offered, 1),
+        "generator_max_lateness_ms": round(lateness * 1000, 1),
+        "processed": processed,
+        "throughput_per_second": round(in_window / window, 1),
+        "drain_seconds": round(drain, 2),
+        "outputs_measured": len(rows),
+        "actions_measured": len(actions),
+        "latency_ms": summary(latency),
+        "action_latency_ms": summary(actions),
+        "create_time_latency_ms": summary(create),
+        "second_half_p99_ms": second_half_p99,
+        "cpu_cores": round(statistics.median(cpu), 3) if cpu else None,
+        "cpu_us_per_event": round(busy / processed * 1e6, 1) if processed else None,
+        "rss_mb_max": round(max(samples.rss) / 2**20, 1),
+        "load_average": [round(x, 2) for x in load_before],
+        "consent_prefill": grants,
+        "sustained": sustained,
+    }
+
+
+def percentile(ordered: Sequence[float], p: float) -> float | None:
+    """Nearest-rank percentile of sorted values, in ms with 0.1 ms precision."""
+    if not ordered:
+        return None
+    rank = max(1, -(-len(ordered) * p // 100))
+    return round(float(ordered[int(rank) - 1]), 1)
+
+
+def summary(ordered: Sequence[float]) -> dict[str, float | None]:
+    return {
+        "p50": percentile(ordered, 50),
+        "p95": percentile(ordered, 95),
+        "p99": percentile(ordered, 99),
+        "max": percentile(ordered, 100),
+        "count": len(ordered),
+    }
+
+
+# -- searching the maximum ------------------------------------------------------------------
+
+
+def find_max(
+    trial, start: int, known_good: int | None = None, step: float = 1.5, bisections: int = 3,
+    limit: int = 200_000,
+) -> tuple[int | None, list[dict]]:  # fmt: skip
+    """Grow the rate until a trial is not sustained (from above `known_good`,
+    a rate already sustained, if given), then bisect; returns the highest
+    sustained rate (None if even 250/s failed) and the trials."""
+    trials = []
+    good, bad = known_good, None
+    rate = int(known_good * step) if known_good else start
+    while rate <= limit:
+        result = trial(rate)
+        trials.append(result)
+        if not result["sustained"]:
+            bad = rate
+            break
+        good = rate
+        rate = int(rate * step)
+    if good is None:  # even the first failed: walk down
+        bad, rate = start, start // 2
+        while rate >= 250:
+            result = trial(rate)
+            trials.append(result)
+            if result["sustained"]:
+                good = rate
+                break
+            bad, rate = rate, rate // 2
+    for _ in range(bisections if good and bad else 0):
+        mid = round((good + bad) / 2 / 250) * 250
+        if mid in (good, bad):
+            break
+        result = trial(mid)
+        trials.append(result)
+        if result["sustained"]:
+            good = mid
+        else:
+            bad = mid
+    return good, trials
+
+
+# -- the whole benchmark --------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def broker(workdir: Path) -> Iterator[str]:
+    data_dir = workdir / "kafka"
+    handle = local_kafka.start(port=local_kafka.free_port(), data_dir=data_dir)
+    try:
+        yield handle.bootstrap_servers
+    finally:
+        local_kafka.stop(data_dir)
+
+
+def run(args: argparse.Namespace) -> dict:
+    ctx = mp.get_context("spawn")
+    started = time.time()
+    result: dict = {
+        "benchmark": "pipeline",
+        "description": "nudge worker vs bare aiokafka echo on one real Kafka broker",
+        "params": {
+            "rates": args.rates,
+            "seconds": args.seconds,
+            "search_seconds": args.search_seconds,
+            "runs": args.runs,
+            "partitions": PARTITIONS,
+            "workers": args.workers,
+            "policy": str(POLICY.relative_to(REPO_ROOT)),
+            "worker_env": args.worker_env,
+            "echo_loop": args.echo_loop,
+            "sustained_when": (
+                f"offered >= {SUSTAINED_OFFERED_SHARE:.0%} of the rate, drained within "
+                f"{SUSTAINED_DRAIN_S:g} s, second-half p99 < {SUSTAINED_P99_MS:g} ms"
+            ),
+        },
+        "trials": [],
+        "max": {"nudge": [], "echo": []},
+    }
+    with tempfile.TemporaryDirectory(prefix="nudge-bench-") as tmp, broker(Path(tmp)) as bootstrap:
+        workdir = Path(tmp)
+        print(f"broker at {bootstrap}", flush=True)
+        workers = start_workers(bootstrap, workdir, args)
+        echo = Echo(bootstrap, "echo.", workdir, args.echo_loop)
+        echo.start()
+        try:
+            nudge_system = System(
+                "nudge", workers[0].prefix, [w.process.pid for w in workers],
+                [topic_name(workers[0].prefix, k) for k in ("actions", "suppressions")],
+                metrics_urls=[f"{w.url}/metrics" for w in workers],
+            )  # fmt: skip
+            echo_system = System("echo", "echo.", [echo.process.pid], ["echo.actions"])
+            warm_up(ctx, bootstrap, nudge_system, echo_system)
+            for run_index in range(args.runs):
+                for system in (nudge_system, echo_system):
+                    for rate in args.rates:
+                        profile = None
+                        if args.profile and run_index == 0 and system.name == "nudge":
+                            profile = args.out.with_name(f"{args.out.stem}-profile-{rate}.txt")
+                        trial = run_trial(ctx, bootstrap, system, rate, args.seconds, profile)
+                        trial["run"] = run_index
+                        result["trials"].append(trial)
+                        print(render_trial(trial), flush=True)
+                    if args.no_max:
+                        continue
+
+                    def one(rate: int, system: System = system, run_index: int = run_index) -> dict:
+                        trial = run_trial(ctx, bootstrap, system, rate, args.search_seconds)
+                        trial.update(run=run_index, search=True)
+                        print(render_trial(trial), flush=True)
+                        return trial
+
+                    sustained = [
+                        t["rate"] for t in result["trials"]
+                        if t["run"] == run_index and t["system"] == system.name and t["sustained"]
+                    ]  # fmt: skip
+                    best, trials = find_max(one, args.max_start, max(sustained, default=None))
+                    result["trials"] += trials
+                    result["max"][system.name].append(best)
+                    print(f"  {system.name} run {run_index}: max sustained {best}/s", flush=True)
+        finally:
+            echo.stop()
+            for worker in workers:
+                worker.stop()
+            result["worker_log_tail"] = workers[0].tail(20)
+    result["elapsed_seconds"] = round(time.time() - started)
+    result["summary"] = summarize(result, args)
+    return result
+
+
+def start_workers(bootstrap: str, workdir: Path, args: argparse.Namespace) -> list[WorkerProcess]:
+    env = {
+        "NUDGE_POLICY": str(POLICY),
+        "NUDGE_MODEL_DIR": str(workdir / "no-models"),  # the heuristic scorer, as shipped
+        **dict(item.split("=", 1) for item in args.worker_env),
+    }
+    workers = []
+    for i in range(args.workers):
+        worker = WorkerProcess(
+            bootstrap, "bench.", workdir / f"worker{i}", partitions=PARTITIONS, extra_env=env
+        )
+        workers.append(worker.start())
+    return workers
+
+
+def warm_up(ctx: mp.context.BaseContext, bootstrap: str, nudge: System, echo: System) -> None:
+    """A short untimed trial on each, so first-use costs (metadata, connections,
+    cold caches, new RocksDB files) do not land in the first measured trial."""
+    for system in (nudge, echo):
+        run_trial(ctx, bootstrap, system, 1000, 3)
+
+
+def summarize(result: dict, args: argparse.Namespace) -> dict:
+    """Medians over runs per (system, rate), ratios to the echo, and the targets."""
+    out: dict = {"by_rate": {}, "max": {}}
+    fixed = [t for t in result["trials"] if not t.get("search")]
+    for rate in args.rates:
+        row = {}
+        for name in ("nudge", "echo"):
+            trials = [t for t in fixed if t["system"] == name and t["rate"] == rate]
+            row[name] = median_figures(trials)
+        row["ratio"] = {
+            key: _ratio(row["nudge"].get(key), row["echo"].get(key))
+            for key in ("p50_ms", "p99_ms", "create_p50_ms", "create_p99_ms", "cpu_cores")
+        }
+        out["by_rate"][str(rate)] = row
+    for name in ("nudge", "echo"):
+        values = [v for v in result["max"][name] if v is not None]
+        out["max"][name] = {
+            "runs": result["max"][name],
+            "median": statistics.median(values) if values else None,
+        }
+    nudge_max, echo_max = out["max"]["nudge"]["median"], out["max"]["echo"]["median"]
+    out["max"]["ratio"] = _ratio(nudge_max, echo_max)
+    at_target = out["by_rate"].get(str(TARGET_RATE), {}).get("nudge", {})
+    out["targets"] = {
+        "p50_ms_at_5000": _check(at_target.get("action_p50_ms"), "<", TARGET_P50_MS),
+        "p99_ms_at_5000": _check(at_target.get("action_p99_ms"), "<", TARGET_P99_MS),
+        "max_vs_echo": _check(out["max"]["ratio"], ">=", TARGET_MAX_SHARE),
+    }
+    return out
+
+
+def median_figures(trials: list[dict]) -> dict:
+    def med(path: str) -> float | None:
+        values = []
+        for trial in trials:
+            value = trial
+            for part in path.split("."):
+                value = value.get(part) if isinstance(value, dict) else None
+            if value is not None:
+                values.append(value)
+        return round(statistics.median(values), 2) if values else None
+
+    return {
+        "runs": len(trials),
+        "sustained_runs": sum(t["sustained"] for t in trials),
+        "throughput_per_second": med("throughput_per_second"),
+        "p50_ms": med("latency_ms.p50"),
+        "p95_ms": med("latency_ms.p95"),
+        "p99_ms": med("latency_ms.p99"),
+        "max_ms": med("latency_ms.max"),
+        "action_p50_ms": med("action_latency_ms.p50"),
+        "action_p99_ms": med("action_latency_ms.p99"),
+        "create_p50_ms": med("create_time_latency_ms.p50"),
+        "create_p99_ms": med("create_time_latency_ms.p99"),
+        "cpu_cores": med("cpu_cores"),
+        "rss_mb_max": med("rss_mb_max"),
+    }
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a is not None and b else None
+
+
+def _check(value: float | None, op: str, target: float) -> dict:
+    passed = value is not None and (value < target if op == "<" else value >= target)
+    return {"value": value, "target": f"{op} {target:g}", "pass": passed}
+
+
+# -- output ---------------------------------------------------------------------------------
+
+
+def render_trial(t: dict) -> str:
+    lat, act, cre = t["latency_ms"], t["action_latency_ms"], t["create_time_latency_ms"]
+    return (
+        f"{t['system']:>5} {t['rate']:>6}/s: thr {t['throughput_per_second']:>8.0f}/s  "
+        f"decisions {lat['count']:>6} p50 {lat['p50']} p95 {lat['p95']} p99 {lat['p99']} "
+        f"max {lat['max']} ms | actions {act['count']} p50 {act['p50']} p99 {act['p99']} | "
+        f"create p50 {cre['p50']} p99 {cre['p99']} | cpu {t['cpu_cores']} "
+        f"({t['cpu_us_per_event']} µs/event) rss "
+        f"{t['rss_mb_max']} MB | drain {t['drain_seconds']} s | load {t['load_average'][0]} "
+        f"| {'sustained' if t['sustained'] else 'NOT sustained'}"
+    )
+
+
+def render(result: dict) -> str:
+    s = result["summary"]
+    lines = [
+        f"nudge pipeline benchmark: {result['params']['runs']} runs, medians; "
+        f"{result['params']['partitions']} partitions, {result['params']['workers']} worker(s)",
+    ]
+    machine = result.get("machine", {})
+    if machine:
+        lines.append(
+            f"{machine['cpu_model']}, {machine['nproc']} CPUs, Python {machine['python']}, "
+            f"load average at start {machine.get('load_average')}"
+        )
+    header = (
+        f"{'rate/s':>7}  {'system':6} {'thr/s':>8} {'p50':>6} {'p95':>6} {'p99':>7} {'max':>7}"
+        f" {'act p50':>7} {'act p99':>7} {'CT p50':>6} {'CT p99':>6} {'cpu':>5} {'rss MB':>7}"
+    )
+    lines += ["", "latency in ms (CT: decision CreateTime - trigger CreateTime)", header]
+    lines.append("-" * len(header))
+    for rate, row in s["by_rate"].items():
+        for name in ("nudge", "echo"):
+            f = row[name]
+            lines.append(
+                f"{rate:>7}  {name:6} {_n(f['throughput_per_second'], 8, 0)} {_n(f['p50_ms'], 6)}"
+                f" {_n(f['p95_ms'], 6)} {_n(f['p99_ms'], 7)} {_n(f['max_ms'], 7)}"
+                f" {_n(f['action_p50_ms'], 7)} {_n(f['action_p99_ms'], 7)}"
+                f" {_n(f['create_p50_ms'], 6)} {_n(f['create_p99_ms'], 6)}"
+                f" {_n(f['cpu_cores'], 5, 2)} {_n(f['rss_mb_max'], 7, 0)}"
+            )
+        r = row["ratio"]
+        lines.append(
+            f"{'':7}  {'ratio':6} {'':8} {_x(r['p50_ms']):>6} {'':6} {_x(r['p99_ms']):>7}"
+            f" {'':7} {'':7} {'':7} {_x(r['create_p50_ms']):>6} {_x(r['create_p99_ms']):>6}"
+            f" {_x(r['cpu_cores']):>5}"
+        )
+    m = s["max"]
+    lines += [
+        "",
+        f"max sustained: nudge {m['nudge']['median']}/s (runs {m['nudge']['runs']}), echo "
+        f"{m['echo']['median']}/s (runs {m['echo']['runs']}), ratio {_x(m['ratio'])}",
+        "",
+    ]
+    for name, check in s["targets"].items():
+        verdict = "PASS" if check["pass"] else "FAIL"
+        lines.append(f"{verdict}  {name}: {check['value']} (target {check['target']})")
+    return "\n".join(lines)
+
+
+def _n(value: float | None, width: int, digits: int = 1) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:>{width},.{digits}f}"
+
+
+def _x(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def chart(result: dict, path: Path) -> None:
+    """Latency (p50, p99) against offered rate, nudge and echo, medians over runs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    styles = {"nudge": "tab:blue", "echo": "tab:gray"}
+    for name, colour in styles.items():
+        by_rate: dict[int, list[dict]] = {}
+        for trial in result["trials"]:
+            if trial["system"] == name and trial["sustained"]:
+                by_rate.setdefault(trial["rate"], []).append(trial)
+        rates = sorted(by_rate)
+        for point, style in (("p50", "-"), ("p99", "--")):
+            values = [statistics.median(t["latency_ms"][point] for t in by_rate[r]) for r in rates]
+            ax.plot(rates, values, style, marker="o", color=colour, label=f"{name} {point}")
+        best = result["summary"]["max"][name]["median"]
+        if best:
+            ax.axvline(best, color=colour, linestyle=":", linewidth=1)
+    ax.axhline(TARGET_P99_MS, color="tab:red", linewidth=0.8, linestyle=":")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("offered events/s (sustained trials; dotted: max sustained)")
+    ax.set_ylabel("event -> decision at a consumer (ms)")
+    ax.set_title("nudge vs bare aiokafka echo, one broker, 2 cores")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.pipeline",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--rates", type=lambda s: [int(x) for x in s.split(",")], default=[1000, 2000, 5000]
+    )
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--search-seconds", type=float, default=12.0)
+    parser.add_argument("--max-start", type=int, default=5000, help="first rate of the search")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--no-max", action="store_true", help="skip the maximum search")
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy the worker in run 0's fixed-rate trials"
+    )
+    parser.add_argument(
+        "--worker-env", action="append", default=[], metavar="K=V", help="extra worker variable"
+    )
+    parser.add_argument("--echo-loop", choices=("asyncio", "uvloop"), default="uvloop")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args(argv)
+
+    load = os.getloadavg()
+    result = run(args)
+    result["machine"] = {
+        **machine_info(None),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "load_average": [round(x, 2) for x in load],
+        "load_average_end": [round(x, 2) for x in os.getloadavg()],
+    }
+    write_json(result, args.out)
+    chart(result, args.out.with_suffix(".png"))
+    print()
+    print(render(result))
+    print(f"\nresult written to {args.out} and {args.out.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
