@@ -775,6 +775,11 @@ def summarize(result: dict, args: argparse.Namespace) -> dict:
             "runs": result["max"][name],
             "median": statistics.median(values) if values else None,
         }
+        at_max = [
+            t for t in result["trials"]
+            if t["system"] == name and t["sustained"] and t["rate"] == out["max"][name]["median"]
+        ]  # fmt: skip
+        out["max"][name]["at_max"] = median_figures(at_max)
     nudge_max, echo_max = out["max"]["nudge"]["median"], out["max"]["echo"]["median"]
     out["max"]["ratio"] = _ratio(nudge_max, echo_max)
     at_target = out["by_rate"].get(str(TARGET_RATE), {}).get("nudge", {})
