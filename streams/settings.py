@@ -140,10 +140,10 @@ class Settings:
         metadata={"env": "NUDGE_LOG_LEVEL", "doc": "debug logs one line per decision."},
     )
     faust_metrics: bool = field(
-        default_factory=lambda: _env("NUDGE_FAUST_METRICS", "false").lower() in ("1", "true"),
+        default_factory=lambda: _env("NUDGE_FAUST_METRICS", "true").lower() in ("1", "true"),
         metadata={
             "env": "NUDGE_FAUST_METRICS",
-            "doc": "true adds Faust's own Prometheus sensor (costs CPU on every message).",
+            "doc": "Faust's own Prometheus sensor; false saves CPU on every message.",
         },
     )
 
