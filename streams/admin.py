@@ -60,8 +60,9 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
         for meta in admin.describe_topics(co_partitioned):
             count = len(meta["partitions"])
             if count != settings.partitions:
+                name = meta.get("name") or meta.get("topic")  # kafka-python 3 says "name"
                 raise TopicMismatch(
-                    f"topic {meta['topic']} has {count} partitions, NUDGE_PARTITIONS is "
+                    f"topic {name} has {count} partitions, NUDGE_PARTITIONS is "
                     f"{settings.partitions}: input topics must be co-partitioned"
                 )
         if missing:
