@@ -19,7 +19,7 @@ from policy.engine import Engine
 from policy.processor import Processor, Result
 from policy.state import TABLES
 from schemas.outputs import Action
-from streams import metrics
+from streams import metrics, seek_race
 from streams.delivery import Outbox
 from streams.settings import Settings
 from streams.topics import INPUT_KINDS, INTERNAL_KINDS, OUTPUT_KINDS, topic_name
@@ -65,6 +65,7 @@ def faust_credentials(settings: Settings) -> faust.auth.Credentials | None:
 
 
 def create_app(settings: Settings, engine: Engine) -> NudgeApp:
+    seek_race.install()  # Faust 0.15 loses messages after a rebalance without it
     brokers = ";".join(f"kafka://{server}" for server in settings.bootstrap_servers.split(","))
     app = faust.App(
         settings.app_id,
@@ -90,7 +91,7 @@ def create_app(settings: Settings, engine: Engine) -> NudgeApp:
         broker_commit_every=COMMIT_EVERY_DISABLED,
     )
     # Faust's own sensor costs a counter update on every table get/set and
-    # message; off unless asked for (docs/performance.md).
+    # message; NUDGE_FAUST_METRICS=false leaves it out (docs/performance.md).
     metrics.register_metrics_page(app, faust_sensor=settings.faust_metrics)
     app.producer.buffer.max_messages = PRODUCER_BUFFER_MESSAGES
     rocksdb_options = {
@@ -132,23 +133,27 @@ def create_app(settings: Settings, engine: Engine) -> NudgeApp:
             source = (message.topic, message.partition, message.offset)
             async with nudge.outbox.message(event):  # one transaction (exactly_once)
                 try:
-                    result = process(nudge, kind, message.key, message.value, source)
+                    result = decide_one(nudge, kind, message.key, message.value, source)
                 except Exception as exc:  # never stall a partition on one message
                     log.exception("unexpected error processing a %s message", kind)
                     result = Processor.deadletter(
                         message.key, message.value, source, "internal_error",
                         f"{type(exc).__name__}: {exc}"[:300], datetime.now(UTC),
                     )  # fmt: skip
+                # Outputs before state: once a changelog record is on Kafka, the
+                # outputs of its event are too (streams/delivery.py), so a
+                # redelivered event the state calls a duplicate lost nothing.
                 await publish(nudge, result, message.timestamp, message.tp)
+                write_state(nudge, result)
             record_metrics(kind, result)
 
     return nudge
 
 
-def process(
+def decide_one(
     nudge: NudgeApp, kind: str, key: bytes | None, value: bytes | None, source: tuple
 ) -> Result:
-    """Decide and write state back; synchronous, so nothing interleaves."""
+    """Decide on one message from the customer's current state."""
     tables = nudge.tables
 
     def load(subject: str) -> dict[str, bytes | None]:
@@ -159,15 +164,19 @@ def process(
 
     # The processing clock; with NUDGE_CLOCK=event the processor decides as of
     # each event's own time instead (Processor.event_clock).
-    result = nudge.processor.process(kind, key, value, source, load, datetime.now(UTC))
-    if result.subject is not None:
-        subject_key = result.subject.encode()
-        for name, data in result.writes.items():
-            if data is None:
-                del tables[name][subject_key]
-            else:
-                tables[name][subject_key] = data
-    return result
+    return nudge.processor.process(kind, key, value, source, load, datetime.now(UTC))
+
+
+def write_state(nudge: NudgeApp, result: Result) -> None:
+    """The tables an event changed; each write also queues its changelog record."""
+    if result.subject is None:
+        return
+    subject_key = result.subject.encode()
+    for name, data in result.writes.items():
+        if data is None:
+            del nudge.tables[name][subject_key]
+        else:
+            nudge.tables[name][subject_key] = data
 
 
 async def publish(

@@ -2,9 +2,17 @@
 
 at_least_once: Faust's topic send; Faust flushes the producer before it
 commits an offset, so outputs are never behind the commit (they may repeat).
-A consent-log entry or an erasure confirmation proves a state change, so the
-producer is flushed first: the change is in the changelog before its proof
-is published, and a crash cannot leave a proof of a change that is lost.
+The agent hands a message's outputs to the producer before it writes the
+tables, so a changelog record never reaches Kafka ahead of its event's
+outputs: with one broker they share a produce request or an earlier one
+goes first. That matters after a crash, when the redelivered event is
+recognised as a duplicate by the state that made it to the changelog: a
+re-issue covers an action, but nothing re-creates a lost suppression or
+consent-log entry. A consent-log entry or an erasure confirmation is the
+proof a person's choice was recorded, so the producer is also flushed right
+after one, which keeps that order across several brokers. (A proof whose state
+change then dies with the worker is not a lie: the event was not committed,
+is redelivered, and is applied again.)
 
 exactly_once: a message's outputs, its table changelog writes and its offset
 must land in one Kafka transaction. Faust 0.15.3 does not ensure that; three
@@ -39,7 +47,7 @@ from faust.types import TP
 
 from policy.processor import Emit
 
-#: Outputs that prove a state change (see the module docstring).
+#: Outputs that prove a person's choice was recorded (see the module docstring).
 PROOFS = frozenset({"consent-log", "erasures"})
 
 
@@ -56,10 +64,10 @@ class Outbox:
 
     async def send(self, emits: list[Emit], source: TP) -> None:
         if not self.exactly_once:
-            if any(emit.kind in PROOFS for emit in emits):
-                await self.app.producer.flush()
             for emit in emits:
                 await self.topics[emit.kind].send(key=emit.key, value=emit.value)
+            if any(emit.kind in PROOFS for emit in emits):
+                await self.app.producer.flush()
             return
         transaction = self.transactional_id(source)
         for emit in emits:

@@ -1,0 +1,103 @@
+"""A fix for message-losing races in faust-streaming 0.15.x around a seek.
+
+After the tables have recovered (at start, after a rebalance), Faust resumes
+the stream partitions and seeks them back to their committed offsets
+(faust/tables/recovery.py, `on_recovery_completed`), while its fetch loop
+(Consumer._drain_messages) keeps running. Three ways to lose records, each
+seen in tests/reliability (test_crash.py, test_rebalance.py):
+
+1. The fetch loop is in the middle of a batch fetched before the seek and
+   keeps handing out its records. A stale record moves the loop's read offset
+   past the seek point, and the records between the committed offset and the
+   stale one are then dropped when fetched again ("DROPPED MESSAGE ROFF") and
+   committed without ever being processed.
+2. A batch fetched while the seek is under way mixes records from before and
+   after it; dropping it whole loses the ones after it (the fetcher's
+   position has moved past them), keeping it whole is case 1.
+3. aiokafka's `seek_to_committed` does not move a partition without a
+   committed offset, so the records the fetcher read from it during recovery
+   (and Faust did not deliver, its partitions being paused) are never read
+   again.
+
+The fix: a seek stops the flow and waits for the fetch in flight, so no batch
+straddles it; batches are stamped with the seek count when they are fetched,
+and the rest of a batch fetched before a seek is not handed out (the seek
+fetches those records again); the read offset the record in flight wrote is
+put back to the seek point; partitions without a committed offset go back to
+their beginning (the app's auto_offset_reset is "earliest").
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import faust
+from faust.transport.consumer import Consumer, ensure_TP
+
+log = logging.getLogger("nudge.worker")
+
+_getmany = Consumer.getmany
+_wait_next_records = Consumer._wait_next_records
+
+
+async def _stamped_wait_next_records(self: Consumer, timeout: float) -> tuple:
+    """Faust's fetch, stamped with the number of seeks done when it returned."""
+    fetched = await _wait_next_records(self, timeout)
+    self._nudge_batch_seeks = _seeks(self)
+    return fetched
+
+
+async def _getmany_until_seek(self: Consumer, timeout: float) -> AsyncIterator:
+    async for tp, message in _getmany(self, timeout):
+        batch = getattr(self, "_nudge_batch_seeks", 0)
+        if _seeks(self) != batch:
+            return  # fetched before a seek: the seek fetches it again
+        yield tp, message
+        if _seeks(self) != batch:  # the seek came while this record was in flight
+            self._read_offset[tp] = self._nudge_seek_points.get(tp)
+            return
+
+
+async def _perform_seek_without_race(self: Consumer) -> None:
+    """Faust's perform_seek with the flow stopped, plus the rewind of
+    partitions without a committed offset."""
+    flowing = self.flow_active
+    self.stop_flow()
+    try:
+        await self.wait_for_stopped_flow()
+        self._nudge_seeks = _seeks(self) + 1
+        committed = await self.seek_to_committed()
+        uncommitted = [
+            tp for tp, offset in committed.items() if not offset and not _is_changelog(self, tp)
+        ]
+        if uncommitted:
+            await self._thread.seek_to_beginning(*uncommitted)
+        for tp, offset in committed.items():
+            self._read_offset[ensure_TP(tp)] = offset if offset else None
+            if offset:
+                self._committed_offset[ensure_TP(tp)] = offset
+        self._nudge_seek_points = dict(self._read_offset)
+    finally:
+        if flowing:
+            self.resume_flow()
+
+
+def _seeks(consumer: Consumer) -> int:
+    return getattr(consumer, "_nudge_seeks", 0)
+
+
+def _is_changelog(consumer: Consumer, tp: object) -> bool:
+    return consumer._is_changelog_tp(ensure_TP(tp))
+
+
+def install() -> None:
+    """Patch Faust's consumer (once); only for the version the fix was made for."""
+    if Consumer.getmany is _getmany_until_seek:
+        return
+    if not faust.__version__.startswith("0.15."):
+        log.warning("faust %s: the seek race fix is for 0.15.x, not applied", faust.__version__)
+        return
+    Consumer.getmany = _getmany_until_seek
+    Consumer._wait_next_records = _stamped_wait_next_records
+    Consumer.perform_seek = _perform_seek_without_race
