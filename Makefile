@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 # promtool (tests/unit/test_ops_config.py) comes from apt, which needs root.
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install run test unit integration lint format kafka-start kafka-stop schemas bench bench-million clean
+.PHONY: install run test unit integration lint format kafka-start kafka-stop schemas bench bench-million soak reliability clean
 
 $(STAMP): pyproject.toml Makefile
 	@command -v promtool >/dev/null 2>&1 || { \
@@ -35,6 +35,9 @@ unit: install
 integration: install
 	$(BIN)/python -m pytest tests/integration -q
 
+reliability: install  ## faults, hostile input, security (part of test); figures -> bench/results/reliability.json
+	NUDGE_RELIABILITY_REPORT=bench/results/reliability.json $(BIN)/python -m pytest tests/reliability -q
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -49,6 +52,12 @@ bench: install  ## engine and pipeline benchmarks (about 40 min): docs/performan
 
 bench-million: install  ## state size, memory and restart with 500k customers (about 20 min)
 	$(BIN)/python -m bench.million
+
+SOAK_MINUTES ?= 10
+SOAK_RATE    ?= 300
+soak: install  ## SOAK_MINUTES (10) of traffic at SOAK_RATE (300/s): lag, RSS, log errors, latency
+	$(BIN)/python -m bench.soak --minutes $(SOAK_MINUTES) --rate $(SOAK_RATE) \
+	  --out bench/results/soak.json
 
 schemas: install  ## regenerate schemas/json after changing a record
 	$(BIN)/python -m schemas.jsonschema

@@ -340,15 +340,22 @@ class System:
 
 
 def events_consumed(metrics_url: str) -> int:
+    return int(sum(metric_series(scrape(metrics_url), "nudge_events_consumed_total").values()))
+
+
+def scrape(metrics_url: str) -> str:
     with urllib.request.urlopen(metrics_url, timeout=5) as response:
-        text = response.read().decode()
-    return int(
-        sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith("nudge_events_consumed_total{")
-        )
-    )
+        return response.read().decode()
+
+
+def metric_series(text: str, name: str) -> dict[str, float]:
+    """Every labelled series of `name` on a Prometheus page, {labels: value}."""
+    series = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            labels, value = line[len(name) :].rsplit(" ", 1)
+            series[labels] = float(value)
+    return series
 
 
 # -- one trial ------------------------------------------------------------------------------
@@ -394,6 +401,56 @@ class Samples:
         return float(self.processed[-1] if when >= self.t[-1] else self.processed[0])
 
 
+@dataclass
+class Load:
+    """A load generator and a latency reader, each in its own process, both
+    connected and waiting for `go`."""
+
+    go: Event
+    stop: Event
+    count: Synchronized  # outputs of this load read so far
+    producer_q: mp.Queue  # the generator's (first send, last send, sent, worst lateness)
+    reader_q: mp.Queue
+
+    def outputs(self) -> list[tuple[float, int, int, bool]]:
+        """Stop the reader; its rows (see read_outputs)."""
+        self.stop.set()
+        return self.reader_q.get(timeout=120)
+
+
+@contextlib.contextmanager
+def load(
+    ctx: mp.context.BaseContext,
+    bootstrap: str,
+    system: System,
+    items: list[Template],
+    rate: float,
+    tag: str,
+) -> Iterator[Load]:
+    """Start `produce` for `items` at `rate` and `read_outputs` for `tag`'s
+    decisions; on the way out, make sure both processes are gone."""
+    count = ctx.Value("q", 0)
+    go, stop = ctx.Event(), ctx.Event()
+    reader_q, producer_q = ctx.Queue(), ctx.Queue()
+    reader = ctx.Process(
+        target=read_outputs, args=(bootstrap, system.outputs, tag, count, stop, reader_q)
+    )
+    producer = ctx.Process(
+        target=produce, args=(bootstrap, system.prefix, items, rate, go, producer_q)
+    )
+    reader.start()
+    producer.start()
+    try:
+        _expect(reader_q.get(timeout=60), "ready")
+        _expect(producer_q.get(timeout=60), "ready")
+        yield Load(go, stop, count, producer_q, reader_q)
+    finally:
+        for child in (reader, producer):
+            child.join(30)
+            if child.is_alive():
+                child.kill()
+
+
 def run_trial(
     ctx: mp.context.BaseContext,
     bootstrap: str,
@@ -414,44 +471,25 @@ def run_trial(
     if system.name == "nudge":
         grants = prefill(ctx, bootstrap, system, consent_grants(items, tag))
 
-    count = ctx.Value("q", 0)
-    go, stop = ctx.Event(), ctx.Event()
-    reader_q, producer_q = ctx.Queue(), ctx.Queue()
-    reader = ctx.Process(
-        target=read_outputs, args=(bootstrap, system.outputs, tag, count, stop, reader_q)
-    )
-    producer = ctx.Process(
-        target=produce, args=(bootstrap, system.prefix, items, rate, go, producer_q)
-    )
-    reader.start()
-    producer.start()
-    try:
-        _expect(reader_q.get(timeout=60), "ready")
-        _expect(producer_q.get(timeout=60), "ready")
+    with load(ctx, bootstrap, system, items, rate, tag) as running:
         samples = Samples()
-        base = system.processed(count.value)
-        samples.take(system, processes, count.value)
-        go.set()
+        base = system.processed(running.count.value)
+        samples.take(system, processes, running.count.value)
+        running.go.set()
         spy = start_profiler(system.pids[0], seconds, profile) if profile else None
         result = None
         deadline = time.time() + seconds * 4 + 120
         while time.time() < deadline:
             time.sleep(0.25 if result is None else 0.1)
-            if result is None and not producer_q.empty():
-                result = producer_q.get()
-            samples.take(system, processes, count.value, fresh=result is not None)
+            if result is None and not running.producer_q.empty():
+                result = running.producer_q.get()
+            samples.take(system, processes, running.count.value, fresh=result is not None)
             if result is not None and samples.processed[-1] - base >= n:
                 break
         if result is None:
             raise RuntimeError("load generator did not finish")
         done = samples.t[-1]
-        stop.set()
-        rows = reader_q.get(timeout=120)
-    finally:
-        for child in (reader, producer):
-            child.join(30)
-            if child.is_alive():
-                child.kill()
+        rows = running.outputs()
     first, last, sent, lateness = result
     processed = samples.processed[-1] - base
     trial = summarize_trial(
@@ -685,7 +723,7 @@ def run(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="nudge-bench-") as tmp, broker(Path(tmp)) as bootstrap:
         workdir = Path(tmp)
         print(f"broker at {bootstrap}", flush=True)
-        workers = start_workers(bootstrap, workdir, args)
+        workers = start_workers(bootstrap, workdir, args.workers, args.worker_env)
         echo = Echo(bootstrap, "echo.", workdir, args.echo_loop)
         echo.start()
         try:
@@ -733,14 +771,17 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
-def start_workers(bootstrap: str, workdir: Path, args: argparse.Namespace) -> list[WorkerProcess]:
+def start_workers(
+    bootstrap: str, workdir: Path, count: int, worker_env: Sequence[str]
+) -> list[WorkerProcess]:
+    """`count` workers with the bench's settings; `worker_env`: extra K=V."""
     env = {
         "NUDGE_POLICY": str(POLICY),
         "NUDGE_MODEL_DIR": str(workdir / "no-models"),  # the heuristic scorer, as shipped
-        **dict(item.split("=", 1) for item in args.worker_env),
+        **dict(item.split("=", 1) for item in worker_env),
     }
     workers = []
-    for i in range(args.workers):
+    for i in range(count):
         worker = WorkerProcess(
             bootstrap, "bench.", workdir / f"worker{i}", partitions=PARTITIONS, extra_env=env
         )
@@ -934,6 +975,17 @@ def chart(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def machine(load_before: tuple[float, float, float]) -> dict:
+    """The machine, with its load average before and after: on a shared box,
+    the neighbours' load moves every figure."""
+    return {
+        **machine_info(None),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "load_average": [round(x, 2) for x in load_before],
+        "load_average_end": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.pipeline",
@@ -961,12 +1013,7 @@ def main(argv: list[str] | None = None) -> int:
 
     load = os.getloadavg()
     result = run(args)
-    result["machine"] = {
-        **machine_info(None),
-        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-        "load_average": [round(x, 2) for x in load],
-        "load_average_end": [round(x, 2) for x in os.getloadavg()],
-    }
+    result["machine"] = machine(load)
     write_json(result, args.out)
     chart(result, args.out.with_suffix(".png"))
     print()
