@@ -1,0 +1,112 @@
+"""Scale out, then lose a worker, while traffic flows.
+
+A second worker (own data dir, same app id) joins, the partitions are split,
+then the first worker is killed with kill -9 and the second takes over all
+partitions with their state (standby replicas keep warm copies). Consent
+given before the moves is honoured after them, opt-outs and caps hold
+throughout, and every contact in the final state has its action on Kafka.
+
+Faust 0.15.3 skipped messages where a partition resumed after a rebalance
+until streams/seek_race.py: this test found it (docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+from kafka import KafkaAdminClient
+from workload import (
+    OUTPUTS,
+    TOKEN,
+    Traffic,
+    build,
+    check_all,
+    duplicate_stats,
+    final_contacts,
+    publish_grants,
+    wait_consumed,
+    wait_settled,
+    worker_env,
+)
+
+from nudge.testing import EventPublisher, OutputReader, WorkerProcess
+
+pytestmark = pytest.mark.reliability
+
+CUSTOMERS = 300
+RATE = 100.0  # about 30 s of traffic: it flows through the join and the failover
+
+
+def test_scale_out_then_failover_keeps_state_and_loses_nothing(
+    kafka_bootstrap, tmp_path, figures
+) -> None:
+    prefix = f"r{uuid.uuid4().hex[:8]}."
+    work = build(prefix.replace(".", "-"), CUSTOMERS, seed=11)
+    env = worker_env(tmp_path, NUDGE_STANDBY_REPLICAS="1")
+    first = WorkerProcess(kafka_bootstrap, prefix, tmp_path / "first", extra_env=env)
+    second = WorkerProcess(kafka_bootstrap, prefix, tmp_path / "second", extra_env=env)
+    first.start()
+    reader = OutputReader(kafka_bootstrap, prefix, OUTPUTS)
+    publisher = EventPublisher(kafka_bootstrap, prefix)
+    try:
+        publish_grants(publisher, reader, work)
+        traffic = Traffic(publisher, work.stream, RATE)
+        traffic.start()
+        time.sleep(2.0)
+        joining = time.monotonic()
+        second.start()  # ready once the rebalance gave it partitions and their state
+        scale_out_s = time.monotonic() - joining
+        split = _clickstream_split(kafka_bootstrap, prefix)
+        time.sleep(1.0)
+        first.kill()
+        killed = time.monotonic()
+        traffic.join()
+        complete = wait_settled(reader, work.must_record, timeout=120, quiet=30)
+        failover_s = round(time.monotonic() - killed, 2) if complete else None
+        wait_consumed(kafka_bootstrap, prefix, timeout=60)
+        for customer in work.customers:  # state moved with its partitions
+            status, summary = second.get(f"/api/customers/{customer}", token=TOKEN)
+            assert status == 200, customer
+            consent = summary["records"]["consent"]
+            assert summary["marketing_allowed"]["email"] or customer in work.opted_out, consent
+        second.stop()
+        reader.poll(2.0)
+        received = list(reader.received)
+        contacts = final_contacts(kafka_bootstrap, second)
+    finally:
+        first.kill()
+        second.kill()
+        publisher.close()
+        reader.close()
+    findings = check_all(work, received, contacts)
+    records, distinct, _ = duplicate_stats(received)
+    figures["scale_out_and_failover"] = {
+        "events": work.events,
+        "second_worker_ready_s": round(scale_out_s, 2),
+        "partitions_after_scale_out": split,
+        "caught_up_after_kill_s": failover_s,
+        "duplicate_actions": records - distinct,
+        "findings": {k: len(v) for k, v in findings.items()},
+    }
+    assert len(split) == 2 and min(split) > 0, f"the second worker got no share: {split}"
+    assert not any(findings.values()), {k: v[:5] for k, v in findings.items()}
+
+
+def _clickstream_split(bootstrap: str, prefix: str) -> list[int]:
+    """How many clickstream partitions each group member holds, from the broker."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        group = admin.describe_groups([f"{prefix}nudge"])[f"{prefix}nudge"]
+    finally:
+        admin.close()
+    counts = []
+    for member in group["members"]:
+        assignment = member["member_assignment"]["assigned_partitions"]
+        counts += [
+            len(item["partitions"])
+            for item in assignment
+            if item["topic"] == f"{prefix}clickstream"
+        ]
+    return sorted(counts)

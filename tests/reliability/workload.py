@@ -1,0 +1,370 @@
+"""Traffic for fault injection, and the checks every fault must leave true.
+
+`build` makes a seeded stream for a few hundred customers: consent grants
+(published first), then browsing, searches, carts, purchases and opt-outs,
+interleaved across customers. Most events must leave a record on Kafka (a
+decision, a consent-log entry); the checks then prove, from what the worker
+wrote, that nothing was lost and no promise to a person was broken:
+
+- accounted: every event that must leave a record has one;
+- opt-outs: no marketing action decided after an applied opt-out;
+- caps: no channel or global cap exceeded, counting each decision id once;
+- duplicates: every copy of an action carries the same decision id;
+- contacts: every contact the final state records has its action on Kafka.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import msgspec
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+from nudge.testing import EventPublisher, OutputReader, Received, WorkerProcess
+from policy.config import load_policy
+from policy.state import Fatigue
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+#: The shipped policy without quiet hours, holdout or exploration: the same
+#: decisions at any hour of the day.
+POLICY = REPO_ROOT / "tests" / "integration" / "policy.toml"
+OUTPUTS = ("actions", "suppressions", "deadletter", "consent-log")
+CATEGORIES = ("lighting", "garden", "outdoor", "kitchen", "furniture")
+TOKEN = "reliability-test-token"
+
+
+def worker_env(tmp: Path, **extra: str) -> dict[str, str]:
+    """Environment for a reliability worker: the deterministic policy, no model."""
+    models = tmp / "no-models"
+    models.mkdir(parents=True, exist_ok=True)
+    return {
+        "NUDGE_POLICY": str(POLICY),
+        "NUDGE_MODEL_DIR": str(models),
+        "NUDGE_API_TOKEN": TOKEN,
+        **extra,
+    }
+
+
+@dataclass
+class Workload:
+    grants: list[tuple[str, dict]]
+    stream: list[tuple[str, dict]]
+    must_record: set[str]  # event ids that must leave a decision or consent-log entry
+    purchases: set[str]  # event ids whose order confirmation must be on Kafka
+    opted_out: set[str]  # customers who opt out in the stream
+    customers: list[str] = field(default_factory=list)
+
+    @property
+    def events(self) -> int:
+        return len(self.grants) + len(self.stream)
+
+
+def build(tag: str, customers: int, seed: int = 7) -> Workload:
+    """About ten events per customer; every customer grants email marketing
+    (half of them push too) before the stream, and three in ten opt out of
+    all marketing somewhere in it."""
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    work = Workload([], [], set(), set(), set())
+    queues: list[list[tuple[str, dict]]] = []
+    for n in range(customers):
+        customer = f"{tag}c{n}"
+        work.customers.append(customer)
+        event = _EventMaker(customer, now)
+        for channel in ("email", "push") if rng.random() < 0.5 else ("email",):
+            grant = event(
+                "consent",
+                timedelta(minutes=20),
+                channel=channel,
+                purpose="marketing",
+                status="granted",
+                source="signup",
+            )
+            work.grants.append(("consent", grant))
+            work.must_record.add(grant["event_id"])
+        category = rng.choice(CATEGORIES)
+        plan: list[tuple[str, dict]] = [("clickstream", event("session_start", timedelta(0)))]
+        for view in range(rng.randint(3, 5)):
+            item = event("product_view", timedelta(0), product_id=f"p{view}", category=category)
+            plan.append(("clickstream", item))
+            if view >= 2:  # the third view of a category makes it a trigger
+                work.must_record.add(item["event_id"])
+        plan.append(("clickstream", event("search", timedelta(0), query=category)))
+        cart = event(
+            "add_to_cart",
+            timedelta(minutes=40),
+            product_id="p0",
+            category=category,
+            price=25.0,
+        )
+        plan.append(("clickstream", cart))  # idle for 40 minutes: no trigger itself
+        plan.append(("clickstream", event("session_start", timedelta(0))))
+        order = event(
+            "purchase",
+            timedelta(0),
+            order_id=f"o-{customer}",
+            items=[{"product_id": "p0", "category": category, "price": 25.0}],
+        )
+        plan.append(("purchases", order))
+        work.purchases.add(order["event_id"])
+        for _, item in plan:
+            if item["type"] in ("session_start", "search", "purchase"):
+                work.must_record.add(item["event_id"])
+        if rng.random() < 0.3:
+            opt_out = event(
+                "consent",
+                timedelta(0),
+                channel="all",
+                purpose="marketing",
+                status="revoked",
+                source="unsubscribe_link",
+            )
+            plan.insert(rng.randint(1, len(plan)), ("consent", opt_out))
+            work.must_record.add(opt_out["event_id"])
+            work.opted_out.add(customer)
+        queues.append(plan)
+    while queues:  # interleave customers, keeping each one's own order
+        queue = rng.choice(queues)
+        work.stream.append(queue.pop(0))
+        if not queue:
+            queues.remove(queue)
+    return work
+
+
+class _EventMaker:
+    """Events of one customer, numbered in the order they are made."""
+
+    def __init__(self, customer: str, now: datetime) -> None:
+        self.customer = customer
+        self.now = now
+        self.count = 0
+
+    def __call__(self, type_: str, ago: timedelta, **fields: object) -> dict:
+        self.count += 1
+        return {
+            "event_id": f"{self.customer}-{self.count}",
+            "type": type_,
+            "customer_id": self.customer,
+            "ts": (self.now - ago).isoformat(),
+            **fields,
+        }
+
+
+class Traffic(threading.Thread):
+    """Publishes events at a steady rate in the background, like upstream systems."""
+
+    def __init__(self, publisher: EventPublisher, items: list[tuple[str, dict]], rate: float):
+        super().__init__(daemon=True)
+        self.publisher = publisher
+        self.items = items
+        self.rate = rate
+        self.sent = 0
+
+    def run(self) -> None:
+        started = time.monotonic()
+        for index, (kind, event) in enumerate(self.items):
+            delay = started + index / self.rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            self.publisher.send(kind, event)
+            self.sent += 1
+        self.publisher.flush()
+
+
+def recorded_ids(received: Iterable[Received]) -> set[str]:
+    """Event ids that left a decision or a consent-log entry."""
+    ids = set()
+    for r in received:
+        if r.kind in ("actions", "suppressions"):
+            ids.add(r.value["trigger_event_id"])
+        elif r.kind == "consent-log":
+            ids.add(r.value["event_id"])
+    return ids
+
+
+def wait_recorded(reader: OutputReader, ids: set[str], timeout: float) -> float:
+    """Poll until every id in `ids` left a record; seconds it took."""
+    started = time.monotonic()
+    if wait_settled(reader, ids, timeout, quiet=timeout) is None:
+        missing = sorted(ids - recorded_ids(reader.received))
+        raise TimeoutError(f"{len(missing)} events left no record, e.g. {missing[:5]}")
+    return time.monotonic() - started
+
+
+def wait_settled(reader: OutputReader, ids: set[str], timeout: float, quiet: float) -> bool | None:
+    """Poll until every id in `ids` left a record (True), or nothing new
+    arrived for `quiet` seconds or `timeout` passed (None)."""
+    started = last_news = time.monotonic()
+    while not ids <= recorded_ids(reader.received):
+        now = time.monotonic()
+        if now - started > timeout or now - last_news > quiet:
+            return None
+        if reader.poll(0.3):
+            last_news = time.monotonic()
+    return True
+
+
+def wait_consumed(bootstrap: str, prefix: str, timeout: float) -> float:
+    """Poll until the worker group has committed every message of every input
+    topic (no-trigger events leave no record, but they are consumed too);
+    seconds it took."""
+    started = time.monotonic()
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        inputs = [f"{prefix}{kind}" for kind in ("clickstream", "purchases", "consent")]
+        partitions = [
+            TopicPartition(t, p) for t in inputs for p in consumer.partitions_for_topic(t) or ()
+        ]
+        while True:
+            ends = consumer.end_offsets(partitions)
+            committed = admin.list_group_offsets(f"{prefix}nudge").get(f"{prefix}nudge", {})
+            behind = {
+                tp: end - (committed[tp].offset if tp in committed else 0)
+                for tp, end in ends.items()
+                if end > (committed[tp].offset if tp in committed else 0)
+            }
+            if not behind:
+                return time.monotonic() - started
+            if time.monotonic() - started > timeout:
+                raise TimeoutError(f"input partitions not fully consumed: {behind}")
+            time.sleep(0.5)
+    finally:
+        consumer.close()
+        admin.close()
+
+
+def publish_grants(publisher: EventPublisher, reader: OutputReader, work: Workload) -> None:
+    publisher.send_all(work.grants)
+    wait_recorded(reader, {e["event_id"] for _, e in work.grants}, 60)
+
+
+# -- the checks ---------------------------------------------------------------------
+
+
+def actions(received: Iterable[Received]) -> list[dict]:
+    return [r.value for r in received if r.kind == "actions"]
+
+
+def unaccounted(work: Workload, received: list[Received]) -> set[str]:
+    """Events that must have left a record and did not."""
+    return work.must_record - recorded_ids(received)
+
+
+def missing_confirmations(work: Workload, received: list[Received]) -> set[str]:
+    """Purchases without their order confirmation action."""
+    return work.purchases - {a["trigger_event_id"] for a in actions(received)}
+
+
+def opt_out_violations(received: list[Received]) -> list[dict]:
+    """Marketing actions decided after the person's opt-out was applied."""
+    opted_out_at: dict[str, datetime] = {}
+    for r in received:
+        entry = r.value
+        if (
+            r.kind == "consent-log"
+            and entry["applied"]
+            and entry["status"] == "revoked"
+            and entry["channel"] == "all"
+            and entry["purpose"] == "marketing"
+        ):
+            at = datetime.fromisoformat(entry["recorded_at"])
+            customer = entry["customer_id"]
+            opted_out_at[customer] = min(at, opted_out_at.get(customer, at))
+    return [
+        a
+        for a in actions(received)
+        if a["message_class"] == "marketing"
+        and a["customer_id"] in opted_out_at
+        and datetime.fromisoformat(a["decided_at"]) > opted_out_at[a["customer_id"]]
+    ]
+
+
+def cap_violations(received: list[Received]) -> list[str]:
+    """Windows holding more marketing messages than the policy allows, counting
+    each decision id once, at the time the message reaches the person."""
+    policy = load_policy(POLICY)
+    sent: dict[str, dict[str, float]] = defaultdict(dict)  # customer -> decision id -> at
+    channel_of: dict[str, str] = {}
+    for a in actions(received):
+        if a["message_class"] != "marketing":
+            continue
+        at = datetime.fromisoformat(a["send_after"] or a["decided_at"]).timestamp()
+        sent[a["customer_id"]].setdefault(a["decision_id"], at)
+        channel_of[a["decision_id"]] = a["channel"]
+    problems = []
+    for customer, by_id in sent.items():
+        groups = {"all": sorted(by_id.values())}
+        for did, at in by_id.items():
+            groups.setdefault(channel_of[did], []).append(at)
+        for group, times in groups.items():
+            caps = policy.global_caps if group == "all" else policy.channel_caps.get(group)
+            for length, cap in caps.windows() if caps else []:
+                times = sorted(times)
+                worst = max(sum(1 for u in times if t <= u < t + length) for t in times)
+                if worst > cap:
+                    problems.append(f"{customer} {group}: {worst} in {length:.0f}s > {cap}")
+    return problems
+
+
+def duplicate_stats(received: list[Received]) -> tuple[int, int, list[str]]:
+    """(action records, distinct decisions, triggers whose copies differ in id)."""
+    records = actions(received)
+    ids_by_trigger: dict[str, set[str]] = defaultdict(set)
+    for a in records:
+        ids_by_trigger[a["trigger_event_id"]].add(a["decision_id"])
+    differing = [t for t, ids in ids_by_trigger.items() if len(ids) > 1]
+    return len(records), len({a["decision_id"] for a in records}), differing
+
+
+def final_contacts(bootstrap: str, worker: WorkerProcess) -> dict[str, list[str]]:
+    """Customer -> short decision ids of every contact in the fatigue
+    changelog's latest record (what any worker would recover)."""
+    topic = f"{worker.prefix}nudge-fatigue-changelog"
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        consumer_timeout_ms=2000,
+    )
+    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning()
+    latest: dict[bytes, bytes | None] = {}
+    for record in consumer:
+        latest[record.key] = record.value
+    consumer.close()
+    decoder = msgspec.msgpack.Decoder(Fatigue)
+    contacts = {}
+    for key, value in latest.items():
+        if value:
+            fatigue = decoder.decode(value)
+            ids = [c.decision_id for c in (*fatigue.contacts, *fatigue.transactional)]
+            contacts[key.decode()] = ids
+    return contacts
+
+
+def lost_actions(contacts: dict[str, list[str]], received: list[Received]) -> list[str]:
+    """Contacts recorded in state whose action never reached Kafka."""
+    on_kafka = {a["decision_id"][:16] for a in actions(received)}
+    return [f"{c}:{d}" for c, ids in contacts.items() for d in ids if d not in on_kafka]
+
+
+def check_all(work: Workload, received: list[Received], contacts: dict) -> dict:
+    """Every invariant at once, as a dict of findings (all empty when sound)."""
+    return {
+        "unaccounted": sorted(unaccounted(work, received)),
+        "missing_confirmations": sorted(missing_confirmations(work, received)),
+        "opt_out_violations": opt_out_violations(received),
+        "cap_violations": cap_violations(received),
+        "differing_duplicate_ids": duplicate_stats(received)[2],
+        "lost_actions": lost_actions(contacts, received),
+    }
