@@ -18,7 +18,7 @@ import msgspec
 from policy.engine import Engine, Outcome
 from policy.onsite import IMPRESSION_KIND, decode_impression
 from policy.state import TABLES, decode_state, encode_state
-from schemas.codec import InvalidEvent, decode_event, encode
+from schemas.codec import MAX_EVENT_BYTES, InvalidEvent, decode_event, encode
 from schemas.events import IdentityEvent
 from schemas.outputs import (
     Action,
@@ -30,6 +30,14 @@ from schemas.outputs import (
 
 #: Internal topic kind carrying an anonymous visitor's state to the customer.
 MERGE_KIND = "identity-merges"
+#: The most of an input message's key and value a deadletter record keeps.
+#: The broker accepts messages of up to about 1 MB, but a deadletter record
+#: holding one whole (base64 adds a third) is over the producer's 1 MB limit:
+#: its send failed, the agent crashed, and the message was neither
+#: deadlettered nor committed. Anything valid is far smaller (an event is at
+#: most MAX_EVENT_BYTES, an id 128 bytes), and the whole message stays at its
+#: source topic, partition and offset.
+DEADLETTER_KEEP_BYTES = MAX_EVENT_BYTES
 
 StateLoader = Callable[[str], dict[str, bytes | None]]
 
@@ -193,6 +201,15 @@ class Processor:
         now: datetime,
     ) -> Result:
         topic, partition, offset = source
+        cut = [
+            f"{name} cut to its first {DEADLETTER_KEEP_BYTES} of {len(data)} bytes"
+            for name, data in (("key", key), ("value", value))
+            if data is not None and len(data) > DEADLETTER_KEEP_BYTES
+        ]
+        if cut:
+            key = key[:DEADLETTER_KEEP_BYTES] if key is not None else None
+            value = value[:DEADLETTER_KEEP_BYTES] if value is not None else None
+            detail = f"{detail} ({', '.join(cut)}; the whole message is at the source offset)"
         record = DeadLetter(
             source_topic=topic,
             partition=partition,

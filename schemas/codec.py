@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import zoneinfo
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 
@@ -94,9 +94,23 @@ def _check_event(event: Event, key: bytes | None, now: datetime, check_key: bool
         )
     if not (now - MAX_PAST <= event.ts <= now + MAX_FUTURE):
         raise InvalidEvent("bad_timestamp", f"ts {event.ts.isoformat()} is implausible")
-    quiet = event.quiet_hours if isinstance(event, PreferencesEvent) else None
-    if quiet and not _is_time_zone(quiet.tz):
-        raise InvalidEvent("bad_time_zone", "quiet_hours.tz is not an IANA zone")
+    if isinstance(event, PreferencesEvent):
+        if isinstance(event.snooze_until, datetime) and not _in_utc_range(event.snooze_until):
+            # e.g. 9999-12-31T23:59:59-23:59: once stored, turning it back into
+            # a date raised ValueError (the explain API's summary of the customer).
+            raise InvalidEvent("bad_timestamp", "snooze_until is outside the years 1-9999 in UTC")
+        quiet = event.quiet_hours
+        if quiet and not _is_time_zone(quiet.tz):
+            raise InvalidEvent("bad_time_zone", "quiet_hours.tz is not an IANA zone")
+
+
+def _in_utc_range(moment: datetime) -> bool:
+    """Whether a time with an offset is still a datetime once in UTC."""
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        return False
+    return True
 
 
 @functools.lru_cache(maxsize=1024)

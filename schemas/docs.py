@@ -68,8 +68,9 @@ default `nudge.`): the `clickstream` topic is `nudge.clickstream`.
 - Fields nudge does not know are ignored, so producers may add fields first.
   Unknown event types and wrong types or values are rejected.
 - `schema_version` is 1 (the default). A future contract raises it.
-- Anything rejected goes to the `deadletter` topic with the original bytes, its
-  source partition and offset, and a reason: `malformed` (not JSON),
+- Anything rejected goes to the `deadletter` topic with the original bytes
+  (the first 64 KiB of a bigger message), its source partition and offset,
+  and a reason: `malformed` (not JSON),
   `schema_violation` (a field is wrong), `unknown_type`, `missing_subject`
   (neither `customer_id` nor `anonymous_id`), `key_mismatch`, `bad_timestamp`,
   `oversized`, `empty`, `bad_time_zone` (quiet hours in an unknown zone).

@@ -122,13 +122,13 @@ Decision = Action | Suppression
 
 
 class DeadLetter(msgspec.Struct, kw_only=True, frozen=True):
-    """An input message nudge could not use, kept whole so nothing is lost."""
+    """An input message nudge could not use, with where to find it so nothing is lost."""
 
     source_topic: Annotated[str, Meta(description="The topic it was read from.")]
     partition: Annotated[int, Meta(description="Its partition there.")]
     offset: Annotated[int, Meta(description="Its offset there.")]
-    key: Annotated[bytes | None, Meta(description="Original key, base64 in JSON.")]
-    value: Annotated[bytes | None, Meta(description="Original bytes, base64 in JSON.")]
+    key: Annotated[bytes | None, Meta(description="Original key (first 64 KiB), base64 in JSON.")]
+    value: Annotated[bytes | None, Meta(description="Original bytes (first 64 KiB), base64.")]
     reason: Annotated[str, Meta(description="Machine-readable error class.")]
     error: Annotated[str, Meta(description="Human-readable detail.")]
     failed_at: Annotated[datetime, Meta(description="When nudge gave up on it.")]

@@ -127,3 +127,17 @@ def test_every_field_of_the_contract_is_documented() -> None:
                 if not described and name != "kind":
                     undocumented.append(f"{path.name}: {record}.{name}")
     assert not undocumented
+
+
+@pytest.mark.parametrize("moment", ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59"])
+def test_a_snooze_that_is_no_date_in_utc_is_rejected(moment: str) -> None:
+    """Accepted, it made the explain API fail on that customer for good
+    (datetime.fromtimestamp beyond year 9999)."""
+    raw = {**VALID, "type": "preferences", "snooze_until": moment}
+    assert reason_for("preferences", json.dumps(raw).encode()) == "bad_timestamp"
+
+
+def test_a_snooze_at_the_end_of_time_in_utc_is_still_fine() -> None:
+    raw = {**VALID, "type": "preferences", "snooze_until": "9999-12-31T23:59:59Z"}
+    event = decode_event("preferences", json.dumps(raw).encode(), b"c1", NOW)
+    assert event.snooze_until.year == 9999
