@@ -145,6 +145,7 @@ class EventPublisher:
     """Publishes events to nudge's input topics, keyed as the contract says."""
 
     def __init__(self, bootstrap: str, prefix: str, **security: object) -> None:
+        """`security`: kafka-python connection options (Settings.kafka_security())."""
         self.prefix = prefix
         self.producer = KafkaProducer(
             bootstrap_servers=bootstrap, linger_ms=0, acks="all", **security
@@ -189,6 +190,7 @@ class OutputReader:
         prefix: str,
         kinds: Iterable[str],
         isolation_level: str = "read_uncommitted",
+        **security: object,
     ) -> None:
         self.prefix = prefix
         self.consumer = KafkaConsumer(
@@ -197,6 +199,7 @@ class OutputReader:
             auto_offset_reset="earliest",
             consumer_timeout_ms=200,
             isolation_level=isolation_level,  # read_committed: what exactly_once promises
+            **security,  # Settings.kafka_security() for a SASL or SSL broker
         )
         self.kind_of = {topic_name(prefix, kind): kind for kind in kinds}
         partitions = []

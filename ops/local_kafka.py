@@ -21,6 +21,8 @@ import fcntl
 import json
 import logging
 import os
+import re
+import secrets
 import shutil
 import signal
 import socket
@@ -28,7 +30,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +55,14 @@ LOG_DIR = "data"  # Kafka's log.dirs (topic partitions and the KRaft metadata lo
 APP_LOG_DIR = "logs"  # log4j output (server.log)
 MARKER_FILE = ".complete"
 
+#: Name of the client listener when SASL is on (Kafka lower-cases it in per-listener keys).
+SASL_LISTENER = "SASL_PLAINTEXT"
+#: The account the broker itself and the readiness probe use on a SASL listener.
+SASL_BROKER_USER = "localkafka"
+#: What a JAAS quoted string can hold without escaping (no quote, backslash or control chars).
+_JAAS_SAFE = re.compile(r"[^\"\\\x00-\x1f\x7f]+")
+_SASL_USER = re.compile(r"[A-Za-z0-9_.-]+")
+
 log = logging.getLogger(__name__)
 
 # Brokers started by this process, so their exit is reaped (no zombie looks alive).
@@ -72,6 +82,8 @@ class BrokerHandle:
     controller_port: int
     data_dir: Path
     pid: int
+    #: PLAINTEXT, or SASL_PLAINTEXT when started with ``sasl_users`` (PLAIN mechanism).
+    security_protocol: str = "PLAINTEXT"
 
     def stop(self, timeout: float = 30) -> None:
         """Stop this broker (same as ``stop(handle.data_dir)``)."""
@@ -166,17 +178,55 @@ def broker_properties(port: int, controller_port: int, data_dir: Path) -> dict[s
     }
 
 
+def sasl_properties(
+    port: int, controller_port: int, users: Mapping[str, str], broker_password: str
+) -> dict[str, str]:
+    """Overrides that make the client listener SASL_PLAINTEXT with the PLAIN mechanism.
+
+    Users and passwords live in the listener's JAAS config, as Kafka's PLAIN server
+    expects; the broker authenticates to itself as ``SASL_BROKER_USER``. The
+    controller listener stays PLAINTEXT on loopback.
+    """
+    for user, password in users.items():
+        if not _SASL_USER.fullmatch(user) or user == SASL_BROKER_USER:
+            raise LocalKafkaError(f"unusable SASL user name {user!r}")
+        if not _JAAS_SAFE.fullmatch(password):
+            raise LocalKafkaError(f"the password of SASL user {user!r} cannot go in a JAAS config")
+    accounts = {SASL_BROKER_USER: broker_password, **users}
+    jaas = (
+        "org.apache.kafka.common.security.plain.PlainLoginModule required"
+        f' username="{SASL_BROKER_USER}" password="{broker_password}"'
+        + "".join(f' user_{user}="{password}"' for user, password in accounts.items())
+        + ";"
+    )
+    listener = SASL_LISTENER.lower()
+    return {
+        "listeners": f"{SASL_LISTENER}://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
+        "advertised.listeners": f"{SASL_LISTENER}://{HOST}:{port}",
+        "inter.broker.listener.name": SASL_LISTENER,
+        "listener.security.protocol.map": f"{SASL_LISTENER}:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "sasl.enabled.mechanisms": "PLAIN",
+        "sasl.mechanism.inter.broker.protocol": "PLAIN",
+        f"listener.name.{listener}.plain.sasl.jaas.config": jaas,
+    }
+
+
 def start(
     port: int,
     data_dir: Path,
     controller_port: int | None = None,
     timeout: float = 90,
+    sasl_users: Mapping[str, str] | None = None,
 ) -> BrokerHandle:
     """Start a broker on ``127.0.0.1:port`` storing everything under ``data_dir``.
 
     Returns once a client really gets cluster metadata, not merely when the port opens.
     Restarting on the same data_dir keeps topics and offsets (same cluster id and
     controller port, stored in the data dir).
+
+    ``sasl_users`` ({user: password}) makes the client listener SASL_PLAINTEXT with
+    the PLAIN mechanism, for testing clients against an authenticating broker; the
+    passwords go only into the data dir's server.properties (mode 0600).
     """
     java = _find_java()
     data_dir = Path(data_dir).resolve()
@@ -200,9 +250,20 @@ def start(
 
     libs = ensure_jars()
     properties = data_dir / PROPERTIES_FILE
-    properties.write_text(
-        "".join(f"{k}={v}\n" for k, v in broker_properties(port, controller_port, data_dir).items())
-    )
+    settings = broker_properties(port, controller_port, data_dir)
+    probe_security: dict[str, str] = {}
+    if sasl_users is not None:
+        broker_password = secrets.token_urlsafe(24)  # new each start, only in the file
+        settings.update(sasl_properties(port, controller_port, sasl_users, broker_password))
+        probe_security = {
+            "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": "PLAIN",
+            "sasl_plain_username": SASL_BROKER_USER,
+            "sasl_plain_password": broker_password,
+        }
+        properties.touch(mode=0o600)
+        properties.chmod(0o600)
+    properties.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
     base_command = [
         java,
         *JVM_OPTS,
@@ -230,12 +291,15 @@ def start(
     bootstrap = f"{HOST}:{port}"
     started = time.monotonic()
     try:
-        _wait_until_ready(process, bootstrap, data_dir, deadline=started + timeout)
+        _wait_until_ready(
+            process, bootstrap, data_dir, deadline=started + timeout, security=probe_security
+        )
     except BaseException:
         stop(data_dir, timeout=10)
         raise
     log.info("Kafka %s ready at %s in %.1fs", KAFKA_VERSION, bootstrap, time.monotonic() - started)
-    return BrokerHandle(bootstrap, port, controller_port, data_dir, process.pid)
+    protocol = SASL_LISTENER if sasl_users is not None else "PLAINTEXT"
+    return BrokerHandle(bootstrap, port, controller_port, data_dir, process.pid, protocol)
 
 
 def stop(data_dir: Path, timeout: float = 30) -> None:
@@ -307,7 +371,11 @@ def _format_storage(base_command: list[str], properties: Path, cluster_id: str) 
 
 
 def _wait_until_ready(
-    process: subprocess.Popen[bytes], bootstrap: str, data_dir: Path, deadline: float
+    process: subprocess.Popen[bytes],
+    bootstrap: str,
+    data_dir: Path,
+    deadline: float,
+    security: Mapping[str, str] | None = None,
 ) -> None:
     """Poll until a metadata request lists this broker; fail early if the JVM exits."""
     while time.monotonic() < deadline:
@@ -316,7 +384,7 @@ def _wait_until_ready(
                 f"Kafka exited with code {process.returncode} during startup." + _tail(data_dir)
             )
         # Cheap TCP check first, so kafka-python only tries once something listens.
-        if _port_accepts(bootstrap) and _metadata_ok(bootstrap):
+        if _port_accepts(bootstrap) and _metadata_ok(bootstrap, security or {}):
             return
         time.sleep(0.2)
     raise LocalKafkaError(
@@ -324,7 +392,7 @@ def _wait_until_ready(
     )
 
 
-def _metadata_ok(bootstrap: str) -> bool:
+def _metadata_ok(bootstrap: str, security: Mapping[str, str] | None = None) -> bool:
     """True if kafka-python gets cluster metadata naming at least one broker."""
     from kafka import KafkaAdminClient  # imported lazily: stop/status don't need a client
     from kafka.errors import KafkaError
@@ -335,6 +403,7 @@ def _metadata_ok(bootstrap: str) -> bool:
             client_id="local-kafka-probe",
             bootstrap_timeout_ms=5000,
             request_timeout_ms=5000,
+            **(security or {}),
         )
     except (KafkaError, OSError):
         return False

@@ -1,15 +1,22 @@
 """Topic administration with kafka-python: create every topic nudge uses,
 co-partitioned, and refuse to start on a partition mismatch (which would
-silently split a customer's state across workers)."""
+silently split a customer's state across workers).
+
+With SASL the credentials are checked first, so wrong ones stop a worker (or
+`nudge topics`) at once with a clear error: kafka-python would retry them for
+its whole bootstrap timeout and then report only "Unable to bootstrap".
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import ssl
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from policy.state import TABLES
 from streams.settings import Settings
@@ -22,6 +29,69 @@ class TopicMismatch(RuntimeError):
     """An existing input topic has a partition count other than configured."""
 
 
+class KafkaAuthenticationFailed(KafkaError):
+    """The broker refused the configured SASL credentials: retrying cannot help."""
+
+
+def check_credentials(settings: Settings, timeout_s: float = 10.0) -> None:
+    """Authenticate once to the first reachable broker (SASL protocols only).
+
+    Raises KafkaAuthenticationFailed when a broker refuses the credentials; an
+    unreachable broker is left to the admin client, which waits for it. The
+    message names the user and the variables to check, never the password.
+    """
+    if not settings.security_protocol.startswith("SASL"):
+        return
+    from aiokafka.conn import create_conn  # the client library the worker itself uses
+    from aiokafka.errors import KafkaConnectionError
+    from aiokafka.errors import KafkaError as AIOKafkaError
+
+    context = None
+    if settings.security_protocol == "SASL_SSL":
+        context = ssl.create_default_context(cafile=settings.ssl_cafile)
+
+    async def attempt(server: str) -> bool:
+        host, _, port = server.strip().rpartition(":")
+        try:
+            conn = await asyncio.wait_for(
+                create_conn(
+                    host,
+                    int(port),
+                    client_id=f"{settings.app_id}-auth-check",
+                    request_timeout_ms=int(timeout_s * 1000),
+                    ssl_context=context,
+                    security_protocol=settings.security_protocol,
+                    sasl_mechanism=settings.sasl_mechanism,
+                    sasl_plain_username=settings.sasl_username,
+                    sasl_plain_password=settings.sasl_password,
+                ),
+                timeout_s,
+            )
+        except (OSError, TimeoutError, KafkaConnectionError):
+            return False  # not reachable (yet)
+        except AIOKafkaError as exc:  # the broker answered: credentials or mechanism refused
+            raise KafkaAuthenticationFailed(
+                f"Kafka at {server.strip()} refused the {settings.sasl_mechanism} credentials "
+                f"of user {settings.sasl_username!r} ({exc}); check KAFKA_SASL_USERNAME, "
+                "KAFKA_SASL_PASSWORD and KAFKA_SASL_MECHANISM"
+            ) from None
+        conn.close()
+        return True
+
+    async def first_reachable() -> None:
+        for server in settings.bootstrap_servers.split(","):
+            if await attempt(server):
+                return
+
+    # A private loop: asyncio.run would leave the main thread without a current
+    # loop, which Faust (started next) expects to find.
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(first_reachable())
+    finally:
+        loop.close()
+
+
 def changelog_topic(settings: Settings, table: str) -> str:
     """Faust's name for a table's changelog topic."""
     return f"{settings.app_id}-{table}-changelog"
@@ -29,6 +99,7 @@ def changelog_topic(settings: Settings, table: str) -> str:
 
 def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     """Create missing topics; return the names created."""
+    check_credentials(settings)
     admin = KafkaAdminClient(
         bootstrap_servers=settings.bootstrap_servers,
         client_id=f"{settings.app_id}-admin",

@@ -159,6 +159,16 @@ class Settings:
         protocols = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
         if self.security_protocol not in protocols:
             raise ValueError(f"KAFKA_SECURITY_PROTOCOL must be one of {protocols}")
+        if self.security_protocol.startswith("SASL"):
+            # Caught here, not as a client library's assertion or a None sent as a password.
+            mechanisms = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+            if self.sasl_mechanism not in mechanisms:
+                raise ValueError(f"KAFKA_SASL_MECHANISM must be one of {mechanisms}")
+            if not (self.sasl_username and self.sasl_password):
+                raise ValueError(
+                    "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD must both be set with "
+                    f"KAFKA_SECURITY_PROTOCOL={self.security_protocol}"
+                )
 
     def kafka_security(self) -> dict[str, object]:
         """Connection security for kafka-python clients (same keys as the worker's)."""
