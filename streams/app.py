@@ -140,11 +140,7 @@ def create_app(settings: Settings, engine: Engine) -> NudgeApp:
                         message.key, message.value, source, "internal_error",
                         f"{type(exc).__name__}: {exc}"[:300], datetime.now(UTC),
                     )  # fmt: skip
-                # Outputs before state: once a changelog record is on Kafka, the
-                # outputs of its event are too (streams/delivery.py), so a
-                # redelivered event the state calls a duplicate lost nothing.
-                await publish(nudge, result, message.timestamp, message.tp)
-                write_state(nudge, result)
+                await deliver(nudge, result, message.timestamp, message.tp)
             record_metrics(kind, result)
 
     return nudge
@@ -179,13 +175,14 @@ def write_state(nudge: NudgeApp, result: Result) -> None:
             nudge.tables[name][subject_key] = data
 
 
-async def publish(
+async def deliver(
     nudge: NudgeApp, result: Result, trigger_timestamp: float | None, source: faust.types.TP
 ) -> None:
+    """Outputs to Kafka and state to the tables, in the Outbox's order."""
     emits = result.emits
     if result.duplicate and nudge.outbox.exactly_once:
         emits = []  # committed with the state that makes it a duplicate: no re-issue
-    await nudge.outbox.send(emits, source)
+    await nudge.outbox.deliver(emits, source, lambda: write_state(nudge, result))
     decided = result.outcome is not None and result.outcome.decision is not None
     if decided and not result.duplicate and trigger_timestamp:
         metrics.EVENT_TO_EMIT_SECONDS.observe(max(0.0, time.time() - trigger_timestamp))

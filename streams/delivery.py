@@ -2,17 +2,26 @@
 
 at_least_once: Faust's topic send; Faust flushes the producer before it
 commits an offset, so outputs are never behind the commit (they may repeat).
-The agent hands a message's outputs to the producer before it writes the
-tables, so a changelog record never reaches Kafka ahead of its event's
-outputs: with one broker they share a produce request or an earlier one
-goes first. That matters after a crash, when the redelivered event is
-recognised as a duplicate by the state that made it to the changelog: a
-re-issue covers an action, but nothing re-creates a lost suppression or
-consent-log entry. A consent-log entry or an erasure confirmation is the
-proof a person's choice was recorded, so the producer is also flushed right
-after one, which keeps that order across several brokers. (A proof whose state
-change then dies with the worker is not a lie: the event was not committed,
-is redelivered, and is applied again.)
+A crash can still leave a message's outputs on Kafka without its state
+change, or the other way round; the message is then redelivered, and which
+way round decides what that costs:
+
+- an action without the contact it records in the fatigue table: the event
+  is decided again on state that lacks the contact, so a later trigger may
+  send a second message inside a cap. So an action goes out after its state:
+  the table writes are handed to the producer first. State without its
+  action is harmless: the redelivered trigger is a duplicate and its action
+  is re-issued with the same decision id (Engine._reissue).
+- a suppression or consent-log entry without its state: harmless, the event
+  is decided again and the record repeats. State without it is a loss:
+  the redelivered event is a duplicate, and nothing re-creates the record.
+  So these outputs go out before the state.
+
+"Before" holds because both reach the one producer in that order: with one
+broker they share a produce request or the earlier one goes first. A
+consent-log entry or an erasure confirmation is the proof that a person's
+choice was recorded, so the producer is also flushed right after one, which
+keeps the order across brokers too.
 
 exactly_once: a message's outputs, its table changelog writes and its offset
 must land in one Kafka transaction. Faust 0.15.3 does not ensure that; three
@@ -39,7 +48,7 @@ defects, each seen in tests/reliability/test_crash.py, are worked around here:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 
 import faust
@@ -61,6 +70,17 @@ class Outbox:
         self.exactly_once = exactly_once
         self._gate = asyncio.Lock()  # held by one message, or by one commit
         self._commits_gated = False
+
+    async def deliver(self, emits: list[Emit], source: TP, write_state: Callable[[], None]) -> None:
+        """Send a message's outputs and write its state, in the order that
+        loses nothing in a crash (see the module docstring)."""
+        if self.exactly_once or not any(emit.kind == "actions" for emit in emits):
+            await self.send(emits, source)
+            write_state()
+            return
+        write_state()
+        await self._drain_table_writes()
+        await self.send(emits, source)
 
     async def send(self, emits: list[Emit], source: TP) -> None:
         if not self.exactly_once:
@@ -114,8 +134,9 @@ class Outbox:
         self._commits_gated = True
 
     async def _drain_table_writes(self) -> None:
-        """Hand the changelog messages queued by table writes to the
-        transactional producer now, instead of from Faust's background task."""
+        """Hand the changelog messages queued by table writes to the producer
+        (with exactly_once: the transaction's) now, instead of from Faust's
+        background task."""
         buffer = self.app.producer.buffer
         while not buffer.pending.empty():
             await buffer._send_pending(buffer.pending.get_nowait())
