@@ -118,7 +118,7 @@ class Engine:
         asks for `web` only); actions offering none of them are no candidates."""
         event_hash = hash64(event.event_id)
         if seen(state.profile, event_hash):
-            return Outcome(duplicate=True, decision=self._reissue(state, event, subject_id))
+            return Outcome(duplicate=True, decision=self._reissue(state, event, now, subject_id))
         if isinstance(event, ErasureEvent):
             return self._erase(state, event, now, subject_id)
         outcome = Outcome()
@@ -397,14 +397,18 @@ class Engine:
 
     # -- redelivery (docs/reliability.md) --------------------------------------
 
-    def _reissue(self, state: CustomerState, event: Event, subject: str) -> Action | None:
+    def _reissue(
+        self, state: CustomerState, event: Event, now: datetime, subject: str
+    ) -> Decision | None:
         """The action a redelivered trigger already led to, issued again.
 
-        State is written before the outputs are flushed, so after a crash the
-        state may hold a trigger whose action never reached Kafka. Skipping
-        the redelivered trigger would lose that action; issuing it again from
-        its contact record (same decision id, action, channel and timing)
-        loses nothing, and downstream drops a copy it has by decision id."""
+        An action's state is written before the action is sent, so after a
+        crash the state may hold a trigger whose action never reached Kafka.
+        Skipping the redelivered trigger would lose that action; issuing it
+        again from its contact record (same decision id, action, channel and
+        timing) loses nothing, and downstream drops a copy it has by decision
+        id. If the person has opted out or blocked the channel since, the copy
+        is withheld, and a suppression says so."""
         actions = {
             decision_id(event.event_id, action.id): action
             for action in self._by_trigger.get(getattr(event, "type", ""), ())
@@ -418,8 +422,9 @@ class Engine:
             if did is None:
                 continue
             action = actions[did]
-            if rules.consent_reason(action, contact.channel, state) is not None:
-                return None  # a revocation or block processed since binds the copy too
+            blocked = rules.consent_reason(action, contact.channel, state)
+            if blocked is not None:  # a revocation or block processed since binds the copy too
+                return self._withheld(event, action, blocked, now, subject)
             expires = event.ts.timestamp() + action.expiry_hours * 3600
             if contact.at >= expires:  # as in _act: a deferred transactional message
                 expires = contact.at + action.expiry_hours * 3600
@@ -446,6 +451,29 @@ class Engine:
                 expires_at=_utc(expires),
             )
         return None
+
+    def _withheld(
+        self,
+        event: Event,
+        action: CatalogAction,
+        reason: ReasonCode,
+        now: datetime,
+        subject: str,
+    ) -> Suppression:
+        """The suppression a re-issue becomes when consent no longer allows it."""
+        holdout = in_holdout(subject, self.policy.holdout.share, self.policy.holdout.salt)
+        return Suppression(
+            decision_id=decision_id(event.event_id, "suppress"),
+            customer_id=subject,
+            trigger_event_id=event.event_id,
+            trigger_type=getattr(event, "type", ""),
+            trigger_ts=event.ts,
+            decided_at=now,
+            model_version=self.scorer.version,
+            experiment_arm="holdout" if holdout else "treatment",
+            reasons=[reason],
+            candidates=[CandidateVerdict(action_id=action.id, reasons=[reason])],
+        )
 
     def _header(self, did: str, ctx: rules.DecisionContext, now: datetime) -> dict[str, Any]:
         """The fields every action and suppression share (DecisionHeader)."""

@@ -29,6 +29,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from nudge.testing import EventPublisher, OutputReader, Received, WorkerProcess
 from policy.config import load_policy
+from policy.ids import decision_id
 from policy.state import Fatigue
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -353,9 +354,17 @@ def final_contacts(bootstrap: str, worker: WorkerProcess) -> dict[str, list[str]
 
 
 def lost_actions(contacts: dict[str, list[str]], received: list[Received]) -> list[str]:
-    """Contacts recorded in state whose action never reached Kafka."""
-    on_kafka = {a["decision_id"][:16] for a in actions(received)}
-    return [f"{c}:{d}" for c, ids in contacts.items() for d in ids if d not in on_kafka]
+    """Contacts recorded in state whose action never reached Kafka, other
+    than those withheld: a re-issue an opt-out made since turned into a
+    suppression of the same trigger (Engine._withheld)."""
+    accounted = {a["decision_id"][:16] for a in actions(received)}
+    accounted |= {
+        decision_id(r.value["trigger_event_id"], candidate["action_id"])[:16]
+        for r in received
+        if r.kind == "suppressions"
+        for candidate in r.value["candidates"]
+    }
+    return [f"{c}:{d}" for c, ids in contacts.items() for d in ids if d not in accounted]
 
 
 def check_all(work: Workload, received: list[Received], contacts: dict) -> dict:

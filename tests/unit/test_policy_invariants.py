@@ -559,9 +559,21 @@ def follow(log: list[Processed], check: Check) -> int:
     return actions
 
 
+#: What consent_reason (policy/rules.py) can answer.
+CONSENT_REASONS = {"consent", "channel_blocked"}
+
+
 def _check_reissue(person: Person, issued: dict[str, Action], again: Decision) -> None:
     """A redelivered trigger may only issue again the very action it led to
-    (Engine._reissue), and only while its channel may still be used."""
+    (Engine._reissue), and only while its channel may still be used; once it
+    may not, the copy is withheld, with the consent reason, as a suppression
+    of the same trigger and action."""
+    if isinstance(again, Suppression):
+        [candidate] = again.candidates
+        assert decision_id(again.trigger_event_id, candidate.action_id) in issued, again
+        assert again.reasons == candidate.reasons, again
+        assert set(again.reasons) <= CONSENT_REASONS, again
+        return
     assert isinstance(again, Action), again
     first = issued[again.decision_id]
     same = ("action_id", "channel", "trigger_event_id", "send_after", "expires_at")
@@ -808,8 +820,9 @@ def test_a_redelivered_event_is_recognised_and_changes_nothing(
 ) -> None:
     """At-least-once delivery: an event id seen among a customer's last
     MAX_PROCESSED_IDS events is a duplicate (no write, no record, at most the
-    action it led to issued again with the same decision id); any other is
-    processed. Erasure forgets the ids with everything else."""
+    action it led to issued again with the same decision id, or withheld as a
+    suppression once consent no longer allows it); any other is processed.
+    Erasure forgets the ids with everything else."""
     recent: dict[str, list[str]] = {}
     first: dict[str, str] = {}  # event id -> decision id of its action
     worker = ThroughProcessor(ENGINES[config])
@@ -820,7 +833,10 @@ def test_a_redelivered_event_is_recognised_and_changes_nothing(
         assert item.outcome.duplicate == (event_id in seen[-MAX_PROCESSED_IDS:]), event_id
         if item.outcome.duplicate:
             assert not item.outcome.records
-            assert decision is None or decision.decision_id == first[event_id]
+            if isinstance(decision, Suppression):  # the copy withheld (Engine._withheld)
+                assert first[event_id] == decision_id(event_id, decision.candidates[0].action_id)
+            else:
+                assert decision is None or decision.decision_id == first[event_id]
             assert writes == {}
             continue
         if isinstance(decision, Action):

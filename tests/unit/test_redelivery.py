@@ -1,7 +1,7 @@
 """A trigger redelivered after a crash issues its action again, never loses it.
 
-The worker writes state (with the event id in the dedupe ring and the contact
-in fatigue) before its outputs are flushed to Kafka. After a kill -9 the
+The worker writes an action's state (with the event id in the dedupe ring and
+the contact in fatigue) before the action is sent to Kafka. After a kill -9 the
 trigger comes back as a duplicate; skipping it would lose an action that never
 reached Kafka, so the engine issues the same action again (Engine._reissue).
 """
@@ -32,7 +32,7 @@ from policy_kit import (
 from policy.engine import REDELIVERY, Engine
 from policy.processor import Processor
 from policy.state import MAX_TRANSACTIONAL, Contact, Fatigue, decode_state
-from schemas.outputs import Action
+from schemas.outputs import Action, Suppression
 
 ENGINE = Engine(catalog(marketing(), transactional()), policy())
 
@@ -83,13 +83,15 @@ def test_the_transactional_ring_stays_small() -> None:
     assert len(dan.state.fatigue.transactional) == MAX_TRANSACTIONAL
 
 
-def test_no_copy_after_a_revocation_or_for_an_unknown_trigger() -> None:
+def test_a_revocation_withholds_the_copy_and_a_non_trigger_issues_nothing() -> None:
     eve = Person(ENGINE)
     eve.opt_in(T0, "email")
     trigger = click(eve.id, T0 + HOUR)
     eve.act(trigger)
     eve.send(consent(eve.id, T0 + 2 * HOUR, "email", "revoked"))
-    assert eve.send(trigger, T0 + 3 * HOUR).decision is None  # the opt-out binds the copy
+    withheld = eve.send(trigger, T0 + 3 * HOUR).decision  # the opt-out binds the copy
+    assert isinstance(withheld, Suppression)
+    assert withheld.reasons == ["consent"] and withheld.trigger_event_id == trigger["event_id"]
     update = feedback(eve.id, T0 + HOUR, "opened")
     eve.send(update)
     assert eve.send(update).decision is None  # no trigger: nothing to issue
