@@ -55,8 +55,10 @@ async def _getmany_until_seek(self: Consumer, timeout: float) -> AsyncIterator:
             return  # fetched before a seek: the seek fetches it again
         yield tp, message
         if _seeks(self) != batch:  # the seek came while this record was in flight
-            self._read_offset[tp] = self._nudge_seek_points.get(tp)
-            return
+            seek, points = getattr(self, "_nudge_seek_points", (None, {}))
+            if seek == _seeks(self):  # done: undo the read offset this record wrote
+                self._read_offset[tp] = points.get(tp)
+            return  # (a seek still under way sets the read offsets when it ends)
 
 
 async def _perform_seek_without_race(self: Consumer) -> None:
@@ -77,7 +79,7 @@ async def _perform_seek_without_race(self: Consumer) -> None:
             self._read_offset[ensure_TP(tp)] = offset if offset else None
             if offset:
                 self._committed_offset[ensure_TP(tp)] = offset
-        self._nudge_seek_points = dict(self._read_offset)
+        self._nudge_seek_points = (_seeks(self), dict(self._read_offset))
     finally:
         if flowing:
             self.resume_flow()
