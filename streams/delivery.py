@@ -12,6 +12,11 @@ way round decides what that costs:
   the table writes are handed to the producer first. State without its
   action is harmless: the redelivered trigger is a duplicate and its action
   is re-issued with the same decision id (Engine._reissue).
+- an erasure confirmation without the erasure: a false proof, and anyone
+  reading the customer right after it still finds their data. Erasure
+  without its confirmation is harmless: the erased state no longer knows
+  the request, so the redelivered request erases again and confirms. So a
+  confirmation goes out after its state, with the tombstones flushed first.
 - a suppression or consent-log entry without its state: harmless, the event
   is decided again and the record repeats. State without it is a loss:
   the redelivered event is a duplicate, and nothing re-creates the record.
@@ -58,6 +63,8 @@ from policy.processor import Emit
 
 #: Outputs that prove a person's choice was recorded (see the module docstring).
 PROOFS = frozenset({"consent-log", "erasures"})
+#: Outputs that go out after their state: a redelivered message re-creates them.
+AFTER_STATE = frozenset({"actions", "erasures"})
 
 
 class Outbox:
@@ -74,12 +81,14 @@ class Outbox:
     async def deliver(self, emits: list[Emit], source: TP, write_state: Callable[[], None]) -> None:
         """Send a message's outputs and write its state, in the order that
         loses nothing in a crash (see the module docstring)."""
-        if self.exactly_once or not any(emit.kind == "actions" for emit in emits):
+        if self.exactly_once or not any(emit.kind in AFTER_STATE for emit in emits):
             await self.send(emits, source)
             write_state()
             return
         write_state()
         await self._drain_table_writes()
+        if any(emit.kind in PROOFS for emit in emits):
+            await self.app.producer.flush()
         await self.send(emits, source)
 
     async def send(self, emits: list[Emit], source: TP) -> None:
