@@ -126,10 +126,17 @@ def wait_state(worker: WorkerProcess, customer: str, ready, timeout: float = 20)
 
 
 def decisions_for(outputs: OutputReader, event_id: str, timeout: float = 30) -> list:
-    outputs.wait_for(
-        lambda got: any(r.value.get("trigger_event_id") == event_id for r in got), timeout
-    )
-    return [r for r in outputs.by_trigger(event_id) if r.kind in ("actions", "suppressions")]
+    """The decision records of a trigger, once one arrived: a channel topic's
+    copy of an action may arrive before the one on `actions`."""
+
+    def decisions(got: list) -> list:
+        return [
+            r
+            for r in got
+            if r.kind in ("actions", "suppressions") and r.value.get("trigger_event_id") == event_id
+        ]
+
+    return decisions(outputs.wait_for(decisions, timeout))
 
 
 def test_consented_shopper_gets_one_action_on_both_action_topics(publisher, outputs) -> None:
