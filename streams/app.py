@@ -84,7 +84,7 @@ def create_app(settings: Settings, engine: Engine) -> NudgeApp:
         web_port=settings.web_port,
         web_tables_enabled=False,  # would expose raw customer state without auth
         web_router_enabled=False,
-        producer_linger=0.0,
+        producer_linger=settings.producer_linger_ms / 1000,
         # Commit on the 2.8 s timer only: Faust's inline commit every 10,000 acks
         # runs inside the fetch loop and holds every message back while it
         # flushes the producer buffer (seconds under load; docs/performance.md).

@@ -85,6 +85,13 @@ class Settings:
             "doc": "RocksDB block cache per table partition (Faust's default is 2 GiB).",
         },
     )
+    producer_linger_ms: float = field(
+        default_factory=lambda: float(_env("NUDGE_PRODUCER_LINGER_MS", "0")),
+        metadata={
+            "env": "NUDGE_PRODUCER_LINGER_MS",
+            "doc": "How long the producer waits to fill a batch (latency for fewer requests).",
+        },
+    )
     model_dir: Path = field(
         default_factory=lambda: Path(_env("NUDGE_MODEL_DIR", str(REPO_ROOT / "models/artifacts"))),
         metadata={
