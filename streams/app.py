@@ -19,7 +19,7 @@ from policy.engine import Engine
 from policy.processor import Processor, Result
 from policy.state import TABLES
 from schemas.outputs import Action
-from streams import metrics, seek_race
+from streams import metrics, producer_buffer, seek_race
 from streams.delivery import Outbox
 from streams.settings import Settings
 from streams.topics import INPUT_KINDS, INTERNAL_KINDS, OUTPUT_KINDS, topic_name
@@ -94,6 +94,7 @@ def create_app(settings: Settings, engine: Engine) -> NudgeApp:
     # message; NUDGE_FAUST_METRICS=false leaves it out (docs/performance.md).
     metrics.register_metrics_page(app, faust_sensor=settings.faust_metrics)
     app.producer.buffer.max_messages = PRODUCER_BUFFER_MESSAGES
+    producer_buffer.install(app.producer)  # flushes that finish, also at shutdown
     rocksdb_options = {
         "driver": "rocksdict",
         "block_cache_size": settings.block_cache_mb * 1024 * 1024,

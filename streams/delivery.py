@@ -145,7 +145,5 @@ class Outbox:
     async def _drain_table_writes(self) -> None:
         """Hand the changelog messages queued by table writes to the producer
         (with exactly_once: the transaction's) now, instead of from Faust's
-        background task."""
-        buffer = self.app.producer.buffer
-        while not buffer.pending.empty():
-            await buffer._send_pending(buffer.pending.get_nowait())
+        background task (streams/producer_buffer.py)."""
+        await self.app.producer.buffer.flush()

@@ -1,0 +1,79 @@
+"""A producer-buffer flush that finishes (faust-streaming 0.15.x).
+
+Table writes reach Kafka through Faust's ProducerBuffer, a queue that a
+background task hands to the producer. Faust flushes the producer before an
+at-least-once commit and when it stops, but ProducerBuffer.flush gives up as
+soon as no message was handed over for 0.1 s (`flush_atmost`), and never
+counts the message its task is handing over. On a busy machine a commit can
+then go through with changelog records still queued: their input offsets are
+committed and the records are not on Kafka, so a crash loses those state
+changes for good (and the crash journal drops their pre-images).
+
+The same buffer also loses its queue at shutdown: mode stops a service
+before its children, so Faust's Producer stops the Kafka producer and only
+then asks the buffer (its child) to flush. The table writes of the last
+messages before a graceful stop would stay in RocksDB only.
+
+Both were found by reading Faust's source (docs/reliability.md, defect 6).
+
+`install` replaces the flush with one that waits until the buffer's task
+has handed over every message queued before the flush began. It does not
+hand messages over itself: a second sender would race the task, and two
+writes of one key could reach the changelog in the wrong order (the first
+version of this fix did that, and the crash test caught a profile record
+one write behind). Only when the buffer itself is stopping, and its task
+with it, does the flush hand the rest over in order. The producer also
+flushes the buffer before it stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from faust.transport.producer import Producer
+from faust.types import FutureMessage
+
+
+def install(producer: Producer) -> None:
+    """Make the buffer's flush complete, and run it before the producer
+    stops (see the module docstring)."""
+    buffer = producer.buffer
+    put, send = buffer.put, buffer._send_pending
+    queued = handed = 0
+    progress = asyncio.Event()
+
+    def counted_put(message: FutureMessage) -> None:
+        nonlocal queued
+        queued += 1
+        put(message)
+
+    async def counted_send(message: FutureMessage) -> None:
+        nonlocal handed
+        try:
+            await send(message)
+        finally:  # a failed send crashes the buffer's task; a flush must not hang on it
+            handed += 1
+            progress.set()
+
+    async def flush() -> None:
+        target = queued
+        while handed < target:
+            if buffer.should_stop:  # its task is gone: hand the rest over, in order
+                while not buffer.pending.empty():
+                    await counted_send(buffer.pending.get_nowait())
+                return
+            progress.clear()
+            with contextlib.suppress(TimeoutError):  # then look at should_stop again
+                await asyncio.wait_for(progress.wait(), timeout=0.1)
+
+    stop_producer = producer.on_stop
+
+    async def flush_then_stop() -> None:
+        await flush()
+        await stop_producer()
+
+    buffer.put = counted_put  # type: ignore[method-assign]
+    buffer._send_pending = counted_send  # type: ignore[method-assign]
+    buffer.flush = flush  # type: ignore[method-assign]
+    producer.on_stop = flush_then_stop  # type: ignore[method-assign]
