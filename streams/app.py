@@ -20,6 +20,7 @@ from policy.processor import Processor, Result
 from policy.state import TABLES
 from schemas.outputs import Action
 from streams import metrics, producer_buffer, seek_race
+from streams.crash_journal import CrashJournal
 from streams.delivery import Outbox
 from streams.settings import Settings
 from streams.topics import INPUT_KINDS, INTERNAL_KINDS, OUTPUT_KINDS, topic_name
@@ -45,6 +46,7 @@ class NudgeApp:
     tables: dict[str, faust.Table]
     outputs: dict[str, faust.TopicT]
     outbox: Outbox
+    journal: CrashJournal | None = None  # at_least_once: see streams/crash_journal.py
 
 
 def faust_credentials(settings: Settings) -> faust.auth.Credentials | None:
@@ -164,16 +166,23 @@ def decide_one(
     return nudge.processor.process(kind, key, value, source, load, datetime.now(UTC))
 
 
-def write_state(nudge: NudgeApp, result: Result) -> None:
-    """The tables an event changed; each write also queues its changelog record."""
+def write_state(nudge: NudgeApp, result: Result, partition: int) -> None:
+    """The tables an event changed; each write also queues its changelog
+    record, and is journaled first (streams/crash_journal.py)."""
     if result.subject is None:
         return
     subject_key = result.subject.encode()
+    journal = nudge.journal
+    if journal is not None and not journal.watching:
+        journal.watch_commits(nudge.app.consumer)
     for name, data in result.writes.items():
+        table = nudge.tables[name]
+        if journal is not None:
+            journal.record(table, partition, subject_key)
         if data is None:
-            del nudge.tables[name][subject_key]
+            del table[subject_key]
         else:
-            nudge.tables[name][subject_key] = data
+            table[subject_key] = data
 
 
 async def deliver(
@@ -183,7 +192,7 @@ async def deliver(
     emits = result.emits
     if result.duplicate and nudge.outbox.exactly_once:
         emits = []  # committed with the state that makes it a duplicate: no re-issue
-    await nudge.outbox.deliver(emits, source, lambda: write_state(nudge, result))
+    await nudge.outbox.deliver(emits, source, lambda: write_state(nudge, result, source.partition))
     decided = result.outcome is not None and result.outcome.decision is not None
     if decided and not result.duplicate and trigger_timestamp:
         metrics.EVENT_TO_EMIT_SECONDS.observe(max(0.0, time.time() - trigger_timestamp))

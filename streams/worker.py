@@ -12,8 +12,8 @@ from policy.config import load_catalog, load_policy
 from policy.engine import Engine
 from streams.admin import ensure_topics
 from streams.app import create_app
+from streams.crash_journal import CrashJournal, mark_clean_stop, recover_local_tables
 from streams.lag import start_lag_monitor
-from streams.local_state import discard_after_unclean_stop, mark_clean_stop
 from streams.metrics import register_table_collector
 from streams.model_reload import schedule_reloads
 from streams.onsite import register_onsite
@@ -36,7 +36,11 @@ def run(settings: Settings) -> int:
     ensure_topics(settings)
     nudge = create_app(settings, engine)
     tabledir = Path(nudge.app.conf.tabledir)
-    discard_after_unclean_stop(tabledir)
+    journal_path = Path(nudge.app.conf.datadir) / "crash-journal"
+    exactly_once = settings.processing_guarantee == "exactly_once"
+    recover_local_tables(tabledir, journal_path, exactly_once=exactly_once)
+    if not exactly_once:
+        nudge.journal = CrashJournal(journal_path)
     register_probes(nudge)
     register_api(nudge)
     register_onsite(nudge)

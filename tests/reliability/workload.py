@@ -25,12 +25,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import msgspec
+import rocksdict
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from nudge.testing import EventPublisher, OutputReader, Received, WorkerProcess
 from policy.config import load_policy
 from policy.ids import decision_id
 from policy.state import Fatigue
+from streams.crash_journal import FAUST_OFFSET_KEY
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: The shipped policy without quiet hours, holdout or exploration: the same
@@ -325,31 +327,57 @@ def duplicate_stats(received: list[Received]) -> tuple[int, int, list[str]]:
     return len(records), len({a["decision_id"] for a in records}), differing
 
 
-def final_contacts(bootstrap: str, worker: WorkerProcess) -> dict[str, list[str]]:
-    """Customer -> short decision ids of every contact in the fatigue
-    changelog's latest record (what any worker would recover)."""
-    topic = f"{worker.prefix}nudge-fatigue-changelog"
+def changelog(bootstrap: str, worker: WorkerProcess, table: str) -> dict[bytes, bytes]:
+    """A table's changelog compacted by hand: each key's latest committed
+    value, deleted keys left out (what any worker would recover)."""
+    topic = f"{worker.prefix}nudge-{table}-changelog"
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         isolation_level="read_committed",
-        consumer_timeout_ms=2000,
     )
     partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
     consumer.assign(partitions)
     consumer.seek_to_beginning()
+    ends = consumer.end_offsets(partitions)  # read_committed: the last stable offsets
     latest: dict[bytes, bytes | None] = {}
-    for record in consumer:
-        latest[record.key] = record.value
+    # To the end offsets, not until a quiet spell: on a busy machine a fetch
+    # can take seconds, and the records missed would be the newest.
+    deadline = time.monotonic() + 60
+    while any(consumer.position(tp) < ends[tp] for tp in partitions):
+        assert time.monotonic() < deadline, f"{topic} not read to its end in 60 s"
+        for records in consumer.poll(timeout_ms=500).values():
+            for record in records:
+                latest[record.key] = record.value
     consumer.close()
+    return {key: value for key, value in latest.items() if value is not None}
+
+
+def local_table(worker: WorkerProcess, table: str) -> dict[bytes, bytes]:
+    """A stopped worker's RocksDB copy of a table, all partitions."""
+    tabledir = worker.data_dir / "tables" / "v1" / "tables"
+    rows: dict[bytes, bytes] = {}
+    for path in tabledir.glob(f"{table}-*.db"):
+        db = rocksdict.Rdict(
+            str(path),
+            rocksdict.Options(raw_mode=True),
+            access_type=rocksdict.AccessType.read_only(),
+        )
+        rows.update((k, v) for k, v in db.items() if k != FAUST_OFFSET_KEY)
+        db.close()
+    return rows
+
+
+def final_contacts(bootstrap: str, worker: WorkerProcess) -> dict[str, list[str]]:
+    """Customer -> short decision ids of every contact in the fatigue
+    changelog's latest record."""
     decoder = msgspec.msgpack.Decoder(Fatigue)
     contacts = {}
-    for key, value in latest.items():
-        if value:
-            fatigue = decoder.decode(value)
-            ids = [c.decision_id for c in (*fatigue.contacts, *fatigue.transactional)]
-            contacts[key.decode()] = ids
+    for key, value in changelog(bootstrap, worker, "fatigue").items():
+        fatigue = decoder.decode(value)
+        recorded = (*fatigue.contacts, *fatigue.transactional)
+        contacts[key.decode()] = [contact.decision_id for contact in recorded]
     return contacts
 
 
