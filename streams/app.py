@@ -136,14 +136,14 @@ def create_app(settings: Settings, engine: Engine) -> NudgeApp:
             source = (message.topic, message.partition, message.offset)
             async with nudge.outbox.message(event):  # one transaction (exactly_once)
                 try:
-                    result = decide_one(nudge, kind, message.key, message.value, source)
+                    result, before = decide_one(nudge, kind, message.key, message.value, source)
                 except Exception as exc:  # never stall a partition on one message
                     log.exception("unexpected error processing a %s message", kind)
-                    result = Processor.deadletter(
+                    result, before = Processor.deadletter(
                         message.key, message.value, source, "internal_error",
                         f"{type(exc).__name__}: {exc}"[:300], datetime.now(UTC),
-                    )  # fmt: skip
-                await deliver(nudge, result, message.timestamp, message.tp)
+                    ), {}  # fmt: skip
+                await deliver(nudge, result, before, message.timestamp, message.tp)
             record_metrics(kind, result)
 
     return nudge
@@ -151,34 +151,44 @@ def create_app(settings: Settings, engine: Engine) -> NudgeApp:
 
 def decide_one(
     nudge: NudgeApp, kind: str, key: bytes | None, value: bytes | None, source: tuple
-) -> Result:
-    """Decide on one message from the customer's current state."""
+) -> tuple[Result, dict[str, bytes | None]]:
+    """Decide on one message from the customer's current state. Also returns
+    the table values it read for the subject it changes: what its writes
+    will replace (for the crash journal)."""
     tables = nudge.tables
+    loaded: dict[str, dict[str, bytes | None]] = {}
 
     def load(subject: str) -> dict[str, bytes | None]:
         # Straight from the store: one RocksDB read per table, where table.get
         # does two (`in`, then `[]`) and counts each in Faust's sensor.
         subject_key = subject.encode()
-        return {name: table.data.get(subject_key) for name, table in tables.items()}
+        values = {name: table.data.get(subject_key) for name, table in tables.items()}
+        loaded[subject] = values
+        return values
 
     # The processing clock; with NUDGE_CLOCK=event the processor decides as of
     # each event's own time instead (Processor.event_clock).
-    return nudge.processor.process(kind, key, value, source, load, datetime.now(UTC))
+    result = nudge.processor.process(kind, key, value, source, load, datetime.now(UTC))
+    return result, loaded.get(result.subject or "", {})
 
 
-def write_state(nudge: NudgeApp, result: Result, partition: int) -> None:
+def write_state(
+    nudge: NudgeApp, result: Result, before: dict[str, bytes | None], partition: int
+) -> None:
     """The tables an event changed; each write also queues its changelog
-    record, and is journaled first (streams/crash_journal.py)."""
-    if result.subject is None:
+    record. What they replace (`before`) is journaled first
+    (streams/crash_journal.py)."""
+    if result.subject is None or not result.writes:
         return
     subject_key = result.subject.encode()
     journal = nudge.journal
-    if journal is not None and not journal.watching:
-        journal.watch_commits(nudge.app.consumer)
+    if journal is not None:
+        if not journal.watching:
+            journal.watch_commits(nudge.app.consumer)
+        replaced = {name: before.get(name) for name in result.writes}
+        journal.record(nudge.tables, partition, subject_key, replaced)
     for name, data in result.writes.items():
         table = nudge.tables[name]
-        if journal is not None:
-            journal.record(table, partition, subject_key)
         if data is None:
             del table[subject_key]
         else:
@@ -186,13 +196,19 @@ def write_state(nudge: NudgeApp, result: Result, partition: int) -> None:
 
 
 async def deliver(
-    nudge: NudgeApp, result: Result, trigger_timestamp: float | None, source: faust.types.TP
+    nudge: NudgeApp,
+    result: Result,
+    before: dict[str, bytes | None],
+    trigger_timestamp: float | None,
+    source: faust.types.TP,
 ) -> None:
     """Outputs to Kafka and state to the tables, in the Outbox's order."""
     emits = result.emits
     if result.duplicate and nudge.outbox.exactly_once:
         emits = []  # committed with the state that makes it a duplicate: no re-issue
-    await nudge.outbox.deliver(emits, source, lambda: write_state(nudge, result, source.partition))
+    await nudge.outbox.deliver(
+        emits, source, lambda: write_state(nudge, result, before, source.partition)
+    )
     decided = result.outcome is not None and result.outcome.decision is not None
     if decided and not result.duplicate and trigger_timestamp:
         metrics.EVENT_TO_EMIT_SECONDS.observe(max(0.0, time.time() - trigger_timestamp))

@@ -29,7 +29,7 @@ flushes the buffer before it stops.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+from collections import deque
 
 from faust.transport.producer import Producer
 from faust.types import FutureMessage
@@ -41,7 +41,7 @@ def install(producer: Producer) -> None:
     buffer = producer.buffer
     put, send = buffer.put, buffer._send_pending
     queued = handed = 0
-    progress = asyncio.Event()
+    waiting: deque[tuple[int, asyncio.Future]] = deque()  # (messages to hand over, done)
 
     def counted_put(message: FutureMessage) -> None:
         nonlocal queued
@@ -54,18 +54,22 @@ def install(producer: Producer) -> None:
             await send(message)
         finally:  # a failed send crashes the buffer's task; a flush must not hang on it
             handed += 1
-            progress.set()
+            while waiting and waiting[0][0] <= handed:
+                _, done = waiting.popleft()
+                if not done.done():
+                    done.set_result(None)
 
     async def flush() -> None:
-        target = queued
-        while handed < target:
+        if handed >= queued:
+            return
+        done = asyncio.get_running_loop().create_future()
+        waiting.append((queued, done))  # in order: `queued` only grows
+        while not done.done():
             if buffer.should_stop:  # its task is gone: hand the rest over, in order
                 while not buffer.pending.empty():
                     await counted_send(buffer.pending.get_nowait())
                 return
-            progress.clear()
-            with contextlib.suppress(TimeoutError):  # then look at should_stop again
-                await asyncio.wait_for(progress.wait(), timeout=0.1)
+            await asyncio.wait({done}, timeout=1.0)  # then look at should_stop again
 
     stop_producer = producer.on_stop
 

@@ -1,8 +1,8 @@
 """The crash journal on real RocksDB files laid out as Faust lays them out.
 
-A stand-in for Faust's Table offers the three things the journal reads: the
-name, the current value of a key, and the changelog offset persisted in the
-partition's database (Faust's own key, as faust.stores.rocksdb writes it).
+A stand-in for Faust's Table offers what the journal reads: the name, the
+changelog topic, and the changelog offset persisted in the partition's
+database (Faust's own key, as faust.stores.rocksdb writes it).
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ class StandInTable:
         options = rocksdict.Options(raw_mode=True)
         options.create_if_missing(True)
         self.db = rocksdict.Rdict(str(self.path), options)
-        self.data = SimpleNamespace(get=self.db.get)
 
     def persisted_offset(self, tp) -> int | None:
         assert tp.partition == PARTITION and tp.topic == f"app-{self.name}-changelog"
@@ -81,8 +80,9 @@ def reopen(table: StandInTable) -> dict[bytes, bytes]:
 def journaled_write(
     journal: CrashJournal, table: StandInTable, key: bytes, value: bytes | None, **ack: int
 ) -> None:
-    """A table write as the worker makes it: journaled first."""
-    journal.record(table, PARTITION, key)
+    """A table write as the worker makes it: journaled first, with the value
+    it replaces (which the worker read to decide)."""
+    journal.record({table.name: table}, PARTITION, key, {table.name: table.db.get(key)})
     table.write(key, value, **ack)
 
 
