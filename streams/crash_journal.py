@@ -20,7 +20,7 @@ writes since the last commit:
   the changelogs from there: the local tables equal the changelogs again.
 
 Under exactly_once the tables of an unclean run are discarded instead
-(`discard_tables`): its local writes may come from transactions Kafka
+(`recover_local_tables`): its local writes may come from transactions Kafka
 aborted, and Faust persists offsets differently there.
 """
 
