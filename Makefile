@@ -7,19 +7,33 @@ STAMP  := $(VENV)/.installed-stamp
 # promtool (tests/unit/test_ops_config.py) comes from apt, which needs root.
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install run test unit integration lint format kafka-start kafka-stop schemas bench bench-million soak reliability clean
+# The locked uv (requirements-dev.lock) installs everything else from the locks.
+UV_VERSION := $(shell sed -n 's/^uv==\([^ ]*\).*/\1/p' requirements-dev.lock)
 
-$(STAMP): pyproject.toml Makefile
+.PHONY: lock install run test unit integration lint format kafka-start kafka-stop schemas bench bench-million soak reliability clean
+
+$(STAMP): pyproject.toml requirements.lock requirements-dev.lock Makefile
 	@command -v promtool >/dev/null 2>&1 || { \
 	  echo "installing promtool (Debian package prometheus) ..."; \
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    --no-install-recommends prometheus >/dev/null; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements-dev.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	$(BIN)/python -c "from ops.local_kafka import ensure_jars; ensure_jars()"
 	touch $(STAMP)
+
+# Upgrade every pin to the newest release pyproject.toml allows; review the
+# diff and run `make test` before committing it. The runtime lock (Dockerfile)
+# comes first and constrains the dev lock, so both pin the same versions.
+lock:
+	$(BIN)/uv pip compile pyproject.toml --upgrade --python-version 3.11 --generate-hashes \
+	  --custom-compile-command "make lock" -q -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra dev -c requirements.lock --upgrade \
+	  --python-version 3.11 --generate-hashes --custom-compile-command "make lock" -q \
+	  -o requirements-dev.lock
 
 install: $(STAMP)  ## create .venv with nudge and its tools, fetch the Kafka jars
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -34,11 +35,29 @@ RECORDS: dict[str, type[msgspec.Struct]] = {
 }
 
 
+def normalise_descriptions(node: Any) -> Any:
+    """Every `description` as one line of single-spaced words.
+
+    msgspec copies docstrings into descriptions, and how it cleans them has
+    changed between releases (0.23 dedents them); normalising here keeps the
+    checked-in files a function of our text alone, not of msgspec's version."""
+    if isinstance(node, dict):
+        return {
+            key: " ".join(value.split())
+            if key == "description" and isinstance(value, str)
+            else normalise_descriptions(value)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [normalise_descriptions(item) for item in node]
+    return node
+
+
 def generate() -> dict[str, str]:
     """File name -> JSON Schema text, deterministic."""
     files = {}
     for stem, cls in RECORDS.items():
-        schema = msgspec.json.schema(cls)
+        schema = normalise_descriptions(msgspec.json.schema(cls))
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["title"] = f"nudge {stem}"
         files[f"{stem}.schema.json"] = json.dumps(schema, indent=2, sort_keys=True) + "\n"

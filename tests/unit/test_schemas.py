@@ -7,11 +7,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import jsonschema
+import msgspec
 import pytest
 
 from schemas.codec import MAX_EVENT_BYTES, InvalidEvent, decode_event
 from schemas.events import EVENT_TYPES_BY_TOPIC
-from schemas.jsonschema import SCHEMA_DIR, generate
+from schemas.jsonschema import RECORDS, SCHEMA_DIR, generate, normalise_descriptions
 
 EXAMPLES = Path(__file__).parents[2] / "schemas" / "examples"
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -31,6 +32,25 @@ def test_checked_in_json_schemas_match_the_records() -> None:
     generated = generate()
     on_disk = {p.name: p.read_text() for p in SCHEMA_DIR.glob("*.schema.json")}
     assert on_disk == generated, "run `python -m schemas.jsonschema` and commit the result"
+
+
+def test_descriptions_do_not_depend_on_how_a_docstring_is_indented() -> None:
+    # msgspec 0.23 started dedenting docstrings; the checked-in files must not care.
+    indented = {"description": "Line one\n    line two.", "items": [{"description": " a\n\tb "}]}
+    dedented = {"description": "Line one\nline two.", "items": [{"description": "a b"}]}
+    assert normalise_descriptions(indented) == normalise_descriptions(dedented)
+    assert normalise_descriptions(indented)["description"] == "Line one line two."
+
+
+def test_the_drift_check_still_sees_a_changed_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Changed(msgspec.Struct):
+        """A record with a field the checked-in schema lacks."""
+
+        extra: int
+
+    monkeypatch.setitem(RECORDS, "out.action", Changed)
+    on_disk = (SCHEMA_DIR / "out.action.schema.json").read_text()
+    assert generate()["out.action.schema.json"] != on_disk
 
 
 @pytest.mark.parametrize("kind", list(EVENT_TYPES_BY_TOPIC))
