@@ -35,6 +35,13 @@ for _result in ("ok", "failed"):  # exported at 0, so increase() sees the first 
 FALLBACKS = Counter(
     "nudge_model_fallbacks", "Starts that serve the heuristic because no model could be loaded."
 )
+# The counter above only ever grows, so it cannot say whether a later reload
+# fixed things; this gauge says what is served now, and is what alerts watch.
+SERVING = Gauge(
+    "nudge_model_serving",
+    "1 for the kind of scorer served now (model or heuristic), 0 for the other.",
+    ["kind"],
+)
 
 Stamp = tuple[int, int, int] | None  # (inode, size, mtime_ns) of CURRENT, None if absent
 
@@ -54,7 +61,7 @@ class ScorerHolder:
             log.warning("no model served, using %s: %s", self.active.version, exc)
         else:
             log.info("serving model %s", self.active.version)
-        MODEL_INFO.labels(self.active.version).set(1)
+        self._publish()
 
     @property
     def version(self) -> str:
@@ -83,10 +90,17 @@ class ScorerHolder:
             return False
         previous, self.active = self.active, scorer
         MODEL_INFO.labels(previous.version).set(0)
-        MODEL_INFO.labels(scorer.version).set(1)
+        self._publish()
         RELOADS.labels("ok").inc()
         log.info("model reloaded: now serving %s (was %s)", scorer.version, previous.version)
         return True
+
+    def _publish(self) -> None:
+        """Export the active scorer: its version, and whether it is a model."""
+        MODEL_INFO.labels(self.active.version).set(1)
+        is_model = isinstance(self.active, ModelScorer)
+        SERVING.labels("model").set(int(is_model))
+        SERVING.labels("heuristic").set(int(not is_model))
 
     def _load(self, version: str) -> ModelScorer:
         return ModelScorer(artifact.load(self.root, version), self.features)

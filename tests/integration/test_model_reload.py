@@ -117,13 +117,20 @@ def test_models_are_deployed_and_rolled_back_without_a_restart(
 ) -> None:
     pid = worker.process.pid
     assert action_version(publisher, outputs) == "heuristic-v1"
-    assert "nudge_model_fallbacks_total 1.0" in metrics_text(worker)
+    started = metrics_text(worker)
+    assert "nudge_model_fallbacks_total 1.0" in started
+    assert 'nudge_model_serving{kind="heuristic"} 1.0' in started
 
     model = trained_artifact(model_dir, tmp_path)
     artifact.set_current(model_dir, model.version)
     wait_for_metric(worker, f'nudge_model_info{{version="{model.version}"}} 1.0')
     assert action_version(publisher, outputs) == model.version
-    assert 'nudge_model_reloads_total{result="ok"} 1.0' in metrics_text(worker)
+    reloaded = metrics_text(worker)
+    assert 'nudge_model_reloads_total{result="ok"} 1.0' in reloaded
+    # What the fallback alert watches clears; the counter keeps its history.
+    assert 'nudge_model_serving{kind="model"} 1.0' in reloaded
+    assert 'nudge_model_serving{kind="heuristic"} 0.0' in reloaded
+    assert "nudge_model_fallbacks_total 1.0" in reloaded
 
     broken = model_dir / "broken"
     broken.mkdir()
@@ -132,6 +139,7 @@ def test_models_are_deployed_and_rolled_back_without_a_restart(
     artifact.set_current(model_dir, "broken")
     wait_for_metric(worker, 'nudge_model_reloads_total{result="failed"} 1.0')
     assert action_version(publisher, outputs) == model.version
+    assert 'nudge_model_serving{kind="model"} 1.0' in metrics_text(worker)
     assert worker.process.poll() is None and worker.process.pid == pid
     log = worker.tail(400)
     assert "model reload failed, still serving" in log

@@ -420,6 +420,28 @@ def test_hot_reload_swaps_versions_and_keeps_the_old_one_on_failure(
     assert holder.maybe_reload() is True and holder.version == "v1"
 
 
+def test_the_serving_gauge_clears_once_a_reload_replaces_the_fallback(
+    tmp_path: Path, trained: TrainingResult
+) -> None:
+    """The fallback counter never goes back; the gauge alerts watch must."""
+    save_version(tmp_path, trained, "v1")
+    _garbage_model(tmp_path / "v1")
+    fallbacks = metric("nudge_model_fallbacks_total")
+    holder = ScorerHolder(tmp_path, POLICY)
+    assert holder.version == "heuristic-v1"
+    assert metric("nudge_model_serving", kind="heuristic") == 1.0
+    assert metric("nudge_model_serving", kind="model") == 0.0
+    save_version(tmp_path, trained, "v2")
+    assert holder.maybe_reload() is True and holder.version == "v2"
+    assert metric("nudge_model_serving", kind="model") == 1.0
+    assert metric("nudge_model_serving", kind="heuristic") == 0.0
+    assert metric("nudge_model_fallbacks_total") == fallbacks + 1  # the counter is kept
+    save_version(tmp_path, trained, "v3")
+    _garbage_model(tmp_path / "v3")
+    assert holder.maybe_reload() is False  # a failed reload keeps the model served
+    assert metric("nudge_model_serving", kind="model") == 1.0
+
+
 def test_actions_name_the_served_model_version(
     tmp_path: Path, log_path: Path, trained: TrainingResult
 ) -> None:

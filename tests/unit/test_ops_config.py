@@ -168,5 +168,5 @@ def test_alerts_and_dashboard_query_only_exported_metrics() -> None:
     }
     unknown = {name: source for name, source in queried.items() if name not in exported}
     assert not unknown, f"metrics no worker exports: {unknown}"
-    for required in ("nudge_consumer_lag", "nudge_model_info", "nudge_model_fallbacks_total"):
+    for required in ("nudge_consumer_lag", "nudge_model_info", "nudge_model_serving"):
         assert required in queried, f"{required} is neither alerted on nor on the dashboard"
