@@ -18,19 +18,22 @@ RUN pip install --require-hashes -r requirements.lock
 COPY . .
 RUN pip install --no-deps . \
     && useradd --system --uid 10001 --home-dir /app nudge \
-    && mkdir -p /data \
-    && chown nudge /data
+    && mkdir -p /data /models \
+    && chown nudge /data /models
 
 # The installed package lives in site-packages: point it at the config files
-# copied above. RocksDB tables go to /data (a volume per container).
+# copied above. RocksDB tables go to /data (a volume per container). Model
+# artifacts are read from /models, a volume: the image ships no model, so
+# without one there the worker serves the heuristic (and says so in a metric).
 ENV NUDGE_CATALOG=/app/config/catalog.toml \
     NUDGE_POLICY=/app/config/policy.toml \
     NUDGE_DATA_DIR=/data \
+    NUDGE_MODEL_DIR=/models \
     NUDGE_WEB_HOST=0.0.0.0 \
     NUDGE_WEB_PORT=6066
 
 USER nudge
-VOLUME ["/data"]
+VOLUME ["/data", "/models"]
 EXPOSE 6066
 
 CMD ["nudge", "worker"]

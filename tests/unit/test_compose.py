@@ -141,23 +141,66 @@ def test_dockerfile_env_is_read_by_the_code() -> None:
     assert not unknown, f"Dockerfile ENV no setting reads: {sorted(unknown)}"
 
 
-def test_worker_environment_builds_valid_settings(
-    services: dict, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The compose values (over the image's ENV) parse into Settings, as in the container."""
+def container_settings(services: dict, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings as the worker container builds them: compose values over the image's ENV."""
     for name in reference_variables():
         monkeypatch.delenv(name, raising=False)
     env = {**dockerfile_env(), **environment(services["worker"])}
     for name, value in env.items():
         if name in reference_variables():
             monkeypatch.setenv(name, "test-secret" if value.startswith("${") else value)
-    settings = Settings()
+    return Settings()
+
+
+def worker_volumes(services: dict) -> dict[str, str | None]:
+    """Container path -> volume name of the worker's mounts (None: anonymous)."""
+    mounts = {}
+    for volume in services["worker"]["volumes"]:
+        if isinstance(volume, dict):
+            mounts[volume["target"]] = volume.get("source")
+        else:
+            source, _, target = volume.rpartition(":") if ":" in volume else ("", "", volume)
+            if target in ("ro", "rw"):
+                source, _, target = source.rpartition(":")
+            mounts[target] = source or None
+    return mounts
+
+
+def test_worker_environment_builds_valid_settings(
+    services: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The compose values (over the image's ENV) parse into Settings, as in the container."""
+    settings = container_settings(services, monkeypatch)
     assert settings.web_host == "0.0.0.0", "the worker must listen beyond the container's lo"
     assert settings.api_token == "test-secret"
-    data_dir = str(settings.data_dir)
-    volumes = [v if isinstance(v, str) else v["target"] for v in services["worker"]["volumes"]]
-    assert any(v.split(":")[-1] == data_dir or v == data_dir for v in volumes), (
-        f"NUDGE_DATA_DIR {data_dir} is not a volume: tables would live in the container layer"
+    assert str(settings.data_dir) in worker_volumes(services), (
+        f"NUDGE_DATA_DIR {settings.data_dir} is not a volume: tables would live in the"
+        " container layer"
+    )
+    assert worker_volumes(services)[str(settings.data_dir)] is None, (
+        "tables need a volume per replica (anonymous), never one shared by all"
+    )
+
+
+def test_worker_models_come_from_a_volume_every_replica_shares(
+    compose: dict, services: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The image ships no model: without a model volume every container would
+    serve the heuristic forever, whatever anyone trains."""
+    model_dir = str(container_settings(services, monkeypatch).model_dir)
+    assert model_dir == dockerfile_env()["NUDGE_MODEL_DIR"], "the image sets no model dir"
+    mounts = worker_volumes(services)
+    assert model_dir in mounts, f"NUDGE_MODEL_DIR {model_dir} is not a worker volume"
+    assert mounts[model_dir] in compose["volumes"], (
+        "the model volume must be named, so one deployment reaches every replica"
+    )
+    instructions = dockerfile_instructions()
+    declared = [json.loads(args) for instruction, args in instructions if instruction == "VOLUME"]
+    assert any(model_dir in paths for paths in declared), "the Dockerfile declares no VOLUME"
+    run = " ".join(args for instruction, args in instructions if instruction == "RUN")
+    assert re.search(rf"mkdir -p [^&]*{model_dir}\b", run), "the image does not create it"
+    assert re.search(rf"chown nudge [^&]*{model_dir}\b", run), (
+        "`nudge train --out` run as the image's user could not write into it"
     )
 
 
