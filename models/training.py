@@ -5,7 +5,10 @@ back with the features the engine saw when it decided. The label is whether
 the person clicked or converted within a window after the decision. The split
 is by time: the last days are held out, and training uses only decisions
 whose label window closed before them, so nothing from the held-out period
-informs the model. What is evaluated is what gets saved and served.
+informs the model. What is evaluated is what gets saved and served, and a
+model whose held-out Brier score is no better than a constant predictor's
+(the training base rate) has learned nothing worth serving: `beats_constant`
+says so, and `nudge train` then does not deploy it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from policy.config import Catalog, ContactPolicy
 
 DAY = 86400.0
 RELIABILITY_BINS = 10
+HOLDOUT_SHARE = 0.25  # of the days the log has decisions in, by default
+MAX_HOLDOUT_DAYS = 7.0
 
 
 class TrainingError(ValueError):
@@ -57,6 +62,25 @@ def split(
     return training, validation, cutoff
 
 
+def default_holdout_days(replayed: Replay, label_window_days: float) -> float:
+    """The last quarter of the days the log has decisions in, at most a week, and
+    at least one day of decisions whose label window closes inside the log.
+
+    Measured from the first decision, not the first event: a simulated log
+    starts with up to two years of imported history and no decisions in it, so
+    a fixed 7-day holdout would hold out every decision of a 7-day simulation.
+    """
+    span_days = (replayed.end - _first_decision(replayed)) / DAY
+    return min(MAX_HOLDOUT_DAYS, max(HOLDOUT_SHARE * span_days, label_window_days + 1.0))
+
+
+def beats_constant(metadata: dict[str, Any]) -> bool:
+    """Whether the held-out Brier score is lower than a constant predictor's
+    (the training base rate): a model that is not is no better than no model."""
+    validation = metadata["metrics"]["validation"]
+    return validation["brier"] < validation["constant_brier"]
+
+
 def fit_propensity(X: np.ndarray, y: np.ndarray, C: float = 1.0) -> Pipeline:
     """Logistic regression on standardised features: its log loss keeps the
     probabilities calibrated, and it folds into one dot product for serving."""
@@ -78,14 +102,17 @@ def evaluate(y: np.ndarray, p: np.ndarray, base_rate: float, heuristic: np.ndarr
             }
         )
     ece = sum(row["count"] * abs(row["predicted"] - row["observed"]) for row in table) / len(y)
+    brier, constant_brier = brier_score_loss(y, p), brier_score_loss(y, constant)
     return {
         "examples": len(y),
         "positive_rate": round(float(y.mean()), 4),
         "auc": round(float(roc_auc_score(y, p)), 4),
         "constant_auc": round(float(roc_auc_score(y, constant)), 4),
         "heuristic_auc": round(float(roc_auc_score(y, heuristic)), 4),
-        "brier": round(float(brier_score_loss(y, p)), 5),
-        "constant_brier": round(float(brier_score_loss(y, constant)), 5),
+        "brier": round(float(brier), 5),
+        "constant_brier": round(float(constant_brier), 5),
+        # 1 - brier / constant's: > 0 when the model is better than the base rate.
+        "brier_skill": round(float(1.0 - brier / constant_brier), 4) if constant_brier else 0.0,
         "expected_calibration_error": round(float(ece), 4),
         "reliability": table,
     }
@@ -95,18 +122,23 @@ def train(
     log_path: Path,
     catalog: Catalog,
     policy: ContactPolicy,
-    holdout_days: float = 7.0,
+    holdout_days: float | None = None,
     label_window_days: float = 2.0,
     n_personas: int = 4,
 ) -> TrainingResult:
-    """Replay, split by time, fit both models, evaluate on the held-out days."""
+    """Replay, split by time, fit both models, evaluate on the held-out days
+    (by default `default_holdout_days` of the log)."""
     replayed = replay(read_log(log_path), catalog, policy)
+    if holdout_days is None:
+        holdout_days = round(default_holdout_days(replayed, label_window_days), 1)
     train_set, validation, cutoff = split(replayed, holdout_days, label_window_days)
     for name, examples in (("training", train_set), ("held-out", validation)):
         if len({e.label for e in examples}) < 2:
             raise TrainingError(
                 f"the {name} set ({len(examples)} decisions) needs both responses and"
-                " non-responses: use a longer log or change --holdout-days"
+                f" non-responses (held out: the last {holdout_days:g} days, label window"
+                f" {label_window_days:g} days, decisions from {_iso(_first_decision(replayed))},"
+                f" log end {_iso(replayed.end)}): use a longer log or change --holdout-days"
             )
     X, y = _arrays(train_set)
     propensity = fit_propensity(X, y)
@@ -158,6 +190,7 @@ def report(metadata: dict[str, Any]) -> str:
         f"held-out AUC {val['auc']:.3f}   constant {val['constant_auc']:.3f}"
         f"   heuristic {val['heuristic_auc']:.3f}",
         f"held-out Brier {val['brier']:.4f}   constant {val['constant_brier']:.4f}"
+        f"   skill {val['brier_skill']:+.1%}"
         f"   ECE {val['expected_calibration_error']:.4f}"
         f"   positive rate {val['positive_rate']:.3f}",
         "reliability (deciles of predicted): predicted -> observed (n)",
@@ -175,6 +208,10 @@ def _arrays(examples: list[Example]) -> tuple[np.ndarray, np.ndarray]:
     X = np.array([e.features for e in examples], dtype=np.float64)
     y = np.array([e.label for e in examples], dtype=np.int64)
     return X, y
+
+
+def _first_decision(replayed: Replay) -> float:
+    return min((e.at for e in replayed.examples), default=replayed.start)
 
 
 def _iso(ts: float) -> str:

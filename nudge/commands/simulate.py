@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 CATCH_UP_SECONDS = 10.0  # --react: how long to wait for the worker's last actions
+# A log long enough for `nudge train`'s default split: a week held out after
+# three weeks of training decisions. Live traffic wants a short, lively window.
+LOG_DAYS, LIVE_DAYS = 28.0, 1.0
 DAY_BAR = "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:g} [{elapsed}<{remaining}{postfix}]"
 
 
@@ -32,11 +35,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=(
             "A live worker judges event times against its own clock and suppresses triggers "
             "older than an action's expiry (12-48 h), so with --kafka the simulated window "
-            "ends now; use a short --days (1) for lively decisions."
+            "ends now; keep --days short (the default, 1) for lively decisions."
         ),
     )
     parser.add_argument("--customers", type=int, default=200, help="population size")
-    parser.add_argument("--days", type=float, default=7.0, help="simulated days")
+    parser.add_argument(
+        "--days",
+        type=float,
+        default=None,
+        help=f"simulated days (default: {LOG_DAYS:g} for --out, {LIVE_DAYS:g} for --kafka)",
+    )
     parser.add_argument("--seed", type=int, default=7, help="same seed, same world and log")
     parser.add_argument(
         "--start",
@@ -61,6 +69,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.days is None:
+        args.days = LOG_DAYS if args.out else LIVE_DAYS
     if args.customers < 1 or args.days <= 0:
         raise ValueError("--customers and --days must be positive")
     if args.kafka is None and (args.react or args.rate):
