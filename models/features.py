@@ -18,7 +18,6 @@ import numpy as np
 from policy import rules
 from policy.config import LEVELS, QuietHoursPolicy
 from policy.scoring import ScoringRequest
-from policy.state import QuietWindow
 from policy.updates import AFFINITY_HALF_LIFE, CHANNELS, profiling_allowed
 
 #: Bump whenever a name, its meaning or its order changes.
@@ -86,12 +85,8 @@ class FeatureBuilder:
     """
 
     def __init__(self, quiet_hours: QuietHoursPolicy) -> None:
+        self.quiet_hours = quiet_hours
         self.silent_channels = frozenset(quiet_hours.silent_channels)
-        start_h, start_m = quiet_hours.start.split(":")
-        end_h, end_m = quiet_hours.end.split(":")
-        self.default_window = QuietWindow(
-            int(start_h) * 60 + int(start_m), int(end_h) * 60 + int(end_m), quiet_hours.tz
-        )
 
     def matrix(self, requests: Sequence[ScoringRequest]) -> np.ndarray:
         """Shape (len(requests), len(FEATURE_NAMES)), float64."""
@@ -116,7 +111,7 @@ class FeatureBuilder:
             total = sum(recency.affinity.values()) * decay
         has_cart = recency.cart_items > 0
         cart_age = (now - recency.cart_updated_at) / 3600 if has_cart else MAX_CART_HOURS
-        quiet = profile.quiet_hours or self.default_window
+        quiet = rules.quiet_window(state, self.quiet_hours)
         deferred = channel not in self.silent_channels and rules.quiet_hours_end(quiet, now) > now
         preferred = profile.preferred_channel
         return {

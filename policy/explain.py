@@ -12,6 +12,7 @@ from policy import rules
 from policy.config import ContactPolicy
 from policy.engine import Outcome
 from policy.ids import in_holdout
+from policy.locality import person_zone
 from policy.state import TABLES, CustomerState
 
 
@@ -52,6 +53,9 @@ def summarize_state(
             "last_week": sum(1 for c in fatigue.contacts if c.at > now_ts - 604800),
         },
         "backoff_until": _iso(fatigue.backoff_until) if fatigue.backoff_until > now_ts else None,
+        "time_zone": dict(
+            zip(("zone", "source"), person_zone(state.profile, policy.quiet_hours.tz), strict=True)
+        ),
         "snoozed_until": (
             _iso(state.profile.snooze_until) if state.profile.snooze_until > now_ts else None
         ),

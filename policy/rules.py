@@ -12,7 +12,8 @@ import zoneinfo
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from policy.config import LEVELS, Caps, CatalogAction, ContactPolicy, Level
+from policy.config import LEVELS, Caps, CatalogAction, ContactPolicy, Level, QuietHoursPolicy
+from policy.locality import person_zone
 from policy.state import CONTACT_HORIZON, MAX_CONTACTS, Contact, CustomerState, QuietWindow
 from policy.updates import profiling_allowed
 from schemas.events import Event
@@ -141,9 +142,18 @@ def send_time(channel: str, ctx: DecisionContext) -> float:
     if channel in quiet.silent_channels:
         return ctx.now
     if ctx.quiet_end is None:
-        window = ctx.state.profile.quiet_hours or _default_window(quiet.start, quiet.end, quiet.tz)
-        ctx.quiet_end = quiet_hours_end(window, ctx.now)
+        ctx.quiet_end = quiet_hours_end(quiet_window(ctx.state, quiet), ctx.now)
     return ctx.quiet_end
+
+
+def quiet_window(state: CustomerState, quiet: QuietHoursPolicy) -> QuietWindow:
+    """The person's quiet hours (their own window, else the policy's), always
+    in the person's own zone (policy/locality.py), never the policy's by default."""
+    window = state.profile.quiet_hours or _default_window(quiet.start, quiet.end, quiet.tz)
+    zone, _ = person_zone(state.profile, quiet.tz)
+    if zone == window.tz:
+        return window
+    return QuietWindow(window.start_minute, window.end_minute, zone)
 
 
 def quiet_hours_end(window: QuietWindow, now: float) -> float:

@@ -104,6 +104,11 @@ class Profile(msgspec.Struct, kw_only=True, omit_defaults=True, array_like=True)
     persona: str | None = None
     merged_ids: int = 0  # anonymous ids merged into this customer
     processed: bytes = b""  # ring of recent event id hashes (uint32), for dedupe
+    # The person's own clock (policy/locality.py): a stated and a device zone,
+    # and 24 counters of the UTC hours they are active in.
+    time_zone: str | None = None
+    device_zone: str | None = None
+    active_hours: bytes = b""
 
 
 def seen(profile: Profile, event_hash: int) -> bool:

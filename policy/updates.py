@@ -14,6 +14,7 @@ from datetime import datetime
 from msgspec import UNSET
 
 from policy.config import ContactPolicy
+from policy.locality import merge_clocks, observe_activity
 from policy.state import (
     MAX_CATEGORIES,
     RECENT_VIEWS,
@@ -70,6 +71,11 @@ def apply_click(state: CustomerState, event: ClickEvent) -> None:
             del views[:-RECENT_VIEWS]
         if event.category and event.type in AFFINITY_WEIGHTS:
             add_affinity(state, event.category, AFFINITY_WEIGHTS[event.type], ts)
+        observe_activity(state.profile, ts, event.time_zone)
+        state.touch("profile")
+    elif event.time_zone:
+        state.profile.device_zone = event.time_zone  # reported, not inferred: no profiling
+        state.touch("profile")
     state.touch("recency")
 
 
@@ -212,6 +218,10 @@ def apply_preferences(state: CustomerState, event: PreferencesEvent) -> None:
         profile.quiet_hours = (
             QuietWindow(_minutes(quiet.start), _minutes(quiet.end), quiet.tz) if quiet else None
         )
+        if quiet and _unset(event.time_zone):
+            profile.time_zone = quiet.tz  # a window's zone is a stated zone too
+    if not _unset(event.time_zone):
+        profile.time_zone = event.time_zone
     if not _unset(event.max_contacts_per_week):
         profile.max_per_week = event.max_contacts_per_week
     if not _unset(event.interests):
@@ -318,6 +328,7 @@ def merge_states(target: CustomerState, source: CustomerState) -> None:
         profile.preferred_channel = source.profile.preferred_channel
     if profile.quiet_hours is None:
         profile.quiet_hours = source.profile.quiet_hours
+    merge_clocks(profile, source.profile)
     profile.snooze_until = max(profile.snooze_until, source.profile.snooze_until)
     target.touch("recency", "fatigue", "consent", "profile")
 

@@ -102,6 +102,9 @@ def _check_event(event: Event, key: bytes | None, now: datetime, check_key: bool
         quiet = event.quiet_hours
         if quiet and not _is_time_zone(quiet.tz):
             raise InvalidEvent("bad_time_zone", "quiet_hours.tz is not an IANA zone")
+    zone = getattr(event, "time_zone", None)
+    if isinstance(zone, str) and not _is_time_zone(zone):
+        raise InvalidEvent("bad_time_zone", "time_zone is not an IANA zone")
 
 
 def _in_utc_range(moment: datetime) -> bool:

@@ -31,6 +31,9 @@ Identifier = Annotated[
     ),
 ]
 Label = Annotated[str, Meta(min_length=1, max_length=64, description="A short machine label.")]
+TimeZoneName = Annotated[
+    str, Meta(min_length=1, max_length=64, description="IANA zone, e.g. America/New_York.")
+]
 Money = Annotated[float, Meta(ge=0, le=1_000_000, description="Amount, >= 0.")]
 UtcTime = Annotated[
     datetime,
@@ -90,6 +93,10 @@ class ClickEvent(Event, frozen=True):
     query: Annotated[
         Annotated[str, Meta(max_length=256)] | None, Meta(description="Search text (search).")
     ] = None
+    time_zone: Annotated[
+        TimeZoneName | None,
+        Meta(description="The device's IANA time zone, if the app or browser reports it."),
+    ] = None
 
 
 class OrderItem(msgspec.Struct, kw_only=True, frozen=True):
@@ -140,9 +147,7 @@ class QuietHours(msgspec.Struct, kw_only=True, frozen=True):
 
     start: Annotated[ClockTime, Meta(description="Local time the quiet hours begin.")]
     end: Annotated[ClockTime, Meta(description="Local time they end (may be after midnight).")]
-    tz: Annotated[
-        str, Meta(min_length=1, max_length=64, description="IANA zone, e.g. Europe/Berlin.")
-    ]
+    tz: Annotated[TimeZoneName, Meta(description="IANA zone, e.g. Europe/Berlin.")]
 
 
 class PreferencesEvent(Event, frozen=True):
@@ -166,6 +171,10 @@ class PreferencesEvent(Event, frozen=True):
     ] = UNSET
     snooze_until: Annotated[
         UtcTime | UnsetType | None, Meta(description="No marketing at all before this time.")
+    ] = UNSET
+    time_zone: Annotated[
+        TimeZoneName | UnsetType | None,
+        Meta(description="The person's IANA time zone: quiet hours are read in it."),
     ] = UNSET
 
 

@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from policy_kit import CHANNELS, catalog, decode, key_of, shipped_engine, topic_of
 
+from policy import locality
 from policy.config import ContactPolicy
 from policy.engine import Engine, Outcome
 from policy.ids import decision_id, in_holdout
@@ -37,6 +38,7 @@ from policy.state import (
     RECENT_VIEWS,
     TABLES,
     CustomerState,
+    Profile,
     decode_state,
     encode_state,
 )
@@ -464,10 +466,22 @@ class Person:
     max_per_week: int | None = None
     quiet: tuple[int, int, str] | None = None
     snooze_until: float = 0.0
+    # The person's clock: stated and device zones, and browsing hours while
+    # profiling (`all:profiling`, as (status, at)) allows them to be counted.
+    clock: Profile = field(default_factory=Profile)
+    profiling: tuple[str, float] | None = None
 
     def apply(self, event: dict[str, Any]) -> None:
         kind, ts = event["type"], datetime.fromisoformat(event["ts"]).timestamp()
+        if topic_of(event) == "clickstream":
+            if self.profiling is None or self.profiling[0] != "revoked":
+                locality.observe_activity(self.clock, ts, event.get("time_zone"))
+            elif event.get("time_zone"):
+                self.clock.device_zone = event["time_zone"]
         if kind == "consent":
+            profiling = (event["channel"], event["purpose"]) == ("all", "profiling")
+            if profiling and _overrides(self.profiling, event["status"], ts):
+                self.profiling = (event["status"], ts)
             targets = CHANNELS if event["channel"] == "all" else (event["channel"],)
             if event["purpose"] == "marketing":
                 if event["status"] == "revoked":
@@ -502,6 +516,10 @@ class Person:
                 self.quiet = (
                     None if q is None else (_minute(q["start"]), _minute(q["end"]), q["tz"])
                 )
+                if q is not None and "time_zone" not in event:
+                    self.clock.time_zone = q["tz"]
+            if "time_zone" in event:
+                self.clock.time_zone = event["time_zone"]
             if "snooze_until" in event:
                 until = event["snooze_until"]
                 self.snooze_until = datetime.fromisoformat(until).timestamp() if until else 0.0
@@ -513,6 +531,16 @@ class Person:
         for channel in channels:
             self.marketing_ok[channel] = False
             self.revoked_at[channel] = max(self.revoked_at[channel], ts)
+
+
+def _overrides(current: tuple[str, float] | None, status: str, ts: float) -> bool:
+    """A revocation always applies; a grant only over an older entry and
+    never over a revocation at the same moment; pending never lifts one."""
+    if status == "revoked" or current is None:
+        return True
+    if current[0] == "revoked":
+        return status == "granted" and ts > current[1]
+    return ts >= current[1]
 
 
 def _minute(hhmm: str) -> int:
@@ -736,7 +764,9 @@ def _in_quiet_hours(person: Person, policy: ContactPolicy, channel: str, at: flo
     default = policy.quiet_hours
     if channel in default.silent_channels:
         return False
-    start, end, tz = person.quiet or (_minute(default.start), _minute(default.end), default.tz)
+    start, end, _ = person.quiet or (_minute(default.start), _minute(default.end), default.tz)
+    # Always in the person's own zone (policy/locality.py has its own tests).
+    tz, _ = locality.person_zone(person.clock, default.tz)
     local = datetime.fromtimestamp(at, zoneinfo.ZoneInfo(tz))
     minute = local.hour * 60 + local.minute
     return start <= minute < end if start <= end else minute >= start or minute < end
