@@ -9,6 +9,10 @@ from pathlib import Path
 from nudge.commands.simulate import DAY_BAR
 from streams.settings import REPO_ROOT
 
+#: Git-ignored: a casual run must not overwrite the figures docs/evaluation.md
+#: publishes (results/evaluation/, written only when asked with --out).
+DEFAULT_OUT = REPO_ROOT / ".results" / "evaluation"
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -26,8 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--out",
         type=Path,
-        default=REPO_ROOT / "results" / "evaluation",
-        help="directory for evaluation.json and evaluation.png",
+        default=DEFAULT_OUT,
+        help="directory for evaluation.json and evaluation.png (default: .results/evaluation,"
+        " git-ignored; results/evaluation holds the published figures)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(run=run)
