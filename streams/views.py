@@ -50,13 +50,22 @@ MAX_BODY_BYTES = 64 * 1024
 
 
 def auth_error(view: web.View, request: web.Request, token: str | None) -> web.Response | None:
-    """401 without credentials, 403 with wrong ones (compared in constant time)."""
-    header = request.headers.get("Authorization", "")
-    if not header.startswith("Bearer "):
+    """401 without credentials, 403 with wrong ones (compared in constant time).
+
+    The scheme is case-insensitive (RFC 7235). aiohttp keeps header bytes that
+    are not UTF-8 as surrogates, which cannot be encoded: such a header carries
+    no credentials (401), it must not become a 500.
+    """
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not credentials:
         return view.json({"error": "missing bearer token"}, status=401)
+    try:
+        offered = credentials.encode()
+    except UnicodeEncodeError:
+        return view.json({"error": "malformed bearer token"}, status=401)
     if token is None:
         return view.json({"error": "API disabled: NUDGE_API_TOKEN is not set"}, status=403)
-    if not hmac.compare_digest(header[7:].encode(), token.encode()):
+    if not hmac.compare_digest(offered, token.encode()):
         return view.json({"error": "invalid token"}, status=403)
     return None
 

@@ -13,6 +13,7 @@ from policy.engine import Engine
 from streams.admin import ensure_topics
 from streams.app import create_app
 from streams.crash_journal import CrashJournal, mark_clean_stop, recover_local_tables
+from streams.http_log import install as sanitize_request_logs
 from streams.lag import start_lag_monitor
 from streams.metrics import register_table_collector
 from streams.model_reload import schedule_reloads
@@ -47,6 +48,7 @@ def run(settings: Settings) -> int:
     register_table_collector(nudge.tables)
     start_lag_monitor(settings)
     schedule_reloads(nudge.app, scorer, settings.model_reload_seconds)
+    sanitize_request_logs([settings.api_token, settings.sasl_password])
     worker = Worker(
         nudge.app,
         loglevel=settings.log_level.upper(),
