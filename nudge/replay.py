@@ -7,7 +7,15 @@ the run. Identity merges, which the worker routes through an internal topic,
 are applied in-process right after their identify event. With the event clock
 a replay decides as of each event's own time, which is what a worker with
 NUDGE_CLOCK=event does: on the same events, in the same order per customer,
-both make the same decisions.
+both make the same decisions. Whether an event time is plausible is judged
+against the log's own clock (`Replay.clock_at`), not today's, so a log of any
+age replays.
+
+A replay keeps the worker's record of the actions it sent (streams/produced.py):
+within one replay nothing is lost, so a repeated trigger issues nothing again.
+A replay that continues from earlier state (--state rocksdb:DIR) starts with an
+empty record, as a restarted worker does: a trigger repeated from before then
+re-issues its action once, counted as re-issued, never as sent.
 """
 
 from __future__ import annotations
@@ -19,13 +27,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+import msgspec
+
 from nudge.eventlog import Item
 from policy.engine import Engine
 from policy.onsite import IMPRESSION_KIND
 from policy.processor import MERGE_KIND, Processor, Result
 from policy.state import TABLES
-from schemas.events import EVENT_TYPES_BY_TOPIC
+from schemas.events import EVENT_TYPES_BY_TOPIC, UtcTime
 from schemas.outputs import Action, Decision, Suppression
+from streams.produced import ProducedActions
 
 Clock = Literal["event", "recorded"]
 #: Log kinds a replay feeds to the processor; anything else (e.g. the
@@ -112,14 +123,22 @@ class Report:
     reasons: Counter[str] = field(default_factory=Counter)  # once per reason a suppression names
     ruled_out: Counter[tuple[str, str]] = field(default_factory=Counter)  # (action, reason)
     deadletters: Counter[str] = field(default_factory=Counter)
-    duplicates: int = 0
+    duplicates: int = 0  # repeated events that issued nothing
+    reissued: int = 0  # repeated triggers whose action was issued again (not sent anew)
+    withheld: int = 0  # re-issues that consent no longer allowed: suppressions
 
     def count(self, result: Result) -> None:
+        decision = result.outcome.decision if result.outcome is not None else None
         if result.invalid_reason is not None:
             self.deadletters[result.invalid_reason] += 1
         elif result.duplicate:
-            self.duplicates += 1
-        decision = result.outcome.decision if result.outcome is not None else None
+            if decision is None:
+                self.duplicates += 1
+            elif isinstance(decision, Action):
+                self.reissued += 1
+            else:
+                self.withheld += 1
+            return
         if isinstance(decision, Action):
             self.actions[decision.action_id, decision.channel] += 1
         elif isinstance(decision, Suppression):
@@ -145,6 +164,8 @@ class Report:
             ],
             "deadletters": dict(self.deadletters),
             "duplicates": self.duplicates,
+            "reissued": self.reissued,
+            "reissues_withheld": self.withheld,
         }
 
 
@@ -157,9 +178,11 @@ class Replay:
         self.on_event_time = Processor(engine, event_clock=True)
         self.on_recorded_time = Processor(engine)
         # With the event clock, `now` only judges whether an event time is
-        # plausible, as the worker's wall clock does.
+        # plausible, as the worker's wall clock does (clock_at).
         self.wall = datetime.now(UTC)
+        self.newest: datetime | None = None  # the latest event time accepted so far
         self.report = Report()
+        self.produced = ProducedActions()
         self._offset = 0
 
     def run(self, items: Iterable[Item]) -> Iterator[Decision]:
@@ -180,11 +203,14 @@ class Replay:
             key = str(event.get("customer_id", "")).encode()
         else:
             key = item.key
+        ts = _event_time(event)
         if self.clock == "recorded" and item.at is not None:
             processor, now = self.on_recorded_time, item.at
         else:
-            processor, now = self.on_event_time, self.wall
+            processor, now = self.on_event_time, self.clock_at(ts)
         result = self._apply(processor, str(item.kind), key, item.value, now)
+        if result.invalid_reason is None and ts is not None:
+            self.newest = ts if self.newest is None else max(self.newest, ts)
         for emit in result.emits:
             if emit.kind == MERGE_KIND:  # the worker's internal topic, in-process
                 self._apply(processor, MERGE_KIND, emit.key, emit.value, now)
@@ -192,13 +218,38 @@ class Replay:
         if decision is not None:
             yield decision
 
+    def clock_at(self, ts: datetime | None) -> datetime:
+        """The processing clock an event time is judged by (the codec rejects
+        times more than five years before it or a day after it).
+
+        A live worker's clock had reached at least the newest event time before
+        this one, and this one's own; and a log is never replayed before it was
+        written, so the clock never passes today's. Today's clock alone would
+        reject every event of a log older than five years.
+        """
+        if ts is None:
+            return self.wall  # no event time: the codec says what is wrong
+        newest = ts if self.newest is None else max(self.newest, ts)
+        return min(newest, self.wall)
+
     def _apply(
         self, processor: Processor, kind: str, key: bytes | None, value: bytes, now: datetime
     ) -> Result:
         self._offset += 1
         source = (kind, 0, self._offset)
-        result = processor.process(kind, key, value, source, self.tables.load, now)
+        result = processor.process(
+            kind, key, value, source, self.tables.load, now, produced=self.produced
+        )
         if result.subject is not None:
             self.tables.write(result.subject, result.writes)
+        self.produced.record(result.emits)
         self.report.count(result)
         return result
+
+
+def _event_time(event: dict[str, Any]) -> datetime | None:
+    """The event's `ts` as the codec reads it, None if it is not a time."""
+    try:
+        return msgspec.convert(event.get("ts"), UtcTime)
+    except msgspec.ValidationError:
+        return None

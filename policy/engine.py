@@ -9,6 +9,7 @@ names the tables to write back.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -21,10 +22,13 @@ from policy.ids import decision_id, hash64, in_holdout, unit_draw
 from policy.scoring import HeuristicScorer, Scorer, ScoringRequest
 from policy.state import (
     MAX_CONTACTS,
+    MAX_HOLDS,
+    MAX_MARKETING_HOLDS,
     MAX_TRANSACTIONAL,
     TABLES,
     Contact,
     CustomerState,
+    Hold,
     remember,
     seen,
 )
@@ -48,11 +52,21 @@ from schemas.outputs import (
     WouldBeAction,
 )
 
+#: Did the action with this decision id reach Kafka, or is it on its way there?
+#: The transport answers (streams/produced.py), or a replay; the engine never
+#: knows Kafka. Without an answer, a repeated trigger's action is re-issued.
+Produced = Callable[[str], bool]
+
 #: The reason a re-issued action gives (Engine._reissue).
-REDELIVERY = (
-    "redelivery: this trigger was processed before a restart; the same decision"
-    " (id, action, channel, timing) is issued again; its scores were not kept"
+REISSUE = (
+    "re-issued: this worker has no record that the action reached Kafka (decided before"
+    " this worker started, e.g. before a crash or a rebalance, or its send failed);"
+    " same decision id, action, channel and timing; its scores were not kept"
 )
+
+
+#: The reason a decided action gives when it must wait (Engine._act).
+DEFERRED = "deferred to the end of quiet hours"
 
 
 @dataclass(slots=True)
@@ -60,6 +74,10 @@ class Outcome:
     """What processing one event produced."""
 
     decision: Decision | None = None
+    # Held actions that were due, released or withdrawn before this event
+    # (Engine.release_due), earliest first; published before `decision`.
+    released: list[Decision] = field(default_factory=list)
+    held: Action | None = None  # the decision, kept in state until it is due: not published
     records: list[msgspec.Struct] = field(default_factory=list)  # consent log, erasure
     duplicate: bool = False
     erase: bool = False  # delete every table entry of this customer
@@ -96,6 +114,7 @@ class Engine:
         self.policy = policy
         self.scorer: Scorer = scorer or HeuristicScorer()
         self._by_trigger: dict[str, list[CatalogAction]] = {}
+        self._by_id = {action.id: action for action in catalog.actions}
         for action in catalog.actions:
             for trigger_event in {t.event for t in action.triggers}:
                 self._by_trigger.setdefault(trigger_event, []).append(action)
@@ -109,19 +128,26 @@ class Engine:
         *,
         explain: bool = False,
         channels: frozenset[str] | None = None,
+        produced: Produced | None = None,
     ) -> Outcome:
         """Update `state` with `event` and decide if the event is a trigger.
 
         With `explain`, every channel of every candidate is checked, even of
         candidates already ruled out as a whole (the hot path skips those).
         `channels` restricts the decision to those channels (on-site content
-        asks for `web` only); actions offering none of them are no candidates."""
+        asks for `web` only); actions offering none of them are no candidates.
+        A repeated event (its id, or a purchase's order id, seen before) is a
+        duplicate: it changes nothing, and its action is re-issued only if
+        `produced` does not know it reached Kafka (Engine._reissue)."""
         event_hash = hash64(event.event_id)
-        if seen(state.profile, event_hash):
-            return Outcome(duplicate=True, decision=self._reissue(state, event, now, subject_id))
+        if seen(state.profile, event_hash) or (
+            isinstance(event, PurchaseEvent) and updates.known_order(state, event)
+        ):
+            decision = self._reissue(state, event, now, subject_id, produced)
+            return Outcome(duplicate=True, decision=decision)
         if isinstance(event, ErasureEvent):
             return self._erase(state, event, now, subject_id)
-        outcome = Outcome()
+        outcome = Outcome(released=self.release_due(state, now, subject_id))
         self._remember(state, event_hash)
         self._apply(state, event, now, subject_id, outcome)
         if isinstance(event, IdentityEvent):
@@ -142,6 +168,10 @@ class Engine:
         self._remember(target, merge_hash)
         updates.merge_states(target, source)
         target.fatigue.contacts = target.fatigue.contacts[-MAX_CONTACTS:]
+        if source.holds.pending:  # the visitor's held actions now wait for the customer
+            merged = sorted([*target.holds.pending, *source.holds.pending], key=_due)
+            target.holds.pending = merged[:MAX_HOLDS]
+            target.touch("holds")
         updates.apply_identity(target, event)
         return True
 
@@ -184,6 +214,9 @@ class Engine:
     def _erase(
         self, state: CustomerState, event: ErasureEvent, now: datetime, subject: str
     ) -> Outcome:
+        # Held actions go with the state; each withdrawal is said, with the
+        # id every output carries and nothing else about the person.
+        withdrawn = [self._withdraw(h, ["erased"], now, subject) for h in state.holds.pending]
         for table in TABLES:
             setattr(state, table, type(getattr(state, table))())
         state.changed.clear()
@@ -193,7 +226,7 @@ class Engine:
             tables_cleared=list(TABLES),
             erased_at=now,
         )
-        return Outcome(records=[confirmation], erase=True)
+        return Outcome(records=[confirmation], erase=True, released=withdrawn)
 
     # -- the decision ---------------------------------------------------------
 
@@ -232,7 +265,12 @@ class Engine:
         self._score(viable + held_out, ctx)
         if viable:
             winner, probability, explored = self._arbitrate(viable, event.event_id)
-            outcome.decision = self._act(winner, probability, explored, len(viable), ctx, now)
+            action = self._act(winner, probability, explored, len(viable), ctx, now)
+            if action.send_after is None:
+                outcome.decision = action
+            else:  # it must wait: kept in state until due, not published
+                self._hold(state, action)
+                outcome.held = action
         else:
             would_be = max(held_out, key=lambda c: c.score) if held_out else None
             outcome.decision = self._suppress(candidates, would_be, ctx, now)
@@ -266,10 +304,16 @@ class Engine:
             if why:
                 reasons.append(why)
             at = rules.send_time(channel, ctx)
-            # Deferred past the expiry: a marketing message is then pointless;
-            # a transactional one is deferred, never dropped.
-            if at > ctx.now and at >= expires and action.message_class == "marketing":
-                reasons.append("quiet_hours")
+            held = len(ctx.state.holds.pending)
+            # Deferred past the expiry a marketing message is pointless, and
+            # with MAX_MARKETING_HOLDS held it has nowhere to wait; a
+            # transactional one is deferred, never dropped: beyond MAX_HOLDS
+            # held it goes out at once.
+            if at > ctx.now and action.message_class == "marketing":
+                if at >= expires or held >= MAX_MARKETING_HOLDS:
+                    reasons.append("quiet_hours")
+            elif at > ctx.now and held >= MAX_HOLDS:
+                at = ctx.now
             capped = rules.cap_reason(action, channel, at, ctx)
             if capped:
                 reasons.append(capped)
@@ -341,13 +385,12 @@ class Engine:
         did = decision_id(ctx.event.event_id, action.id)
         self._record_contact(ctx.state, action, channel, at, did, ctx.now)
         why = [
-            f"score {winner.score:.4g} = propensity {winner.propensity:.3f}"
-            f" x value {action.value:g} x lever {action.lever:g}",
+            _score_line(winner.score, winner.propensity, action),
             "explored" if explored else f"highest score of {n_viable} eligible",
             f"channel {channel}: {winner.channel_why}",
         ]
         if at > ctx.now:
-            why.append("deferred to the end of quiet hours")
+            why.append(DEFERRED)
         expires = ctx.event.ts.timestamp() + action.expiry_hours * 3600
         if at >= expires:  # a transactional message deferred past its expiry
             expires = at + action.expiry_hours * 3600
@@ -395,20 +438,194 @@ class Engine:
         updates.record_contact_stats(state, channel)
         state.touch("fatigue")
 
+    # -- held actions (docs/channels.md) ----------------------------------------
+
+    def _hold(self, state: CustomerState, action: Action) -> None:
+        """Keep an action that must wait in state until its `send_after`; its
+        contact is already reserved at that time (_record_contact)."""
+        assert action.send_after is not None
+        hold = Hold(
+            due=action.send_after.timestamp(),
+            trigger_event_id=action.trigger_event_id,
+            trigger_type=action.trigger_type,
+            trigger_ts=action.trigger_ts.timestamp(),
+            decided_at=action.decided_at.timestamp(),
+            action_id=action.action_id,
+            channel=action.channel,
+            category=action.category,
+            score=action.score,
+            propensity=action.propensity,
+            selection_probability=action.selection_probability,
+            explored=action.explored,
+            model_version=action.model_version,
+            why=[r for r in action.reasons[1:] if r != DEFERRED],
+        )
+        state.holds.pending = sorted([*state.holds.pending, hold], key=_due)
+        state.touch("holds")
+
+    def release_due(self, state: CustomerState, now: datetime, subject: str) -> list[Decision]:
+        """Release the held actions due by `now`, earliest first, each after
+        re-running the rules on the person's state now: the action (same
+        decision id, deliverable on receipt), or a suppression with the same
+        decision id naming what changed, whose contact reservation is given
+        back. A hold whose channel is inside quiet hours again (the person
+        changed them) waits on. A released hold is gone from state, so it is
+        never released twice, however often this is called."""
+        now_ts = now.timestamp()
+        pending = state.holds.pending
+        if not pending or pending[0].due > now_ts:
+            return []
+        decisions: list[Decision] = []
+        kept: list[Hold] = []
+        for hold in pending:
+            if hold.due > now_ts:
+                kept.append(hold)
+                continue
+            released = self._release(state, hold, now, subject)
+            if isinstance(released, Hold):
+                kept.append(released)
+            else:
+                decisions.append(released)
+        state.holds.pending = sorted(kept, key=_due)
+        state.touch("holds")
+        return decisions
+
+    def _release(
+        self, state: CustomerState, hold: Hold, now: datetime, subject: str
+    ) -> Decision | Hold:
+        now_ts = now.timestamp()
+        did = decision_id(hold.trigger_event_id, hold.action_id)
+        action = self._by_id.get(hold.action_id)
+        if action is None:
+            return self._withdraw(hold, ["withdrawn"], now, subject, state)
+        marketing = action.message_class == "marketing"
+        # As when deciding (_act): a marketing message expires; a
+        # transactional one reaching the person late gets its expiry from then.
+        expires = hold.trigger_ts + action.expiry_hours * 3600
+        if now_ts >= expires:
+            if marketing:
+                return self._withdraw(hold, ["expired"], now, subject, state)
+            expires = now_ts + action.expiry_hours * 3600
+        reasons = rules.held_reasons(
+            action, hold.channel, hold.category, state, self.policy, now_ts, did[:16]
+        )
+        if reasons:
+            return self._withdraw(hold, reasons, now, subject, state)
+        quiet = self.policy.quiet_hours
+        if hold.channel not in quiet.silent_channels:
+            later = rules.quiet_hours_end(rules.quiet_window(state, quiet), now_ts)
+            if later > now_ts:
+                if marketing and later >= expires:
+                    return self._withdraw(hold, ["quiet_hours"], now, subject, state)
+                self._settle(state, hold, did, later)
+                return msgspec.structs.replace(hold, due=later)
+        self._settle(state, hold, did, now_ts)
+        held = (
+            f"held from {_utc(hold.decided_at):%Y-%m-%d %H:%M} until"
+            f" {_utc(hold.due):%Y-%m-%d %H:%M} UTC (quiet hours); consent, snooze,"
+            " cooldowns, fatigue and caps re-checked when due"
+        )
+        holdout = in_holdout(subject, self.policy.holdout.share, self.policy.holdout.salt)
+        return Action(
+            decision_id=did,
+            customer_id=subject,
+            trigger_event_id=hold.trigger_event_id,
+            trigger_type=hold.trigger_type,
+            trigger_ts=_utc(hold.trigger_ts),
+            decided_at=now,
+            model_version=hold.model_version,
+            experiment_arm="holdout" if holdout else "treatment",
+            action_id=action.id,
+            channel=hold.channel,  # type: ignore[arg-type]
+            message_class=action.message_class,
+            category=hold.category,
+            score=hold.score,
+            propensity=hold.propensity,
+            selection_probability=hold.selection_probability,
+            explored=hold.explored,
+            reasons=[_score_line(hold.score, hold.propensity, action), *hold.why, held],
+            send_after=None,
+            expires_at=_utc(expires),
+        )
+
+    def _withdraw(
+        self,
+        hold: Hold,
+        reasons: list[ReasonCode],
+        now: datetime,
+        subject: str,
+        state: CustomerState | None = None,
+    ) -> Suppression:
+        """The suppression a held action becomes, with its decision id; its
+        contact reservation in `state` is given back."""
+        did = decision_id(hold.trigger_event_id, hold.action_id)
+        if state is not None:
+            self._settle(state, hold, did, None)
+        holdout = in_holdout(subject, self.policy.holdout.share, self.policy.holdout.salt)
+        return Suppression(
+            decision_id=did,
+            customer_id=subject,
+            trigger_event_id=hold.trigger_event_id,
+            trigger_type=hold.trigger_type,
+            trigger_ts=_utc(hold.trigger_ts),
+            decided_at=now,
+            model_version=hold.model_version,
+            experiment_arm="holdout" if holdout else "treatment",
+            reasons=list(reasons),
+            candidates=[CandidateVerdict(action_id=hold.action_id, reasons=list(reasons))],
+        )
+
+    def _settle(self, state: CustomerState, hold: Hold, did: str, at: float | None) -> None:
+        """Move a hold's reserved contact to `at`, when it reaches the person
+        (also what a re-issue of it repeats), or give it back (None)."""
+        fatigue, short = state.fatigue, did[:16]
+        for name in ("contacts", "transactional"):
+            contacts: list[Contact] = getattr(fatigue, name)
+            mine = [c for c in contacts if c.decision_id == short]
+            if not mine:
+                continue
+            kept = [c for c in contacts if c.decision_id != short]
+            if at is not None:
+                kept.append(msgspec.structs.replace(mine[0], at=at, deferred_s=0))
+                kept.sort(key=lambda c: c.at)
+            elif fatigue.sent.get(hold.channel, 0) > 0:
+                fatigue.sent[hold.channel] -= 1  # counted when it was held
+            setattr(fatigue, name, kept)
+        times = [
+            c.at
+            for c in (*fatigue.contacts, *fatigue.transactional)
+            if c.action_id == hold.action_id
+        ]
+        if times:
+            fatigue.last_action[hold.action_id] = max(times)
+        else:
+            fatigue.last_action.pop(hold.action_id, None)
+        state.touch("fatigue")
+
     # -- redelivery (docs/reliability.md) --------------------------------------
 
     def _reissue(
-        self, state: CustomerState, event: Event, now: datetime, subject: str
+        self,
+        state: CustomerState,
+        event: Event,
+        now: datetime,
+        subject: str,
+        produced: Produced | None,
     ) -> Decision | None:
-        """The action a redelivered trigger already led to, issued again.
+        """The action a redelivered trigger already led to, issued again if it
+        may not have reached Kafka; None if it did, or there was none.
 
         An action's state is written before the action is sent, so after a
         crash the state may hold a trigger whose action never reached Kafka.
         Skipping the redelivered trigger would lose that action; issuing it
         again from its contact record (same decision id, action, channel and
         timing) loses nothing, and downstream drops a copy it has by decision
-        id. If the person has opted out or blocked the channel since, the copy
-        is withheld, and a suppression says so."""
+        id. But a trigger resent upstream (10,000 copies of one event) must
+        not send 10,000 copies: where `produced` knows the action reached
+        Kafka, nothing is issued. If the person has opted out or blocked the
+        channel since, the copy is withheld, and a suppression says so."""
+        if any(h.trigger_event_id == event.event_id for h in state.holds.pending):
+            return None  # held: nothing was published, and the hold is still in state
         actions = {
             decision_id(event.event_id, action.id): action
             for action in self._by_trigger.get(getattr(event, "type", ""), ())
@@ -421,6 +638,8 @@ class Engine:
             did = by_short_id.get(contact.decision_id)
             if did is None:
                 continue
+            if produced is not None and produced(did):
+                return None
             action = actions[did]
             blocked = rules.consent_reason(action, contact.channel, state)
             if blocked is not None:  # a revocation or block processed since binds the copy too
@@ -446,7 +665,7 @@ class Engine:
                 propensity=0.0,
                 selection_probability=1.0,
                 explored=False,
-                reasons=[REDELIVERY],
+                reasons=[REISSUE],
                 send_after=_utc(contact.at) if contact.deferred_s else None,
                 expires_at=_utc(expires),
             )
@@ -564,6 +783,17 @@ def _event_category(event: Event) -> str | None:
     if isinstance(event, PurchaseEvent):
         return event.items[0].category
     return None
+
+
+def _score_line(score: float, propensity: float, action: CatalogAction) -> str:
+    return (
+        f"score {score:.4g} = propensity {propensity:.3f}"
+        f" x value {action.value:g} x lever {action.lever:g}"
+    )
+
+
+def _due(hold: Hold) -> float:
+    return hold.due
 
 
 def _utc(ts: float) -> datetime:

@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from policy.engine import Engine, Outcome
+from policy.engine import Engine, Outcome, Produced
 from policy.onsite import IMPRESSION_KIND, decode_impression
-from policy.state import TABLES, decode_state, encode_state
+from policy.state import TABLES, CustomerState, decode_state, encode_state
 from schemas.codec import MAX_EVENT_BYTES, InvalidEvent, decode_event, encode
 from schemas.events import IdentityEvent
 from schemas.outputs import (
@@ -30,6 +30,9 @@ from schemas.outputs import (
 
 #: Internal topic kind carrying an anonymous visitor's state to the customer.
 MERGE_KIND = "identity-merges"
+#: Internal topic kind asking to release a customer's due held actions
+#: (streams/holds.py sends it; nudge/replay.py feeds it in-process).
+HOLDS_KIND = "holds-due"
 #: The most of an input message's key and value a deadletter record keeps.
 #: The broker accepts messages of up to about 1 MB, but a deadletter record
 #: holding one whole (base64 adds a third) is over the producer's 1 MB limit:
@@ -71,10 +74,24 @@ class Result:
     outcome: Outcome | None = None
     decide_seconds: float = 0.0
     subject: str | None = None
+    # When the subject's next held action is due (epoch seconds), None if
+    # nothing is held: the worker's timer (streams/holds.py) and a replay
+    # release it then. `event_time` is the input event's own time.
+    next_due: float | None = None
+    event_time: float | None = None
+
+
+class HoldsDue(msgspec.Struct, kw_only=True):
+    """Release the key's held actions due by `at` (epoch seconds): the time
+    a worker with the event clock, or a replay, releases them at."""
+
+    at: float
 
 
 _transfer_encoder = msgspec.msgpack.Encoder()
 _transfer_decoder = msgspec.msgpack.Decoder(StateTransfer)
+_holds_due_decoder = msgspec.msgpack.Decoder(HoldsDue)
+_holds_due_encoder = msgspec.msgpack.Encoder()
 _identity_decoder = msgspec.json.Decoder(IdentityEvent)
 
 
@@ -97,12 +114,16 @@ class Processor:
         source: tuple[str, int, int],
         load: StateLoader,
         now: datetime,
+        produced: Produced | None = None,
     ) -> Result:
-        """`source` is (topic, partition, offset) for deadletter records."""
+        """`source` is (topic, partition, offset) for deadletter records;
+        `produced` tells which actions reached Kafka (Engine.process)."""
         if kind == MERGE_KIND:
             return self._merge(key, value, source, load, now)
         if kind == IMPRESSION_KIND:
             return self._impression(key, value, source, load, now)
+        if kind == HOLDS_KIND:
+            return self._release(key, value, source, load, now)
         try:
             event = decode_event(kind, value, key, now)
         except InvalidEvent as exc:
@@ -112,17 +133,19 @@ class Processor:
         subject = event.subject_id or ""
         started = time.perf_counter()
         state = decode_state(load(subject))
-        outcome = self.engine.process(state, event, now, subject)
+        outcome = self.engine.process(state, event, now, subject, produced=produced)
         result = Result(
             event_type=getattr(event, "type", None),
             duplicate=outcome.duplicate,
             outcome=outcome,
             subject=subject,
+            event_time=event.ts.timestamp(),
         )
         if outcome.erase or outcome.transfer_to:
             result.writes = dict.fromkeys(TABLES)
         else:
-            result.writes = dict(encode_state(state))
+            result.writes = _writes(state)
+            result.next_due = _next_due(state)
         if outcome.transfer_to:
             transfer = StateTransfer(event=encode(event), parts=encode_state(state, set(TABLES)))
             result.emits.append(
@@ -150,7 +173,37 @@ class Processor:
         target = decode_state(load(event.customer_id))
         merged = self.engine.merge(target, decode_state(transfer.parts), event)
         result = Result(event_type="merge", duplicate=not merged, subject=event.customer_id)
-        result.writes = dict(encode_state(target))
+        result.writes = _writes(target)
+        result.next_due = _next_due(target)
+        return result
+
+    def _release(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        source: tuple[str, int, int],
+        load: StateLoader,
+        now: datetime,
+    ) -> Result:
+        """Release the key's due held actions (Engine.release_due). A repeated
+        or early request finds nothing due and changes nothing."""
+        try:
+            request = _holds_due_decoder.decode(value or b"")
+            subject = (key or b"").decode()
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+            return self.deadletter(key, value, source, "malformed", str(exc)[:200], now)
+        if not subject:
+            return self.deadletter(key, value, source, "missing_subject", "release key", now)
+        if self.event_clock:
+            now = datetime.fromtimestamp(request.at, UTC)
+        started = time.perf_counter()
+        state = decode_state(load(subject))
+        outcome = Outcome(released=self.engine.release_due(state, now, subject))
+        result = Result(event_type="release", outcome=outcome, subject=subject)
+        result.writes = _writes(state)
+        result.next_due = _next_due(state)
+        self._emit_outcome(outcome, key or b"", result)
+        result.decide_seconds = time.perf_counter() - started
         return result
 
     def _impression(
@@ -174,22 +227,27 @@ class Processor:
             state, impression.action_id, impression.channel, impression.at, impression.decision_id
         )
         result = Result(event_type="impression", duplicate=not recorded, subject=subject)
-        result.writes = dict(encode_state(state))
+        result.writes = _writes(state)
         return result
 
     def _emit_outcome(self, outcome: Outcome, key: bytes, result: Result) -> None:
-        decision = outcome.decision
-        if isinstance(decision, Action):
-            payload = encode(decision)
-            result.emits.append(Emit("actions", key, payload))
-            result.emits.append(Emit(f"actions.{decision.channel}", key, payload))
-        elif isinstance(decision, Suppression):
-            result.emits.append(Emit("suppressions", key, encode(decision)))
+        for decision in (*outcome.released, outcome.decision):
+            if isinstance(decision, Action):
+                payload = encode(decision)
+                result.emits.append(Emit("actions", key, payload))
+                result.emits.append(Emit(f"actions.{decision.channel}", key, payload))
+            elif isinstance(decision, Suppression):
+                result.emits.append(Emit("suppressions", key, encode(decision)))
         for record in outcome.records:
             if isinstance(record, ConsentLogEntry):
                 result.emits.append(Emit("consent-log", key, encode(record)))
             elif isinstance(record, ErasureConfirmation):
                 result.emits.append(Emit("erasures", key, encode(record)))
+
+    @staticmethod
+    def release_request(at: float) -> bytes:
+        """The value of a HOLDS_KIND message: release what is due by `at`."""
+        return _holds_due_encoder.encode(HoldsDue(at=at))
 
     @staticmethod
     def deadletter(
@@ -221,3 +279,17 @@ class Processor:
             failed_at=now,
         )
         return Result(invalid_reason=reason, emits=[Emit("deadletter", key, encode(record))])
+
+
+def _writes(state: CustomerState) -> dict[str, bytes | None]:
+    """The changed tables' bytes; an emptied holds record is deleted, so the
+    holds table holds only people with something held."""
+    writes: dict[str, bytes | None] = dict(encode_state(state))
+    if "holds" in writes and not state.holds.pending:
+        writes["holds"] = None
+    return writes
+
+
+def _next_due(state: CustomerState) -> float | None:
+    pending = state.holds.pending
+    return pending[0].due if pending else None

@@ -1,4 +1,4 @@
-"""Per-customer state: four small records, one per table.
+"""Per-customer state: five small records, one per table.
 
 Each record is bounded (ring buffers and capped maps, never growing lists): a
 typical customer costs well under a kilobyte, the worst case about two.
@@ -15,6 +15,7 @@ RECENT_VIEWS = 8
 MAX_CATEGORIES = 16
 MAX_CONTACTS = 32
 MAX_PROCESSED_IDS = 32
+MAX_ORDER_IDS = 32
 MAX_TRANSACTIONAL = 4
 _ID_BYTES = 4
 CONTACT_HORIZON = 8 * 86400.0  # contacts older than this answer no window
@@ -35,6 +36,9 @@ class Recency(msgspec.Struct, kw_only=True, omit_defaults=True, array_like=True)
     cart_value: float = 0.0
     cart_category: str | None = None
     cart_updated_at: float = 0.0
+    # Ring of recent order id hashes (uint32): an order resent with a new event
+    # id, or after the event id left `Profile.processed`, is counted once.
+    order_ids: bytes = b""
 
 
 class Contact(msgspec.Struct, array_like=True, omit_defaults=True):
@@ -113,8 +117,33 @@ class Profile(msgspec.Struct, kw_only=True, omit_defaults=True, array_like=True)
 
 def seen(profile: Profile, event_hash: int) -> bool:
     """Was this event (by its 64-bit hash) processed recently?"""
-    needle = (event_hash & 0xFFFFFFFF).to_bytes(_ID_BYTES, "big")
-    ring = profile.processed
+    return _in_ring(profile.processed, event_hash)
+
+
+def remember(profile: Profile, event_hash: int) -> None:
+    """Add an event to the ring; 32-bit hashes keep it at 128 bytes, and a
+    false match among 32 recent ids is a one-in-a-hundred-million event."""
+    profile.processed = _pushed(profile.processed, event_hash, MAX_PROCESSED_IDS)
+
+
+def ordered(recency: Recency, order_hash: int) -> bool:
+    """Was this order (by its 64-bit hash) among the person's recent orders?"""
+    return _in_ring(recency.order_ids, order_hash)
+
+
+def remember_order(recency: Recency, order_hash: int) -> None:
+    """Add an order to its ring: MAX_ORDER_IDS orders, 128 bytes at most.
+    Resends come within hours or days; 32 orders by one person span far longer."""
+    recency.order_ids = _pushed(recency.order_ids, order_hash, MAX_ORDER_IDS)
+
+
+def merge_orders(mine: Recency, theirs: Recency) -> None:
+    """Take in a merged visitor's orders; where the ring overflows, theirs go first."""
+    mine.order_ids = (theirs.order_ids + mine.order_ids)[-MAX_ORDER_IDS * _ID_BYTES :]
+
+
+def _in_ring(ring: bytes, value: int) -> bool:
+    needle = (value & 0xFFFFFFFF).to_bytes(_ID_BYTES, "big")
     at = ring.find(needle)
     while at != -1:
         if at % _ID_BYTES == 0:
@@ -123,21 +152,55 @@ def seen(profile: Profile, event_hash: int) -> bool:
     return False
 
 
-def remember(profile: Profile, event_hash: int) -> None:
-    """Add an event to the ring; 32-bit hashes keep it at 128 bytes, and a
-    false match among 32 recent ids is a one-in-a-hundred-million event."""
-    ring = profile.processed + (event_hash & 0xFFFFFFFF).to_bytes(_ID_BYTES, "big")
-    profile.processed = ring[-MAX_PROCESSED_IDS * _ID_BYTES :]
+def _pushed(ring: bytes, value: int, size: int) -> bytes:
+    return (ring + (value & 0xFFFFFFFF).to_bytes(_ID_BYTES, "big"))[-size * _ID_BYTES :]
 
 
-TABLES = ("recency", "fatigue", "consent", "profile")
+class Hold(msgspec.Struct, array_like=True, omit_defaults=True):
+    """An action decided but not yet due (quiet hours): kept here, not on the
+    channel topics, until `due`, then re-checked (Engine.release_due). Its
+    decision id is derived (trigger event id + action id), not stored; its
+    contact is reserved at `due` in `Fatigue.contacts`, so caps count it."""
+
+    due: float
+    trigger_event_id: str
+    trigger_type: str
+    trigger_ts: float
+    decided_at: float
+    action_id: str
+    channel: str
+    category: str | None
+    score: float
+    propensity: float
+    selection_probability: float
+    explored: bool
+    model_version: str
+    why: list[str] = []  # why it won (the decision's reasons, without the score line)
+
+
+class Holds(msgspec.Struct, kw_only=True, omit_defaults=True, array_like=True):
+    """Held actions, earliest due first. A table of its own: only people with
+    something held have an entry, so a worker finds every due time after a
+    restart by reading this table alone (streams/holds.py)."""
+
+    pending: list[Hold] = []
+
+
+#: Held actions per person. Marketing waits only while fewer than
+#: MAX_MARKETING_HOLDS are held (else it is ruled out: `quiet_hours`); a
+#: transactional message waits while fewer than MAX_HOLDS are, and beyond
+#: that goes out at once rather than be dropped.
+MAX_MARKETING_HOLDS = 4
+MAX_HOLDS = 8
+
+TABLES = ("recency", "fatigue", "consent", "profile", "holds")
 
 
 class CustomerState:
-    """The four records of one customer, with a note of which ones changed
+    """The five records of one customer, with a note of which ones changed
     so the worker writes back only those."""
 
-    __slots__ = ("changed", "consent", "fatigue", "profile", "recency")
+    __slots__ = ("changed", "consent", "fatigue", "holds", "profile", "recency")
 
     def __init__(
         self,
@@ -145,11 +208,13 @@ class CustomerState:
         fatigue: Fatigue | None = None,
         consent: Consent | None = None,
         profile: Profile | None = None,
+        holds: Holds | None = None,
     ) -> None:
         self.recency = recency or Recency()
         self.fatigue = fatigue or Fatigue()
         self.consent = consent or Consent()
         self.profile = profile or Profile()
+        self.holds = holds or Holds()
         self.changed: set[str] = set()
 
     def touch(self, *tables: str) -> None:
@@ -162,6 +227,7 @@ _decoders = {
     "fatigue": msgspec.msgpack.Decoder(Fatigue),
     "consent": msgspec.msgpack.Decoder(Consent),
     "profile": msgspec.msgpack.Decoder(Profile),
+    "holds": msgspec.msgpack.Decoder(Holds),
 }
 
 

@@ -14,6 +14,7 @@ from datetime import datetime
 from msgspec import UNSET
 
 from policy.config import ContactPolicy
+from policy.ids import hash64
 from policy.locality import merge_clocks, observe_activity
 from policy.state import (
     MAX_CATEGORIES,
@@ -22,6 +23,9 @@ from policy.state import (
     CustomerState,
     QuietWindow,
     Recency,
+    merge_orders,
+    ordered,
+    remember_order,
 )
 from schemas.events import (
     ClickEvent,
@@ -94,9 +98,16 @@ def add_affinity(state: CustomerState, category: str, weight: float, ts: float) 
         del recency.affinity[weakest]
 
 
+def known_order(state: CustomerState, event: PurchaseEvent) -> bool:
+    """Was this order counted already? Shops resend orders with new event ids,
+    or long after: counting one twice would double RFM and confirm it again."""
+    return ordered(state.recency, _order_hash(event))
+
+
 def apply_purchase(state: CustomerState, event: PurchaseEvent) -> None:
     recency = state.recency
     ts = event.ts.timestamp()
+    remember_order(recency, _order_hash(event))
     recency.last_seen["purchase"] = ts
     recency.orders += 1
     recency.revenue = round(recency.revenue + event.total, 2)
@@ -110,6 +121,10 @@ def apply_purchase(state: CustomerState, event: PurchaseEvent) -> None:
             add_affinity(state, item.category, AFFINITY_WEIGHTS["purchase"], ts)
     _bound_purchases(recency)
     state.touch("recency")
+
+
+def _order_hash(event: PurchaseEvent) -> int:
+    return hash64(f"order\x1f{event.order_id}")
 
 
 def _bound_purchases(recency: Recency) -> None:
@@ -348,6 +363,7 @@ def _merge_recency(target: CustomerState, source: CustomerState) -> None:
     mine.forgotten_purchase_at = max(mine.forgotten_purchase_at, theirs.forgotten_purchase_at)
     _bound_purchases(mine)
     mine.orders += theirs.orders
+    merge_orders(mine, theirs)
     mine.revenue = round(mine.revenue + theirs.revenue, 2)
     if theirs.cart_updated_at > mine.cart_updated_at:
         mine.cart_items = theirs.cart_items

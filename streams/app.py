@@ -1,8 +1,9 @@
 """The Faust app: topics, the four RocksDB tables, and the one agent.
 
 One agent reads every input topic, so a customer's events are processed
-strictly one after another whatever topic they come from, and the read ->
-decide -> write of their state never interleaves with another event.
+strictly one after another whatever topic they come from, in the time order
+of their records (streams/ordering.py), and the read -> decide -> write of
+their state never interleaves with another event.
 """
 
 from __future__ import annotations
@@ -10,18 +11,20 @@ from __future__ import annotations
 import logging
 import ssl
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import faust
 
-from policy.engine import Engine
+from policy.engine import Engine, Produced
 from policy.processor import Processor, Result
 from policy.state import TABLES
 from schemas.outputs import Action
-from streams import metrics, producer_buffer, seek_race
+from streams import holds, metrics, ordering, producer_buffer, seek_race, undecodable
 from streams.crash_journal import CrashJournal
 from streams.delivery import Outbox
+from streams.holds import HoldTimer
+from streams.produced import ProducedActions
 from streams.settings import Settings
 from streams.topics import INPUT_KINDS, INTERNAL_KINDS, OUTPUT_KINDS, topic_name
 
@@ -47,6 +50,8 @@ class NudgeApp:
     outputs: dict[str, faust.TopicT]
     outbox: Outbox
     journal: CrashJournal | None = None  # at_least_once: see streams/crash_journal.py
+    produced: ProducedActions = field(default_factory=ProducedActions)
+    holds: HoldTimer | None = None  # releases held actions when due (streams/holds.py)
 
 
 def faust_credentials(settings: Settings) -> faust.auth.Credentials | None:
@@ -127,10 +132,14 @@ def create_app(settings: Settings, engine: Engine) -> NudgeApp:
     processor = Processor(engine, event_clock=settings.clock == "event")
     exactly_once = settings.processing_guarantee == "exactly_once"
     nudge = NudgeApp(app, settings, processor, tables, outputs, Outbox(app, outputs, exactly_once))
+    undecodable.install(nudge)  # a batch the client cannot decode: deadletter, not a crash loop
+    nudge.holds = holds.install(nudge)  # held actions: released by the agent when due
+
+    order = ordering.for_topics(app, kind_of, INPUT_KINDS, settings.max_task_idle_ms / 1000)
 
     @app.agent(sources, concurrency=1)
     async def decide(stream: faust.StreamT) -> None:
-        async for event in stream.events():
+        async for event in ordering.in_time_order(app, stream, order):  # acked when done
             message = event.message
             kind = kind_of.get(message.topic, message.topic)
             source = (message.topic, message.partition, message.offset)
@@ -168,8 +177,22 @@ def decide_one(
 
     # The processing clock; with NUDGE_CLOCK=event the processor decides as of
     # each event's own time instead (Processor.event_clock).
-    result = nudge.processor.process(kind, key, value, source, load, datetime.now(UTC))
+    now = datetime.now(UTC)
+    result = nudge.processor.process(kind, key, value, source, load, now, produced_record(nudge))
+    if nudge.holds is not None:
+        nudge.holds.observe(source[1], result)
     return result, loaded.get(result.subject or "", {})
+
+
+def produced_record(nudge: NudgeApp) -> Produced:
+    """Which actions reached Kafka (policy.engine.Produced). With exactly_once a
+    duplicate's state was committed in the transaction that carried its
+    action: that action reached Kafka, and is never re-issued."""
+    return _committed if nudge.outbox.exactly_once else nudge.produced
+
+
+def _committed(decision_id: str) -> bool:
+    return True
 
 
 def write_state(
@@ -202,13 +225,13 @@ async def deliver(
     trigger_timestamp: float | None,
     source: faust.types.TP,
 ) -> None:
-    """Outputs to Kafka and state to the tables, in the Outbox's order."""
-    emits = result.emits
-    if result.duplicate and nudge.outbox.exactly_once:
-        emits = []  # committed with the state that makes it a duplicate: no re-issue
-    await nudge.outbox.deliver(
-        emits, source, lambda: write_state(nudge, result, before, source.partition)
+    """Outputs to Kafka and state to the tables, in the Outbox's order; an
+    action sent is recorded, so a copy of its trigger does not re-issue it."""
+    sends = await nudge.outbox.deliver(
+        result.emits, source, lambda: write_state(nudge, result, before, source.partition)
     )
+    if not nudge.outbox.exactly_once:
+        nudge.produced.record(result.emits, sends)
     decided = result.outcome is not None and result.outcome.decision is not None
     if decided and not result.duplicate and trigger_timestamp:
         metrics.EVENT_TO_EMIT_SECONDS.observe(max(0.0, time.time() - trigger_timestamp))
@@ -222,9 +245,14 @@ def record_metrics(kind: str, result: Result) -> None:
         log.warning("deadletter: %s message rejected (%s)", kind, result.invalid_reason)
         return
     if result.duplicate:
-        metrics.DUPLICATES.inc()
-        if result.outcome is not None and result.outcome.decision is not None:
+        copy = result.outcome.decision if result.outcome is not None else None
+        if copy is None:
+            metrics.DUPLICATES.inc()
+        elif isinstance(copy, Action):
             metrics.REISSUED.inc()
+        else:  # a re-issue consent no longer allows: withheld, as a suppression
+            for reason in copy.reasons:
+                metrics.SUPPRESSIONS.labels(reason).inc()
         return
     outcome = result.outcome
     if outcome is None:  # an identity merge: state moved, nothing was decided

@@ -53,7 +53,7 @@ defects, each seen in tests/reliability/test_crash.py, are worked around here:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 
 import faust
@@ -78,29 +78,34 @@ class Outbox:
         self._gate = asyncio.Lock()  # held by one message, or by one commit
         self._commits_gated = False
 
-    async def deliver(self, emits: list[Emit], source: TP, write_state: Callable[[], None]) -> None:
+    async def deliver(
+        self, emits: list[Emit], source: TP, write_state: Callable[[], None]
+    ) -> list[Awaitable]:
         """Send a message's outputs and write its state, in the order that
-        loses nothing in a crash (see the module docstring)."""
+        loses nothing in a crash (see the module docstring). Returns each
+        emit's send, done when Kafka has acknowledged it."""
         if self.exactly_once or not any(emit.kind in AFTER_STATE for emit in emits):
-            await self.send(emits, source)
+            sends = await self.send(emits, source)
             write_state()
-            return
+            return sends
         write_state()
         await self._drain_table_writes()
         if any(emit.kind in PROOFS for emit in emits):
             await self.app.producer.flush()
-        await self.send(emits, source)
+        return await self.send(emits, source)
 
-    async def send(self, emits: list[Emit], source: TP) -> None:
+    async def send(self, emits: list[Emit], source: TP) -> list[Awaitable]:
         if not self.exactly_once:
-            for emit in emits:
-                await self.topics[emit.kind].send(key=emit.key, value=emit.value)
+            sends = [
+                await self.topics[emit.kind].send(key=emit.key, value=emit.value) for emit in emits
+            ]
             if any(emit.kind in PROOFS for emit in emits):
                 await self.app.producer.flush()
-            return
+            return sends
         transaction = self.transactional_id(source)
+        sends = []
         for emit in emits:
-            await self.app.producer.send(
+            sent = await self.app.producer.send(
                 self.names[emit.kind],
                 emit.key,
                 emit.value,
@@ -109,6 +114,8 @@ class Outbox:
                 None,
                 transactional_id=transaction,
             )
+            sends.append(sent)
+        return sends
 
     def transactional_id(self, source: TP) -> str:
         """Faust's id for the producer of the source partition's transaction."""

@@ -25,9 +25,14 @@ if TYPE_CHECKING:
 
 EVENTS = Counter("nudge_events_consumed", "Input messages consumed.", ["topic", "type"])
 INVALID = Counter("nudge_invalid_events", "Input messages sent to deadletter.", ["reason"])
-DUPLICATES = Counter("nudge_duplicate_events", "Input events already processed (skipped).")
+DUPLICATES = Counter(
+    "nudge_duplicate_events",
+    "Input events already processed (event id or order id): skipped, nothing sent again.",
+)
 REISSUED = Counter(
-    "nudge_reissued_actions", "Actions issued again for a redelivered trigger (same decision id)."
+    "nudge_reissued_actions",
+    "Repeated triggers whose action this worker had no record of sending to Kafka "
+    "(e.g. after a restart): the action issued again, same decision id.",
 )
 DECISIONS = Counter("nudge_decisions", "Decisions made.", ["outcome"])
 # Both outcomes are exported at 0 from the start, so rate() and the
@@ -38,7 +43,18 @@ ACTIONS = Counter("nudge_actions", "Actions emitted.", ["channel", "action"])
 SUPPRESSIONS = Counter(
     "nudge_suppressions", "Suppressions emitted, once per reason named.", ["reason"]
 )
+ORDER_ENFORCED = Counter(
+    "nudge_order_enforced",
+    "Events decided while a topic of their partition still had unread records after "
+    "NUDGE_MAX_TASK_IDLE_MS (streams/ordering.py).",
+)
 DEADLETTERS = Counter("nudge_deadletters", "Records written to the deadletter topic.")
+UNDECODABLE_BATCHES = Counter(
+    "nudge_undecodable_batches",
+    "Record batches the Kafka client could not decode (corrupt, unknown codec): "
+    "deadlettered as undecodable_batch and skipped (streams/undecodable.py).",
+    ["topic"],
+)
 CONSENT_CHANGES = Counter("nudge_consent_changes", "Consent changes logged.", ["applied"])
 ERASURES = Counter("nudge_erasures", "Erasure requests carried out.")
 

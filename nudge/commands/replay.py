@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 from typing import IO
 
+#: More rejected events than this share of the log fails the replay.
+MAX_REJECTED_SHARE = 0.5
+
 EPILOG = """\
 examples:
   nudge replay last-week.jsonl --policy new-policy.toml
@@ -25,6 +28,10 @@ recorded decides at each line's "at" (when the worker processed it, e.g. the
 Kafka time nudge tail --log records), or at the event time where a line has
 none. --state rocksdb:DIR keeps the state in local RocksDB files: a second
 replay continues from it.
+
+Event times are judged against the log's clock (the newest event time so far),
+not today's, so a log of any age replays. The exit status is 1 when more than
+half of the events were rejected (deadletter reasons on stderr).
 """
 
 
@@ -76,7 +83,23 @@ def run(args: argparse.Namespace) -> int:
     report = replay.report.as_json()
     report.update(source=args.events, clock=args.clock, state=args.state)
     print(json.dumps(report, indent=2) if args.json else render(report))
-    return 0
+    return _verdict(report)
+
+
+def _verdict(report: dict) -> int:
+    """1, with a message, when most of the log was rejected: the report then
+    describes the few events that passed, not the log, and scripts must see it."""
+    rejected = sum(report["deadletters"].values())
+    if rejected <= MAX_REJECTED_SHARE * report["events"]:
+        return 0
+    reasons = ", ".join(f"{reason} {n:,}" for reason, n in sorted(report["deadletters"].items()))
+    print(
+        f"nudge replay: {rejected:,} of {report['events']:,} events"
+        f" ({rejected / report['events']:.0%}) were rejected as the worker would reject them"
+        f" ({reasons}); the report does not represent this log. Check its format and times.",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def _engine(args: argparse.Namespace):
@@ -136,6 +159,10 @@ def render(report: dict) -> str:
         f"decisions: {report['decisions']:,}"
         f"  (sent {sent:,}, suppressed {report['suppressions']:,})"
     )
+    lines.append(
+        f"re-issued: {report['reissued']:,}"
+        "  (repeated triggers whose action this replay had not sent; not counted as sent)"
+    )
     lines += ["", "would send                      channel      count"]
     lines += [
         f"  {r['action_id']:<30}{r['channel']:<10}{r['count']:>8,}" for r in report["actions"]
@@ -157,4 +184,6 @@ def render(report: dict) -> str:
         lines += ["", f"rejected as the worker would (deadletter): {dead}"]
     if report["duplicates"]:
         lines.append(f"duplicates skipped: {report['duplicates']:,}")
+    if report["reissues_withheld"]:
+        lines.append(f"re-issues withheld (consent): {report['reissues_withheld']:,}")
     return "\n".join(lines)

@@ -78,8 +78,10 @@ class Maker:
         }
 
     def purchase(self, name: str, ago: timedelta = timedelta(0), **fields: object) -> dict:
+        """An order of its own unless `fields` names one: a repeated order is a duplicate."""
         items = [{"product_id": "p1", "category": "garden", "price": 12.5}]
-        return self.event(name, "purchase", ago, order_id=f"o-{name}", items=items) | fields
+        order_id = f"o-{fields.get('event_id', name)}"
+        return self.event(name, "purchase", ago, order_id=order_id, items=items) | fields
 
     def consent(self, name: str, ago: timedelta = timedelta(0), **fields: object) -> dict:
         grant = {"channel": "email", "purpose": "marketing", "status": "granted"}
@@ -481,6 +483,8 @@ def messages(tag: str, now: datetime) -> st.SearchStrategy[Message]:
         }
         if kind == "identity":
             event["anonymous_id"] = f"{customer}-anon"
+        if kind == "purchases":  # one order per event: a repeated order is a duplicate
+            event["order_id"] = f"o-{event['event_id']}"
         for field, value in draw(
             st.lists(st.tuples(st.sampled_from(FIELDS), _json_values()), max_size=2)
         ):

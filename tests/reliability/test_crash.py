@@ -33,7 +33,7 @@ from workload import (
 )
 
 from nudge.testing import EventPublisher, OutputReader, Received, WorkerProcess
-from policy.engine import REDELIVERY
+from policy.engine import REISSUE
 from policy.state import TABLES
 
 pytestmark = pytest.mark.reliability
@@ -102,7 +102,7 @@ def crash_and_recover(
         "action_records": records,
         "distinct_actions": distinct,
         "duplicate_actions": records - distinct,
-        "reissued_actions": sum(1 for r in received if REDELIVERY in r.value.get("reasons", ())),
+        "reissued_actions": sum(1 for r in received if REISSUE in r.value.get("reasons", ())),
         "duplicate_suppressions": _duplicates(received, "suppressions", "decision_id"),
         "duplicate_consent_log": _duplicates(received, "consent-log", "event_id"),
         "redelivered_events_skipped": skipped,

@@ -103,8 +103,34 @@ def test_replay_on_rocksdb_decides_as_in_memory_and_keeps_its_state(
     in_memory = replay_json(story, capsys)
     state = f"rocksdb:{tmp_path / 'state'}"
     assert replay_json(story, capsys, "--state", state) == {**in_memory, "state": state}
+    # A second replay on that state is a restarted worker seeing every event
+    # again: nothing is sent anew, and each action it has no record of having
+    # sent is re-issued once (same decision id), not counted as sent.
     again = replay_json(story, capsys, "--state", state)
-    assert again["duplicates"] == again["events"]  # every event id was seen before
+    assert again["actions"] == [] and again["suppressions"] == 0
+    assert again["reissued"] == sum(row["count"] for row in in_memory["actions"]) == 2
+    assert again["duplicates"] + again["reissued"] == again["events"]
+
+
+def test_replay_counts_repeats_and_reissues_apart_from_sends(tmp_path: Path, capsys) -> None:
+    """Within one replay nothing was lost: 50 copies of a trigger send once
+    and re-issue nothing; the report says so, as JSON and as text."""
+    order = purchase("c-1", T0, "lighting")
+    path = tmp_path / "copies.jsonl"
+    lines = [log_line("consent", consent("c-1", T0 - timedelta(hours=1), "email"))]
+    lines += [log_line("purchases", order)] * 50
+    path.write_text("\n".join(lines) + "\n")
+    report = replay_json(path, capsys)
+    assert [row["count"] for row in report["actions"]] == [1]
+    assert (report["duplicates"], report["reissued"], report["decisions"]) == (49, 0, 1)
+    assert main(["replay", str(path), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "re-issued: 0" in text and "duplicates skipped: 49" in text
+    state = f"rocksdb:{tmp_path / 'state'}"
+    replay_json(path, capsys, "--state", state)
+    assert main(["replay", str(path), "--quiet", "--state", state]) == 0
+    text = capsys.readouterr().out
+    assert "(sent 0, suppressed 0)" in text and "re-issued: 1 " in text
 
 
 def test_replay_recorded_clock_decides_at_each_lines_time(tmp_path: Path, capsys) -> None:

@@ -34,6 +34,7 @@ from policy.processor import Processor
 from policy.state import (
     MAX_CATEGORIES,
     MAX_CONTACTS,
+    MAX_ORDER_IDS,
     MAX_PROCESSED_IDS,
     RECENT_VIEWS,
     TABLES,
@@ -375,8 +376,9 @@ def drive(scenario: Scenario, handle: Handler) -> list[Processed]:
                 event["decision_id"] = last_action[customer]
             sent.append(event)
         outcome = handle(event, now)
-        if isinstance(outcome.decision, Action):
-            last_action[outcome.decision.customer_id] = outcome.decision.decision_id
+        for decision in (*outcome.released, outcome.decision):
+            if isinstance(decision, Action):
+                last_action[decision.customer_id] = decision.decision_id
         log.append(Processed(event, now, outcome))
     return log
 
@@ -552,38 +554,48 @@ Check = Callable[[Person, Processed, Decision], None]
 
 def follow(log: list[Processed], check: Check) -> int:
     """Replay the log through the model; call `check` for every decision, with
-    the model as it stood once the triggering event was applied. A failure
-    shows the customer's history. Returns the number of actions seen."""
+    the model as it stood once the triggering event was applied, and for every
+    held action released (or withdrawn) before the event, with the model as it
+    stood before it. A failure shows the customer's history. Returns the
+    number of actions seen."""
     people: dict[str, Person] = {}
     history: dict[str, list[str]] = {}
     issued: dict[str, Action] = {}
     actions = 0
-    for item in log:
-        customer = item.event["customer_id"]
-        history.setdefault(customer, []).append(_line(item))
-        if item.outcome.duplicate:
-            assert not item.outcome.records
-            if item.outcome.decision is not None:
-                _check_reissue(people.get(customer, Person()), issued, item.outcome.decision)
-            continue
-        if item.event["type"] == "erasure":
-            people[customer] = Person()  # forgotten: back to "no consent"
-            continue
-        person = people.setdefault(customer, Person())
-        person.apply(item.event)
-        decision = item.outcome.decision
-        if decision is None:
-            continue
+
+    def judge(person: Person, item: Processed, decision: Decision) -> None:
+        nonlocal actions
         try:
             check(person, item, decision)
         except AssertionError as exc:
-            lines = "\n  ".join(history[customer])
-            raise AssertionError(f"{exc}\nhistory of {customer}:\n  {lines}") from None
+            lines = "\n  ".join(history[item.event["customer_id"]])
+            raise AssertionError(f"{exc}\nhistory:\n  {lines}") from None
         if isinstance(decision, Action):
             actions += 1
             issued[decision.decision_id] = decision
             if decision.message_class == "marketing":
                 person.sent.append((_delivery(decision), decision.channel))
+
+    for item in log:
+        customer = item.event["customer_id"]
+        history.setdefault(customer, []).append(_line(item))
+        if item.outcome.duplicate:
+            assert not item.outcome.records and not item.outcome.released
+            if item.outcome.decision is not None:
+                _check_reissue(people.get(customer, Person()), issued, item.outcome.decision)
+            continue
+        if item.event["type"] == "erasure":
+            # Held actions are withdrawn, never sent, when the person is forgotten.
+            assert all(isinstance(d, Suppression) for d in item.outcome.released)
+            assert all(d.reasons == ["erased"] for d in item.outcome.released)
+            people[customer] = Person()  # forgotten: back to "no consent"
+            continue
+        person = people.setdefault(customer, Person())
+        for released in item.outcome.released:  # due before this event
+            judge(person, item, released)
+        person.apply(item.event)
+        if item.outcome.decision is not None:
+            judge(person, item, item.outcome.decision)
     return actions
 
 
@@ -618,16 +630,23 @@ def _line(item: Processed) -> str:
     """One event and its decision, for failure messages."""
     fields = {k: v for k, v in item.event.items() if k not in ("customer_id", "event_id", "ts")}
     decision = item.outcome.decision
+    released = [
+        f"{d.action_id} on {d.channel}" if isinstance(d, Action) else f"withdrawn {d.reasons}"
+        for d in item.outcome.released
+    ]
+    if item.outcome.held is not None:
+        decision = item.outcome.held
     if item.outcome.duplicate:
         verdict = "duplicate"
     elif isinstance(decision, Action):
-        when = decision.send_after.isoformat() if decision.send_after else "now"
-        verdict = f"ACTION {decision.action_id} on {decision.channel} at {when}"
+        when = f"HELD until {decision.send_after.isoformat()}" if decision.send_after else "now"
+        verdict = f"ACTION {decision.action_id} on {decision.channel} {when}"
     elif isinstance(decision, Suppression):
         verdict = f"suppressed {decision.reasons}"
     else:
         verdict = "-"
-    return f"{item.event['ts']} (now {item.now.isoformat()}) {fields} -> {verdict}"
+    before = f"released {released}, then " if released else ""
+    return f"{item.event['ts']} (now {item.now.isoformat()}) {before}{fields} -> {verdict}"
 
 
 def _delivery(action: Action) -> float:
@@ -813,6 +832,23 @@ def test_every_decision_explains_itself(config: str, scenario: Scenario) -> None
     holdout = engine.policy.holdout
     log = drive(scenario, InMemory(engine))
     for item in log:
+        for released in item.outcome.released:  # held actions due before this event
+            assert (
+                released.decided_at == item.now
+                and released.customer_id == item.event["customer_id"]
+            )
+            if isinstance(released, Action):
+                assert released.send_after is None and released.reasons[-1].startswith("held")
+                assert released.decision_id == decision_id(
+                    released.trigger_event_id, released.action_id
+                )
+                assert _delivery(released) < released.expires_at.timestamp()
+            else:
+                [verdict] = released.candidates
+                assert released.reasons and verdict.reasons == released.reasons
+                assert released.decision_id == decision_id(
+                    released.trigger_event_id, verdict.action_id
+                )
         decision = item.outcome.decision
         if decision is None:
             continue
@@ -849,18 +885,22 @@ def test_a_redelivered_event_is_recognised_and_changes_nothing(
     config: str, scenario: Scenario
 ) -> None:
     """At-least-once delivery: an event id seen among a customer's last
-    MAX_PROCESSED_IDS events is a duplicate (no write, no record, at most the
+    MAX_PROCESSED_IDS events, or a purchase whose order id is among their last
+    MAX_ORDER_IDS orders, is a duplicate (no write, no record, at most the
     action it led to issued again with the same decision id, or withheld as a
     suppression once consent no longer allows it); any other is processed.
     Erasure forgets the ids with everything else."""
     recent: dict[str, list[str]] = {}
+    orders: dict[str, list[str]] = {}
     first: dict[str, str] = {}  # event id -> decision id of its action
     worker = ThroughProcessor(ENGINES[config])
     for item, writes in zip(drive(scenario, worker), worker.writes, strict=True):
         seen = recent.setdefault(item.event["customer_id"], [])
-        event_id = item.event["event_id"]
+        ordered = orders.setdefault(item.event["customer_id"], [])
+        event_id, order_id = item.event["event_id"], item.event.get("order_id")
         decision = item.outcome.decision
-        assert item.outcome.duplicate == (event_id in seen[-MAX_PROCESSED_IDS:]), event_id
+        repeated = event_id in seen[-MAX_PROCESSED_IDS:] or order_id in ordered[-MAX_ORDER_IDS:]
+        assert item.outcome.duplicate == repeated, event_id
         if item.outcome.duplicate:
             assert not item.outcome.records
             if isinstance(decision, Suppression):  # the copy withheld (Engine._withheld)
@@ -871,10 +911,16 @@ def test_a_redelivered_event_is_recognised_and_changes_nothing(
             continue
         if isinstance(decision, Action):
             first[event_id] = decision.decision_id
+        for released in item.outcome.released:  # a held trigger's action, when it went out
+            if isinstance(released, Action):
+                first[released.trigger_event_id] = released.decision_id
         if item.event["type"] == "erasure":
             seen.clear()
+            ordered.clear()
         else:
             seen.append(event_id)
+        if order_id is not None:
+            ordered.append(order_id)
 
 
 @configs
@@ -909,7 +955,7 @@ def test_decisions_replay_identically_and_survive_the_state_round_trip(
 
 
 def _encoded(outcome: Outcome) -> list[bytes]:
-    records = [outcome.decision, *outcome.records]
+    records = [*outcome.released, outcome.decision, *outcome.records]
     return [encode(r) for r in records if r is not None]
 
 

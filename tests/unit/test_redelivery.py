@@ -1,15 +1,19 @@
-"""A trigger redelivered after a crash issues its action again, never loses it.
+"""A repeated trigger re-issues its action only if it may not have reached Kafka.
 
 The worker writes an action's state (with the event id in the dedupe ring and
 the contact in fatigue) before the action is sent to Kafka. After a kill -9 the
 trigger comes back as a duplicate; skipping it would lose an action that never
 reached Kafka, so the engine issues the same action again (Engine._reissue).
+But a trigger resent upstream, 10,000 times, must not send 10,000 copies: the
+transport's record of what it sent (streams/produced.py, a predicate to the
+pure engine) says the action went out, and nothing is issued. Purchases are
+also recognised by their order id, beyond the 32-event dedupe ring.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import msgspec
 from policy_kit import (
@@ -19,7 +23,9 @@ from policy_kit import (
     catalog,
     click,
     consent,
+    decode,
     feedback,
+    iso,
     key_of,
     marketing,
     policy,
@@ -29,9 +35,17 @@ from policy_kit import (
     transactional,
 )
 
-from policy.engine import REDELIVERY, Engine
-from policy.processor import Processor
-from policy.state import MAX_TRANSACTIONAL, Contact, Fatigue, decode_state
+from policy.engine import REISSUE, Engine
+from policy.processor import Processor, Result
+from policy.state import (
+    MAX_ORDER_IDS,
+    MAX_PROCESSED_IDS,
+    MAX_TRANSACTIONAL,
+    Contact,
+    Fatigue,
+    decode_state,
+)
+from policy.updates import merge_states
 from schemas.outputs import Action, Suppression
 
 ENGINE = Engine(catalog(marketing(), transactional()), policy())
@@ -48,23 +62,27 @@ def test_a_redelivered_trigger_issues_the_same_action_again() -> None:
     for field in ("decision_id", "action_id", "channel", "send_after", "expires_at"):
         assert getattr(copy, field) == getattr(first, field), field
     assert abs((copy.decided_at - first.decided_at).total_seconds()) < 1e-3
-    assert copy.reasons == [REDELIVERY]
+    assert copy.reasons == [REISSUE]
     assert copy.trigger_event_id == first.trigger_event_id
     assert len(anna.state.fatigue.contacts) == 1  # counted once
 
 
-def test_a_deferred_action_keeps_its_send_after_and_decision_time() -> None:
+def test_a_held_action_is_not_issued_again_until_released_then_as_released() -> None:
     ben = Person(ENGINE)
     ben.opt_in(T0, "email")
     night = {"start": "10:00", "end": "14:00", "tz": "UTC"}  # T0 is 11:00 UTC
     ben.send(preferences(ben.id, T0, quiet_hours=night))
     trigger = click(ben.id, T0 + timedelta(minutes=5))
-    first = ben.act(trigger)
-    assert first.send_after is not None
-    copy = ben.send(trigger, T0 + HOUR).decision
-    assert isinstance(copy, Action)
-    assert copy.send_after == first.send_after
-    assert abs((copy.decided_at - first.decided_at).total_seconds()) <= 1
+    held = ben.hold(trigger)
+    assert held.send_after is not None
+    again = ben.send(trigger, T0 + HOUR)
+    assert again.duplicate and again.decision is None  # nothing was published yet
+    [released] = ben.release(held.send_after)
+    assert isinstance(released, Action) and released.decision_id == held.decision_id
+    copy = ben.send(trigger, held.send_after + HOUR).decision
+    assert isinstance(copy, Action) and copy.decision_id == held.decision_id
+    assert copy.send_after is None
+    assert abs((copy.decided_at - released.decided_at).total_seconds()) <= 1
 
 
 def test_a_transactional_action_is_issued_again_too() -> None:
@@ -125,10 +143,153 @@ def test_the_crash_hazard_through_the_processor() -> None:
     deliver(consent("c-1", T0), 1, timedelta(0))
     trigger = click("c-1", T0 + HOUR)
     lost = deliver(trigger, 2, timedelta(0))  # written to the tables, never published
-    replayed = deliver(trigger, 2, timedelta(seconds=30))
+    replayed = deliver(trigger, 2, timedelta(seconds=30))  # the restarted worker knows nothing
     assert [kind for kind, _ in replayed] == ["actions", "actions.email"]
     assert replayed[0][1]["decision_id"] == lost[0][1]["decision_id"]
     assert (
         decode_state(dict(tables)).fatigue.contacts[0].decision_id
         == (lost[0][1]["decision_id"][:16])
     )
+
+
+# -- re-issue only what may not have reached Kafka ---------------------------------
+
+
+class Worker:
+    """The processor with tables and the transport's record of the actions it
+    sent (as streams/app.py keeps it): bytes in, emits out, no Kafka."""
+
+    def __init__(self, engine: Engine = ENGINE) -> None:
+        self.processor = Processor(engine)
+        self.tables: dict[str, bytes] = {}
+        self.sent: set[str] = set()
+        self.offset = 0
+
+    def restart(self) -> None:
+        """A new process: the tables survive (changelog), the record does not."""
+        self.sent = set()
+
+    def send(self, event: dict, now_offset: timedelta = timedelta(seconds=1)) -> Result:
+        self.offset += 1
+        kind, raw = topic_of(event), json.dumps(event).encode()
+        now = datetime.fromisoformat(event["ts"]) + now_offset
+        result = self.processor.process(
+            kind,
+            key_of(event),
+            raw,
+            (kind, 0, self.offset),
+            lambda _: dict(self.tables),
+            now,
+            produced=self.sent.__contains__,
+        )
+        self.tables.update({t: v for t, v in result.writes.items() if v is not None})
+        decision = result.outcome.decision if result.outcome is not None else None
+        if isinstance(decision, Action):
+            self.sent.add(decision.decision_id)
+        return result
+
+
+def records(results: list[Result]) -> list[tuple[str, dict]]:
+    return [(e.kind, json.loads(e.value)) for r in results for e in r.emits]
+
+
+def test_ten_thousand_copies_of_a_trigger_send_one_action() -> None:
+    """The issue's case: one event id resent 10,000 times, no restart: one
+    record on `actions` and one on `actions.email`, nothing else."""
+    worker = Worker()
+    worker.send(consent("c-1", T0))
+    trigger = click("c-1", T0 + HOUR)
+    results = [worker.send(trigger) for _ in range(10_000)]
+    assert [kind for kind, _ in records(results)] == ["actions", "actions.email"]
+    assert [r.duplicate for r in results].count(True) == 9_999
+    assert all(r.writes == {} for r in results[1:])  # state changed once
+    assert len(decode_state(dict(worker.tables)).fatigue.contacts) == 1
+
+
+def test_after_a_restart_ten_thousand_copies_reissue_once_and_say_why() -> None:
+    """State written, action maybe lost (the worker died before Kafka had it):
+    the first copy the restarted worker sees re-issues it, with the same
+    decision id and a reason that says why; the other copies issue nothing."""
+    worker = Worker()
+    worker.send(consent("c-1", T0))
+    trigger = click("c-1", T0 + HOUR)
+    [first, _] = records([worker.send(trigger)])
+    worker.restart()
+    results = [worker.send(trigger, timedelta(seconds=30)) for _ in range(10_000)]
+    again = records(results)
+    assert [kind for kind, _ in again] == ["actions", "actions.email"]
+    copy = again[0][1]
+    assert copy["decision_id"] == first[1]["decision_id"]
+    assert copy["reasons"] == [REISSUE]
+    assert "no record that the action reached Kafka" in REISSUE
+    assert "restart" not in first[1]["reasons"][0]
+    assert all(r.duplicate for r in results)
+
+
+def test_a_copy_the_transport_knows_is_sent_issues_nothing_not_even_a_withheld_one() -> None:
+    """An action that reached Kafka before an opt-out stays what it was: a
+    copy of its trigger issues neither the action nor a suppression."""
+    eve = Person(ENGINE)
+    eve.opt_in(T0, "email")
+    trigger = click(eve.id, T0 + HOUR)
+    sent = {eve.act(trigger).decision_id}
+    eve.send(consent(eve.id, T0 + 2 * HOUR, "email", "revoked"))
+    now = T0 + 3 * HOUR
+    outcome = ENGINE.process(
+        eve.state, decode(trigger, now), now, eve.id, produced=sent.__contains__
+    )
+    assert outcome.duplicate and outcome.decision is None
+
+
+def test_an_order_resent_beyond_the_event_ring_counts_once() -> None:
+    """33 events later the event id has left the dedupe ring; the order id
+    has not: RFM, last purchase and the confirmation are not repeated."""
+    worker = Worker()
+    order = purchase("c-1", T0, "lighting", price=40.0)
+    [confirmation] = [d for k, d in records([worker.send(order)]) if k == "actions"]
+    for n in range(MAX_PROCESSED_IDS + 1):
+        worker.send(click("c-1", T0 + timedelta(minutes=n + 1), "page_view"))
+    late = worker.send(order, timedelta(hours=2))
+    assert late.duplicate and late.emits == [] and late.writes == {}
+    recency = decode_state(dict(worker.tables)).recency
+    assert (recency.orders, recency.revenue) == (1, 40.0)
+    assert recency.last_purchase == {"lighting": T0.timestamp()}
+    # After a restart the copy re-issues the confirmation it may have lost, once.
+    worker.restart()
+    again = records([worker.send(order, timedelta(hours=3)) for _ in range(3)])
+    assert [k for k, _ in again] == ["actions", "actions.email"]
+    assert again[0][1]["decision_id"] == confirmation["decision_id"]
+
+
+def test_an_order_resent_with_a_new_event_id_counts_once() -> None:
+    worker = Worker()
+    order = purchase("c-1", T0, "lighting", price=40.0)
+    worker.send(order)
+    resent = {**order, "event_id": "shop-retry-1", "ts": iso(T0 + HOUR)}
+    result = worker.send(resent)
+    assert result.duplicate and result.emits == [] and result.writes == {}
+    other = purchase("c-1", T0 + 2 * HOUR, "garden", price=5.0)
+    worker.send(other)
+    recency = decode_state(dict(worker.tables)).recency
+    assert (recency.orders, recency.revenue) == (2, 45.0)
+
+
+def test_the_order_ring_is_bounded_and_merged() -> None:
+    dan = Person(ENGINE)
+    for n in range(3 * MAX_ORDER_IDS):
+        dan.send(purchase(dan.id, T0 + n * HOUR))
+    assert len(dan.state.recency.order_ids) == 4 * MAX_ORDER_IDS
+    assert dan.state.recency.orders == 3 * MAX_ORDER_IDS
+    # An order the visitor placed before identifying still counts once.
+    visitor = Person(ENGINE, "c-2")
+    bought = purchase("c-2", T0)
+    visitor.send(bought)
+    customer = Person(ENGINE, "c-3")
+    customer.send(purchase("c-3", T0 - HOUR))
+    merge_states(customer.state, visitor.state)
+    assert customer.state.recency.orders == 2
+    again = customer.send({**bought, "event_id": "retry", "customer_id": "c-3"})
+    assert again.duplicate and again.decision is None  # no contact for the new event id
+    assert customer.state.recency.orders == 2
+    merge_states(dan.state, visitor.state)
+    assert len(dan.state.recency.order_ids) == 4 * MAX_ORDER_IDS
