@@ -82,13 +82,8 @@ def action_reasons(action: CatalogAction, ctx: DecisionContext) -> list[ReasonCo
     if marketing and now < state.profile.snooze_until:
         reasons.append("snooze")
     category = resolve_category(action, ctx)
-    if marketing and category is not None:
-        # A category missing from the bounded map may have been evicted: the
-        # newest evicted purchase is then the safe guess for when it was bought.
-        recency = state.recency
-        bought = recency.last_purchase.get(category, recency.forgotten_purchase_at or None)
-        if bought is not None and now < bought + policy.purchase_cooldown.seconds_for(category):
-            reasons.append("purchase_cooldown")
+    if marketing and category is not None and in_purchase_cooldown(state, policy, category, now):
+        reasons.append("purchase_cooldown")
     last = state.fatigue.last_action.get(action.id)
     if marketing and last is not None and now < last + action.cooldown_hours * 3600:
         reasons.append("action_cooldown")
@@ -100,6 +95,53 @@ def action_reasons(action: CatalogAction, ctx: DecisionContext) -> list[ReasonCo
             reasons.append("action_cap")
     if marketing and now < state.fatigue.backoff_until:
         reasons.append("fatigue")
+    return reasons
+
+
+def in_purchase_cooldown(
+    state: CustomerState, policy: ContactPolicy, category: str, now: float
+) -> bool:
+    """Was the category bought too recently to promote it at `now`?"""
+    # A category missing from the bounded map may have been evicted: the
+    # newest evicted purchase is then the safe guess for when it was bought.
+    recency = state.recency
+    bought = recency.last_purchase.get(category, recency.forgotten_purchase_at or None)
+    return bought is not None and now < bought + policy.purchase_cooldown.seconds_for(category)
+
+
+def held_reasons(
+    action: CatalogAction,
+    channel: str,
+    category: str | None,
+    state: CustomerState,
+    policy: ContactPolicy,
+    now: float,
+    own: str,
+) -> list[ReasonCode]:
+    """Why a held action may not go out at `now` after all: what changed
+    since it was decided (a revocation, opt-out or block, a snooze, a
+    purchase of its category, a fatigue back-off, other messages filling a
+    cap). `own` is its contact's decision id: its own reservation is no
+    other message."""
+    reasons: list[ReasonCode] = []
+    why = consent_reason(action, channel, state)
+    if why:
+        reasons.append(why)
+    if action.message_class != "marketing":
+        return reasons
+    if now < state.profile.snooze_until:
+        reasons.append("snooze")
+    if category is not None and in_purchase_cooldown(state, policy, category, now):
+        reasons.append("purchase_cooldown")
+    if now < state.fatigue.backoff_until:
+        reasons.append("fatigue")
+    horizon = now - WEEK
+    others = [
+        (c.at, c.channel) for c in state.fatigue.contacts if c.at > horizon and c.decision_id != own
+    ]
+    capped = caps_reason(action, channel, now, others, state, policy)
+    if capped:
+        reasons.append(capped)
     return reasons
 
 
@@ -175,23 +217,34 @@ def cap_reason(
 ) -> ReasonCode | None:
     """Would one more message at `at` exceed a per-channel or global cap in
     any rolling window that contains it? Transactional messages are exempt."""
+    return caps_reason(action, channel, at, ctx.recent, ctx.state, ctx.policy)
+
+
+def caps_reason(
+    action: CatalogAction,
+    channel: str,
+    at: float,
+    recent: list[tuple[float, str]],
+    state: CustomerState,
+    policy: ContactPolicy,
+) -> ReasonCode | None:
+    """cap_reason against the (time, channel) marketing contacts `recent`."""
     if action.message_class == "transactional":
         return None
-    policy = ctx.policy
     channel_caps = policy.channel_caps.get(channel)  # type: ignore[call-overload]
     if channel_caps is not None:
-        same_channel = [t for t, ch in ctx.recent if ch == channel]
+        same_channel = [t for t, ch in recent if ch == channel]
         if exceeds(same_channel, at, _windows(channel_caps)):
             return "channel_cap"
     global_windows = _windows(policy.global_caps)
-    personal = ctx.state.profile.max_per_week
+    personal = state.profile.max_per_week
     if personal is not None:
         global_windows = [*global_windows, (WEEK, personal)]
-    if exceeds([t for t, _ in ctx.recent], at, global_windows):
+    if exceeds([t for t, _ in recent], at, global_windows):
         return "global_cap"
     # The state keeps MAX_CONTACTS contacts: one more in a week would push
     # out a contact that some window still needs, so that is a cap too.
-    if len(ctx.recent) >= MAX_CONTACTS:
+    if len(recent) >= MAX_CONTACTS:
         return "global_cap"
     return None
 

@@ -36,6 +36,8 @@ ReasonCode = Literal[
     "snooze",  # the person snoozed all marketing
     "expired",  # the trigger is too old to act on
     "no_channel",  # the action offers no channel the person is reachable on
+    "erased",  # a held action: the person asked to be forgotten before it was due
+    "withdrawn",  # a held action: the catalog no longer has it when it is due
 ]
 
 Reason = Annotated[ReasonCode, Meta(description="A reason code.")]
@@ -61,8 +63,9 @@ class DecisionHeader(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class Action(DecisionHeader, frozen=True, tag="action", tag_field="kind"):
-    """One nudge to deliver on one channel, not before `send_after` and not
-    after `expires_at`."""
+    """One nudge to deliver on one channel now, not after `expires_at`. An
+    action that must wait (quiet hours) is held by nudge and published only
+    when it is due and still allowed (docs/channels.md)."""
 
     action_id: Annotated[str, Meta(description="The catalog action to deliver.")]
     channel: Annotated[Channel, Meta(description="Where to deliver it.")]
@@ -79,7 +82,11 @@ class Action(DecisionHeader, frozen=True, tag="action", tag_field="kind"):
     explored: Annotated[bool, Meta(description="Picked by exploration, not the best score.")]
     reasons: Annotated[list[str], Meta(description="Why this action and channel won.")]
     send_after: Annotated[
-        datetime | None, Meta(description="Do not deliver before (quiet hours); null: now.")
+        datetime | None,
+        Meta(
+            description="Null on the action topics: deliver on receipt. Set only in a"
+            " dry-run decision (the explain API) for an action nudge would hold until then."
+        ),
     ]
     expires_at: Annotated[datetime, Meta(description="Do not deliver after: drop it then.")]
 

@@ -15,8 +15,9 @@ OUTPUT_KINDS: tuple[str, ...] = (
     "erasures",
 )
 #: Consumed by the agent like inputs: visitor state moving to the customer,
-#: and on-site impressions (policy.onsite) to record as contacts.
-INTERNAL_KINDS: tuple[str, ...] = ("identity-merges", "onsite-impressions")
+#: on-site impressions (policy.onsite) to record as contacts, and requests to
+#: release a customer's due held actions (streams/holds.py).
+INTERNAL_KINDS: tuple[str, ...] = ("identity-merges", "onsite-impressions", "holds-due")
 
 
 def topic_name(prefix: str, kind: str) -> str:

@@ -223,6 +223,18 @@ class Person:
         assert isinstance(decision, Action), f"expected an action, got {decision!r}"
         return decision
 
+    def hold(self, event: dict[str, Any], now: datetime | None = None) -> Action:
+        """Process `event` and insist that it decided an action that must wait:
+        held in state (its `send_after` says until when), nothing published."""
+        outcome = self.send(event, now)
+        assert outcome.decision is None, f"expected a hold, got {outcome.decision!r}"
+        assert isinstance(outcome.held, Action), "expected a held action"
+        return outcome.held
+
+    def release(self, now: datetime) -> list[Action | Suppression]:
+        """Release the held actions due by `now` (Engine.release_due)."""
+        return self.engine.release_due(self.state, now, self.id)
+
     def suppress(self, event: dict[str, Any], now: datetime | None = None) -> Suppression:
         """Process `event` and insist that it produced a suppression."""
         decision = self.send(event, now).decision

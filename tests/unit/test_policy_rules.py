@@ -313,13 +313,13 @@ def test_caps_count_deferred_messages_where_they_will_land() -> None:
     p = Person(engine(*actions, global_caps={"hour": 1}, quiet_hours=BERLIN_NIGHT))
     p.opt_in(T0)
     at_0630 = utc(2026, 3, 3, 5, 30)  # 06:30 in Berlin: quiet until 07:00
-    mail = p.act(click(p.id, at_0630, "search"))
+    mail = p.hold(click(p.id, at_0630, "search"))
     assert mail.send_after == utc(2026, 3, 3, 6, 0)
     # 06:45: the banner would land 15 minutes before the deferred mail.
     assert p.suppress(click(p.id, at_0630 + 15 * MINUTE)).reasons == ["global_cap"]
     q = Person(engine(*actions, channel_caps={"email": {"hour": 1}}, quiet_hours=BERLIN_NIGHT))
     q.opt_in(T0)
-    q.act(click(q.id, at_0630, "search"))
+    q.hold(click(q.id, at_0630, "search"))
     s = q.suppress(click(q.id, at_0630 + 10 * MINUTE, "page_view"))
     assert s.reasons == ["channel_cap"]
 
@@ -355,7 +355,7 @@ def test_a_contact_deferred_across_a_dst_change_does_not_evict_one_still_in_a_wi
     p.send(preferences(p.id, midnight - 8 * DAY, quiet_hours=all_day))
     first = p.act(click(p.id, midnight - 7 * DAY + 30 * MINUTE))  # web: silent, sent at once
     assert first.channel == "web"
-    mail = p.act(click(p.id, midnight, "search"))
+    mail = p.hold(click(p.id, midnight, "search"))
     assert mail.send_after is not None
     assert mail.send_after - midnight > timedelta(hours=24)
     # A banner one second later would be the second within a week of the first.
@@ -443,7 +443,7 @@ def test_quiet_hours_defer_to_their_end_in_the_persons_zone(
     p = Person(engine(marketing(channels=["email"])))
     p.opt_in(event_at - DAY)
     p.send(preferences(p.id, event_at - DAY, quiet_hours=window))
-    action = p.act(click(p.id, event_at))
+    action = p.hold(click(p.id, event_at))
     assert action.send_after == send_after
     assert "deferred to the end of quiet hours" in action.reasons
 
@@ -458,7 +458,7 @@ def test_outside_quiet_hours_nothing_waits() -> None:
 def test_the_policy_default_applies_when_the_person_has_none() -> None:
     p = Person(engine(marketing(channels=["email"]), quiet_hours=BERLIN_NIGHT))
     p.opt_in(T0)
-    assert p.act(click(p.id, utc(2026, 3, 2, 22, 30))).send_after == utc(2026, 3, 3, 6, 0)
+    assert p.hold(click(p.id, utc(2026, 3, 2, 22, 30))).send_after == utc(2026, 3, 3, 6, 0)
     q = Person(engine(marketing(channels=["email"]), quiet_hours=BERLIN_NIGHT), "c-2")
     q.opt_in(T0)
     q.send(preferences(q.id, T0, quiet_hours={"start": "02:00", "end": "05:00", "tz": "UTC"}))
@@ -581,9 +581,14 @@ def test_transactional_messages_skip_action_cooldowns_and_caps() -> None:
 def test_quiet_hours_defer_a_transactional_message_but_never_drop_it() -> None:
     p = Person(engine(transactional(channels=["email"], expiry_hours=2)))
     p.send(preferences(p.id, T0, quiet_hours=BERLIN_NIGHT))
-    receipt = p.act(purchase(p.id, utc(2026, 3, 2, 22, 30)))
+    receipt = p.hold(purchase(p.id, utc(2026, 3, 2, 22, 30)))
     assert receipt.send_after == utc(2026, 3, 3, 6, 0)
     assert receipt.expires_at > receipt.send_after
+    # Released when due, three hours after its trigger's two-hour expiry:
+    # still delivered, with an expiry counted from its delivery.
+    [released] = p.release(utc(2026, 3, 3, 6, 0))
+    assert isinstance(released, Action) and released.send_after is None
+    assert released.expires_at == utc(2026, 3, 3, 8, 0)
 
 
 def test_a_revoked_transactional_consent_is_respected() -> None:
