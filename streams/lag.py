@@ -18,6 +18,7 @@ from kafka import KafkaAdminClient, TopicPartition
 from kafka.admin import OffsetSpec
 from kafka.protocol.consumer import IsolationLevel
 
+from policy.onsite import IMPRESSION_KIND
 from policy.processor import MERGE_KIND
 from streams import metrics
 from streams.settings import Settings
@@ -38,7 +39,8 @@ class LagMonitor:
         self.interval_s = interval_s
         self.group = settings.app_id  # Faust's consumer group id (app version 1)
         self.kind_of = {
-            topic_name(settings.topic_prefix, kind): kind for kind in (*INPUT_KINDS, MERGE_KIND)
+            topic_name(settings.topic_prefix, kind): kind
+            for kind in (*INPUT_KINDS, MERGE_KIND, IMPRESSION_KIND)
         }
         self.partitions = [
             TopicPartition(topic, p) for topic in self.kind_of for p in range(settings.partitions)

@@ -3,8 +3,11 @@
 Decided in-process (policy.onsite) on a private copy of the state, so the
 request never waits for Kafka; the impression is handed to the producer
 without waiting for the broker and recorded by the agent that owns the
-customer. The decision time is returned in a `Server-Timing` header and
-observed in `nudge_onsite_decision_seconds`.
+customer. Until it is recorded there, the impressions this worker returned
+are laid over the state of the next request (streams/impressions.py), so
+concurrent requests cannot show more than the caps allow. The decision time
+is returned in a `Server-Timing` header and observed in
+`nudge_onsite_decision_seconds`; content shown counts in `nudge_actions`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from policy.state import decode_state
 from schemas.codec import InvalidEvent
 from streams import metrics
 from streams.app import NudgeApp
+from streams.impressions import PendingImpressions
 from streams.views import auth_error
 
 
@@ -27,6 +31,7 @@ def register_onsite(nudge: NudgeApp) -> None:
     app, settings = nudge.app, nudge.settings
     engine = nudge.processor.engine
     impressions = nudge.outputs[onsite.IMPRESSION_KIND]
+    pending = PendingImpressions()
 
     @app.page("/api/onsite")
     class Onsite(web.View):
@@ -47,11 +52,15 @@ def register_onsite(nudge: NudgeApp) -> None:
             started = time.perf_counter()
             subject = (wanted.customer_id or wanted.anonymous_id or "").encode()
             state = decode_state({name: table.get(subject) for name, table in nudge.tables.items()})
+            pending.lay_over(engine, state, subject.decode())
             event_id = f"onsite-{uuid.uuid4().hex}"
             decision, impression = onsite.decide(engine, state, wanted, datetime.now(UTC), event_id)
             elapsed = time.perf_counter() - started
             metrics.ONSITE_SECONDS.observe(elapsed)
             if impression is not None:
+                # Counted before the first await, so the next request sees it.
+                pending.add(impression)
+                metrics.ACTIONS.labels(impression.channel, impression.action_id).inc()
                 await impressions.send(key=subject, value=onsite.encode_impression(impression))
             return self.json(
                 onsite.response_body(decision),

@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -111,6 +112,42 @@ def test_content_is_shown_once_then_the_cooldown_holds(worker: WorkerProcess) ->
     assert status == 200
     assert again["content"] is None
     assert "action_cooldown" in again["reasons"]
+
+
+def test_concurrent_requests_show_content_once(worker: WorkerProcess) -> None:
+    """Six requests inside a quarter of a second, before the first impression
+    can have reached the agent: the six-hour cooldown still allows one."""
+    customer = f"hana-{uuid.uuid4().hex[:6]}"
+    publisher = EventPublisher(worker.bootstrap, worker.prefix)
+    try:
+        publisher.send("consent", event(customer, 0, "consent", 30, channel="web",
+                       purpose="marketing", status="granted", source="test"))  # fmt: skip
+        publisher.send("clickstream", event(customer, 1, "add_to_cart", 20, product_id="sofa",
+                       category="furniture", price=80.0))  # fmt: skip
+        publisher.flush()
+    finally:
+        publisher.close()
+    summary_when(
+        worker,
+        customer,
+        lambda s: (
+            s["marketing_allowed"]["web"] and s["records"]["recency"].get("cart_value", 0) >= 40
+        ),
+    )
+    page = json.dumps({"customer_id": customer, "page": "/checkout", "type": "checkout_started"})
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        started = time.monotonic()
+        answers = list(pool.map(lambda _: onsite(worker, page.encode()), range(6)))
+        elapsed = time.monotonic() - started
+    assert all(status == 200 for status, _, _ in answers), answers
+    shown = [answer["content"] for _, answer, _ in answers if answer["content"]]
+    assert [c["action_id"] for c in shown] == ["checkout_help"], (elapsed, answers)
+    held_back = [answer["reasons"] for _, answer, _ in answers if not answer["content"]]
+    assert all("action_cooldown" in reasons for reasons in held_back), held_back
+    with urllib.request.urlopen(f"{worker.url}/metrics", timeout=5) as response:
+        exposition = response.read().decode()
+    shown_metric = 'nudge_actions_total{action="checkout_help",channel="web"}'
+    assert any(line.startswith(shown_metric) for line in exposition.splitlines()), exposition[:500]
 
 
 def test_an_unknown_visitor_gets_no_content(worker: WorkerProcess) -> None:
