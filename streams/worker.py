@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
+import faust
 from faust import Worker
 
 from models.serving import ScorerHolder
@@ -15,6 +17,7 @@ from streams.app import create_app
 from streams.crash_journal import CrashJournal, mark_clean_stop, recover_local_tables
 from streams.http_log import install as sanitize_request_logs
 from streams.lag import start_lag_monitor
+from streams.log_limits import RepeatLimiter
 from streams.metrics import register_table_collector
 from streams.model_reload import schedule_reloads
 from streams.onsite import register_onsite
@@ -49,7 +52,10 @@ def run(settings: Settings) -> int:
     start_lag_monitor(settings)
     schedule_reloads(nudge.app, scorer, settings.model_reload_seconds)
     sanitize_request_logs([settings.api_token, settings.sasl_password])
-    worker = Worker(
+    limiter = RepeatLimiter()
+    _report_repeats(nudge.app, limiter)
+    worker = _QuietWorker(
+        limiter,
         nudge.app,
         loglevel=settings.log_level.upper(),
         quiet=True,
@@ -62,6 +68,27 @@ def run(settings: Settings) -> int:
             mark_clean_stop(tabledir)
         raise
     return 0
+
+
+class _QuietWorker(Worker):
+    """A Faust worker whose log handlers drop the Kafka clients' repeats."""
+
+    def __init__(self, limiter: RepeatLimiter, *args: Any, **kwargs: Any) -> None:
+        self.limiter = limiter
+        super().__init__(*args, **kwargs)
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        super().on_setup_root_logger(logger, level)
+        for handler in logger.handlers:  # on the handlers: child loggers' records reach them
+            handler.addFilter(self.limiter)
+
+
+def _report_repeats(app: faust.App, limiter: RepeatLimiter) -> None:
+    """Count the repeats of an error that has stopped, not only of one that goes on."""
+
+    @app.timer(interval=limiter.interval)
+    async def flush_log_repeats() -> None:
+        limiter.emit_flushed()
 
 
 def _logging_config(level: str) -> dict:
