@@ -701,6 +701,44 @@ def test_no_marketing_after_revocation_opt_out_or_erasure(config: str, scenario:
 
 @configs
 @PROPERTY
+@given(scenario=scenarios() | scenarios(mix="consent churn"))
+def test_a_held_action_goes_out_once_and_never_after_a_revocation(
+    config: str, scenario: Scenario
+) -> None:
+    """An action that must wait is held, not published; it ends once, when
+    due, with the decision id it was held under: released, or withdrawn with
+    a reason. Never released after a revocation, an opt-out, a block or an
+    erasure processed before it was due (an erasure withdraws it at once)."""
+    log = drive(scenario, InMemory(ENGINES[config]))
+    held: dict[str, float] = {}  # decision id -> due
+    ended: set[str] = set()
+    for item in log:
+        for end in item.outcome.released:
+            assert end.decision_id in held and end.decision_id not in ended, end
+            if end.reasons != ["erased"]:
+                assert end.decided_at.timestamp() >= held[end.decision_id], end
+            ended.add(end.decision_id)
+        hold = item.outcome.held
+        if hold is not None:
+            assert hold.send_after is not None and hold.send_after > item.now
+            held[hold.decision_id] = hold.send_after.timestamp()
+            ended.discard(hold.decision_id)  # decided again after an erasure
+
+    def check(person: Person, item: Processed, decision: Decision) -> None:
+        if not isinstance(decision, Action) or decision.decision_id not in held:
+            return
+        assert decision.send_after is None, decision  # deliverable on receipt
+        assert decision.channel not in person.blocked, f"released on a blocked channel: {decision}"
+        if decision.message_class == "marketing":
+            assert person.marketing_ok[decision.channel], f"released after a revocation: {decision}"
+        else:
+            assert person.transactional_revoked[decision.channel] is None, decision
+
+    follow(log, check)
+
+
+@configs
+@PROPERTY
 @given(scenario=scenarios())
 def test_no_frequency_cap_is_ever_exceeded(config: str, scenario: Scenario) -> None:
     """Every per-channel cap, every global cap and the person's own weekly
