@@ -12,9 +12,10 @@ from policy_kit import click, consent, purchase
 
 from nudge.cli import main
 
-#: Six and a half years before now: older than the worker's five-year bound.
-HISTORIC = datetime.now(UTC).replace(microsecond=0) - timedelta(days=6 * 365 + 180)
-RECENT = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
+#: Late morning in Europe (outside the shipped quiet hours) a few days ago, and
+#: the same time seven years earlier: older than the worker's five-year bound.
+RECENT = (datetime.now(UTC) - timedelta(days=3)).replace(hour=11, minute=0, second=0, microsecond=0)
+HISTORIC = RECENT - timedelta(days=7 * 365)
 
 
 def story(start: datetime, customer: str = "c-1") -> list[tuple[str, dict]]:
