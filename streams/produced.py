@@ -17,7 +17,7 @@ record is empty, so a redelivered trigger re-issues its action once and is
 then recorded.
 
 Bounded like an LRU of `capacity` ids, in two generations of 64-bit ints
-(about 6 MB at 100,000): lookups and inserts are O(1), and an id looked up
+(about 8 MB at 100,000): lookups and inserts are O(1), and an id looked up
 again moves to the newer generation.
 """
 
