@@ -129,13 +129,19 @@ def story(now: datetime) -> list[tuple[str, dict | bytes, str]]:
     ]
 
 
-def run_demo(port: int, data_dir: Path) -> int:
+def run_demo(
+    port: int, data_dir: Path, keep_running: bool = False, bootstrap: str | None = None
+) -> int:
+    """The story against a local broker (started here unless one runs in
+    `data_dir`), or against `bootstrap` if given; the worker stops at the end
+    unless `keep_running`."""
     kafka_dir = data_dir / "kafka"
-    started_kafka = not local_kafka.is_running(kafka_dir)
+    started_kafka = bootstrap is None and not local_kafka.is_running(kafka_dir)
     if started_kafka:
         print(f"starting Kafka {local_kafka.KAFKA_VERSION} on 127.0.0.1:{port} ...", flush=True)
         local_kafka.start(port, kafka_dir)
-    bootstrap = f"127.0.0.1:{local_kafka.running_port(kafka_dir) or port}"
+    if bootstrap is None:
+        bootstrap = f"127.0.0.1:{local_kafka.running_port(kafka_dir) or port}"
     prefix = f"demo{uuid.uuid4().hex[:6]}."
     worker = WorkerProcess(bootstrap, prefix, data_dir / "demo" / prefix.rstrip("."))
     try:
@@ -164,12 +170,31 @@ def run_demo(port: int, data_dir: Path) -> int:
         reader.poll(0.5)
         print_decisions(reader.received, notes, produced_ms)
         reader.close()
-        print(f"\nworker log: {worker.log_path}\nmetrics:    {worker.url}/metrics")
+        print(f"\nworker log: {worker.log_path}")
+        if keep_running:
+            return hold(worker)
+        print("(nudge demo --keep-running keeps the worker up, to look at its /metrics)")
     finally:
         worker.stop()
         if started_kafka:
             local_kafka.stop(kafka_dir)
     return 0
+
+
+def hold(worker: WorkerProcess) -> int:
+    """Keep the worker up until Ctrl-C: its /metrics address is only worth
+    printing while something answers there."""
+    print(
+        f"metrics:    {worker.url}/metrics\nthe worker keeps running; Ctrl-C stops it", flush=True
+    )
+    try:
+        while worker.process is not None and worker.process.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("\nstopping ...", flush=True)
+        return 0
+    print("the worker stopped by itself: see its log", flush=True)
+    return 1
 
 
 def print_decisions(

@@ -14,10 +14,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--port", type=int, default=9092, help="Kafka port")
     parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / ".data")
+    parser.add_argument(
+        "--bootstrap",
+        metavar="HOST:PORT",
+        help="use this running broker instead of starting a local one",
+    )
+    parser.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="keep the worker up after the story (for its /metrics) until Ctrl-C",
+    )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from nudge.demo import run_demo
 
-    return run_demo(args.port, args.data_dir)
+    return run_demo(args.port, args.data_dir, args.keep_running, args.bootstrap)
