@@ -105,7 +105,7 @@ class FeatureBuilder:
         # Behavioural profiling stops when the person revokes it: affinity
         # then counts as unknown, as it does for the heuristic.
         score, total = 0.0, 0.0
-        if profiling_allowed(state) and recency.affinity:
+        if profiling_allowed(state, channel or None) and recency.affinity:
             decay = 0.5 ** (max(0.0, now - recency.affinity_at) / AFFINITY_HALF_LIFE)
             score = recency.affinity.get(request.category or "", 0.0) * decay
             total = sum(recency.affinity.values()) * decay

@@ -40,9 +40,7 @@ def summarize_state(
             else "treatment"
         ),
         "marketing_allowed": {
-            ch: not opted_out
-            and ch not in state.consent.blocked
-            and getattr(consent.get(f"{ch}:marketing"), "status", None) == "granted"
+            ch: ch not in state.consent.blocked and rules.marketing_allowed(state, ch)
             for ch in channels
         },
         "global_opt_out": opted_out,

@@ -163,11 +163,27 @@ def consent_reason(action: CatalogAction, channel: str, state: CustomerState) ->
     if action.message_class == "transactional":
         entry = entries.get(f"{channel}:transactional")
         return "consent" if entry is not None and entry.status == "revoked" else None
+    if not marketing_allowed(state, channel):
+        return "consent"
+    if uses_profiling(action) and not profiling_allowed(state, channel):
+        return "consent"
+    return None
+
+
+def marketing_allowed(state: CustomerState, channel: str) -> bool:
+    """A marketing grant for the channel in force, and no opt-out of `all`:
+    that stands until `all` is granted again (the consent log says so)."""
+    entries = state.consent.entries
     overall = entries.get("all:marketing")
     if overall is not None and overall.status == "revoked":
-        return "consent"
+        return False
     entry = entries.get(f"{channel}:marketing")
-    return None if entry is not None and entry.status == "granted" else "consent"
+    return entry is not None and entry.status == "granted"
+
+
+def uses_profiling(action: CatalogAction) -> bool:
+    """Does the action exist because of what profiling learned (affinity)?"""
+    return any(trigger.min_category_affinity is not None for trigger in action.triggers)
 
 
 def reachable(channel: str, state: CustomerState) -> bool:

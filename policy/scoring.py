@@ -63,7 +63,7 @@ class HeuristicScorer:
         fatigue = state.fatigue
         base = TRIGGER_BASE.get(getattr(request.event, "type", ""), 0.02)
         interest = 0.0
-        if request.category and profiling_allowed(state):
+        if request.category and profiling_allowed(state, request.channel or None):
             score = state.recency.affinity.get(request.category, 0.0)
             interest = score / (score + 3.0)
         sent = fatigue.sent.get(request.channel, 0)

@@ -35,7 +35,7 @@ from schemas.events import (
     PreferencesEvent,
     PurchaseEvent,
 )
-from schemas.outputs import ConsentLogEntry
+from schemas.outputs import ConsentLogEntry, NotApplied
 
 AFFINITY_HALF_LIFE = 14 * 86400.0
 AFFINITY_WEIGHTS = {"product_view": 1.0, "add_to_cart": 3.0, "purchase": 5.0}
@@ -45,10 +45,21 @@ ENGAGEMENTS = ("opened", "clicked", "converted")
 NEGATIVE = ("ignored", "dismissed")
 
 
-def profiling_allowed(state: CustomerState) -> bool:
-    """Behavioural profiling stops when the person revokes it."""
-    entry = state.consent.entries.get("all:profiling")
-    return entry is None or entry.status != "revoked"
+#: Browsing (clickstream, on site or in the app) is the person's `web` channel:
+#: `web:profiling` revoked means browsing is no longer profiled.
+BROWSING_CHANNEL = "web"
+
+
+def profiling_allowed(state: CustomerState, channel: str | None = None) -> bool:
+    """Behavioural profiling stops when the person revokes it, for every
+    channel (`all`) or for one: then nothing is learned from that channel's
+    events and nothing learned is used to message them on it."""
+    entries = state.consent.entries
+    for key in ("all:profiling", f"{channel}:profiling") if channel else ("all:profiling",):
+        entry = entries.get(key)
+        if entry is not None and entry.status == "revoked":
+            return False
+    return True
 
 
 def apply_click(state: CustomerState, event: ClickEvent) -> None:
@@ -66,7 +77,7 @@ def apply_click(state: CustomerState, event: ClickEvent) -> None:
         recency.cart_updated_at = ts
     elif event.type == "checkout_started":
         recency.cart_updated_at = ts
-    if profiling_allowed(state):
+    if profiling_allowed(state, BROWSING_CHANNEL):
         if event.type == "product_view" and event.product_id:
             views = recency.recent_views
             if event.product_id in views:
@@ -155,6 +166,12 @@ def set_consent(
     current = entries.get(key)
     ts = event_ts.timestamp()
     applied = _supersedes(current, ts, status)
+    not_applied: NotApplied | None = None if applied else "older_than_current"
+    overall = entries.get(f"all:{purpose}")
+    if applied and channel != "all" and status != "revoked" and _revoked(overall):
+        # An opt-out of `all` stands until `all` is granted again; saying the
+        # grant applied would misstate what the person now receives.
+        applied, not_applied = False, "global_opt_out"
     if applied:
         entry = ConsentEntry(status=status, at=ts)
         entries[key] = entry
@@ -180,11 +197,16 @@ def set_consent(
         status=status,  # type: ignore[arg-type]
         previous_status=current.status if current else None,  # type: ignore[arg-type]
         applied=applied,
+        not_applied=not_applied,
         source=source,
         event_id=event_id,
         event_ts=event_ts,
         recorded_at=now,
     )
+
+
+def _revoked(entry: ConsentEntry | None) -> bool:
+    return entry is not None and entry.status == "revoked"
 
 
 def _supersedes(current: ConsentEntry | None, ts: float, status: str) -> bool:

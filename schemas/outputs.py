@@ -142,6 +142,9 @@ class DeadLetter(msgspec.Struct, kw_only=True, frozen=True):
     schema_version: Version = SCHEMA_VERSION
 
 
+NotApplied = Literal["older_than_current", "global_opt_out"]
+
+
 class ConsentLogEntry(msgspec.Struct, kw_only=True, frozen=True):
     """Append-only audit record of one consent change and whether it applied."""
 
@@ -153,8 +156,16 @@ class ConsentLogEntry(msgspec.Struct, kw_only=True, frozen=True):
         ConsentStatus | None, Meta(description="The status on file before, if any.")
     ]
     applied: Annotated[
-        bool, Meta(description="False when an older change arrived after a newer one.")
+        bool, Meta(description="Whether the change is now in force (see `not_applied`).")
     ]
+    not_applied: Annotated[
+        NotApplied | None,
+        Meta(
+            description="Why not: `older_than_current` (an older change arrived after a newer"
+            " one) or `global_opt_out` (a grant for one channel while an opt-out of `all`"
+            " stands: only a grant for `all` lifts it)."
+        ),
+    ] = None
     source: Annotated[str, Meta(description="Where the change came from.")]
     event_id: Annotated[str, Meta(description="The consent (or feedback) event.")]
     event_ts: Annotated[datetime, Meta(description="When the person made the change.")]

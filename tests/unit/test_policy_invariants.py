@@ -469,21 +469,23 @@ class Person:
     quiet: tuple[int, int, str] | None = None
     snooze_until: float = 0.0
     # The person's clock: stated and device zones, and browsing hours while
-    # profiling (`all:profiling`, as (status, at)) allows them to be counted.
+    # profiling (`all` and `web`, each as (status, at)) allows them to be counted.
     clock: Profile = field(default_factory=Profile)
-    profiling: tuple[str, float] | None = None
+    profiling: dict[str, tuple[str, float]] = field(default_factory=dict)
 
     def apply(self, event: dict[str, Any]) -> None:
         kind, ts = event["type"], datetime.fromisoformat(event["ts"]).timestamp()
         if topic_of(event) == "clickstream":
-            if self.profiling is None or self.profiling[0] != "revoked":
+            if all(status != "revoked" for status, _ in self.profiling.values()):
                 locality.observe_activity(self.clock, ts, event.get("time_zone"))
             elif event.get("time_zone"):
                 self.clock.device_zone = event["time_zone"]
         if kind == "consent":
-            profiling = (event["channel"], event["purpose"]) == ("all", "profiling")
-            if profiling and _overrides(self.profiling, event["status"], ts):
-                self.profiling = (event["status"], ts)
+            if event["purpose"] == "profiling" and event["channel"] in ("all", "web"):
+                # An `all` change speaks for each channel too (set_consent).
+                for scope in {"all", "web"} if event["channel"] == "all" else {"web"}:
+                    if _overrides(self.profiling.get(scope), event["status"], ts):
+                        self.profiling[scope] = (event["status"], ts)
             targets = CHANNELS if event["channel"] == "all" else (event["channel"],)
             if event["purpose"] == "marketing":
                 if event["status"] == "revoked":
