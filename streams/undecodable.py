@@ -28,7 +28,10 @@ corrupt batch, a codec newer than the client) stays undecodable, so a pause
 would hold every customer on that partition until someone moves the offset by
 hand, and the batch would be skipped then anyway. The deadletter record keeps
 the batch's bytes and offsets, and the batch stays on its topic until
-retention, so nothing is lost that a pause would keep. What a worker cannot
+retention, so the data a pause would keep is kept; what a skip gives up is
+processing those events in order, which no worker could do. (A codec newer
+than the client is the one case a client upgrade would decode: its events
+are then republished from the source offsets.) What a worker cannot
 decode but another could (its codec libraries missing) must not be skipped:
 those are valid events, consent changes among them. `install` therefore
 refuses to start a worker whose aiokafka lacks a codec Kafka defines, so a
