@@ -1,7 +1,7 @@
 """streams/undecodable.py on aiokafka's real record parsing: a batch it cannot
 decode is fetched once more, then skipped with its raw bytes and offsets; the
 records around it are handed out. The broker and worker side is
-tests/integration/test_undecodable.py."""
+tests/integration/test_undecodable_live.py."""
 
 from __future__ import annotations
 
