@@ -132,6 +132,10 @@ class ContactPolicy(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fr
     purchase_cooldown: CooldownPolicy = CooldownPolicy()
     holdout: HoldoutPolicy = HoldoutPolicy()
     exploration: ExplorationPolicy = ExplorationPolicy()
+    # A consent change stamped further ahead of the processing clock than this
+    # is rejected (deadletter `future_consent`): a clock 23 hours fast must not
+    # let a grant outrank a revocation made now.
+    consent_max_future_minutes: NonNegative = 5.0
     # Channel preference order when the person states none and engagement ties.
     channel_order: list[Channel] = msgspec.field(
         default_factory=lambda: ["email", "push", "web", "sms"]

@@ -19,7 +19,7 @@ from policy.engine import Engine, Outcome, Produced
 from policy.onsite import IMPRESSION_KIND, decode_impression
 from policy.state import TABLES, CustomerState, decode_state, encode_state
 from schemas.codec import MAX_EVENT_BYTES, InvalidEvent, decode_event, encode
-from schemas.events import IdentityEvent
+from schemas.events import ConsentEvent, Event, IdentityEvent
 from schemas.outputs import (
     Action,
     ConsentLogEntry,
@@ -128,6 +128,9 @@ class Processor:
             event = decode_event(kind, value, key, now)
         except InvalidEvent as exc:
             return self.deadletter(key, value, source, exc.reason, exc.detail, now)
+        skew = self._consent_from_the_future(event, now)
+        if skew is not None:
+            return self.deadletter(key, value, source, "future_consent", skew, now)
         if self.event_clock:
             now = event.ts.astimezone(UTC)
         subject = event.subject_id or ""
@@ -154,6 +157,16 @@ class Processor:
         self._emit_outcome(outcome, subject.encode(), result)
         result.decide_seconds = time.perf_counter() - started
         return result
+
+    def _consent_from_the_future(self, event: Event, now: datetime) -> str | None:
+        """Why a consent change is stamped too far ahead to be trusted, if it is."""
+        if not isinstance(event, ConsentEvent):
+            return None
+        ahead = (event.ts - now).total_seconds()
+        bound = self.engine.policy.consent_max_future_minutes * 60
+        if ahead <= bound:
+            return None
+        return f"ts is {ahead / 60:.0f} min ahead of the clock (at most {bound / 60:g} allowed)"
 
     def _merge(
         self,

@@ -40,6 +40,7 @@ INVALID_REASONS = (
     "key_mismatch",
     "bad_timestamp",
     "bad_time_zone",
+    "future_consent",
     "unknown_topic",
 )
 

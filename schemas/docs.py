@@ -73,7 +73,9 @@ default `nudge.`): the `clickstream` topic is `nudge.clickstream`.
   and a reason: `malformed` (not JSON),
   `schema_violation` (a field is wrong), `unknown_type`, `missing_subject`
   (neither `customer_id` nor `anonymous_id`), `key_mismatch`, `bad_timestamp`,
-  `oversized`, `empty`, `bad_time_zone` (quiet hours in an unknown zone).
+  `oversized`, `empty`, `bad_time_zone` (a `time_zone` or quiet-hours zone that
+  is not an IANA zone), `future_consent` (a consent change stamped more than the
+  policy's `consent_max_future_minutes` ahead of the clock).
 
 ## Publishing
 
