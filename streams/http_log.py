@@ -4,8 +4,8 @@ aiohttp logs a request it cannot parse at ERROR, with a traceback whose message
 quotes the offending input: the first 100 bytes of an over-long header (an
 `Authorization: Bearer <token>` puts the token in the log), or the whole
 buffered request with a caret under the bad character (a 10 KB path, every
-header). A malformed request is the client's fault, answered 400 by aiohttp:
-it becomes one INFO line naming the error class and status, nothing from the
+header). A malformed request is the client's fault, answered 400: it becomes
+one INFO line naming the error class and status, nothing from the
 request. A handler's own failure keeps its traceback, with the exception's
 message bounded and any secret replaced.
 """
@@ -17,9 +17,13 @@ import traceback
 from collections.abc import Iterable
 
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 #: aiohttp's logger for request errors (aiohttp.log.server_logger).
 SERVER_LOGGER = "aiohttp.server"
+#: A request's fault: its head cannot be parsed, or its body cannot be decoded
+#: (raised again when aiohttp drains the body after the handler answered 400).
+CLIENT_ERRORS = (HttpProcessingError, RequestPayloadError)
 #: Characters of an exception message kept in a handler failure's traceback.
 MESSAGE_LIMIT = 200
 REDACTED = "<redacted>"
@@ -34,9 +38,9 @@ class RequestLogSanitizer(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, HttpProcessingError):
+        if isinstance(exc, CLIENT_ERRORS):
             record.msg = "rejected a malformed HTTP request (HTTP %d, %s)"
-            record.args = (exc.code, type(exc).__name__)
+            record.args = (getattr(exc, "code", 400), type(exc).__name__)
             if record.levelno > logging.INFO:  # aiohttp says ERROR; a client's fault
                 record.levelno, record.levelname = logging.INFO, "INFO"
             record.exc_info, record.exc_text = None, None

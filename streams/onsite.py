@@ -24,7 +24,7 @@ from schemas.codec import InvalidEvent
 from streams import metrics
 from streams.app import NudgeApp
 from streams.impressions import PendingImpressions
-from streams.views import auth_error
+from streams.views import auth_error, read_body
 
 
 def register_onsite(nudge: NudgeApp) -> None:
@@ -39,12 +39,9 @@ def register_onsite(nudge: NudgeApp) -> None:
             denied = auth_error(self, request, settings.api_token)
             if denied is not None:
                 return denied
-            limit = onsite.MAX_REQUEST_BYTES
-            if (request.content_length or 0) > limit:
-                return self.json({"error": "request body too large"}, status=413)
-            body = await request.content.read(limit + 1)
-            if len(body) > limit:
-                return self.json({"error": "request body too large"}, status=413)
+            body = await read_body(self, request, onsite.MAX_REQUEST_BYTES)
+            if not isinstance(body, bytes):
+                return body
             try:
                 wanted = onsite.decode_request(body)
             except InvalidEvent as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 from datetime import UTC, datetime
 
+from aiohttp.web_protocol import RequestPayloadError
 from faust import web
 
 from policy.explain import summarize_state, trace_outcome
@@ -70,6 +71,20 @@ def auth_error(view: web.View, request: web.Request, token: str | None) -> web.R
     return None
 
 
+async def read_body(view: web.View, request: web.Request, limit: int) -> bytes | web.Response:
+    """The body, or the answer when there is none to decide on: 413 over
+    `limit` (with or without Content-Length), 400 when aiohttp cannot decode it
+    (a bad chunk size or Content-Encoding raises in the read, a 500 otherwise)."""
+    if (request.content_length or 0) <= limit:
+        try:
+            body = await request.content.read(limit + 1)
+        except RequestPayloadError:
+            return view.json({"error": "request body cannot be decoded"}, status=400)
+        if len(body) <= limit:
+            return body
+    return view.json({"error": "request body too large"}, status=413)
+
+
 def register_api(nudge: NudgeApp) -> None:
     """Explanations: a customer's state and a dry-run decision, read-only."""
     app, settings = nudge.app, nudge.settings
@@ -101,11 +116,9 @@ def register_api(nudge: NudgeApp) -> None:
                 return denied
             if kind not in INPUT_KINDS:
                 return self.json({"error": f"unknown input kind {kind!r}"}, status=404)
-            if (request.content_length or 0) > MAX_BODY_BYTES:
-                return self.json({"error": "request body too large"}, status=413)
-            body = await request.content.read(MAX_BODY_BYTES + 1)
-            if len(body) > MAX_BODY_BYTES:
-                return self.json({"error": "request body too large"}, status=413)
+            body = await read_body(self, request, MAX_BODY_BYTES)
+            if not isinstance(body, bytes):
+                return body
             now = datetime.now(UTC)
             try:
                 event = decode_event(kind, body, None, now, check_key=False)

@@ -121,6 +121,21 @@ def test_a_header_with_a_control_character_is_a_400(worker: WorkerProcess, token
         assert send(worker, get(unknown_customer(), value.encode())) == 400
 
 
+@pytest.mark.parametrize("path", [b"/api/decide/clickstream", b"/api/onsite"])
+def test_a_body_that_cannot_be_decoded_is_a_400(worker: WorkerProcess, token: str, path) -> None:
+    """aiohttp raises the body's framing or encoding error in the handler's read."""
+    head = (
+        b"POST "
+        + path
+        + b" HTTP/1.1\r\nHost: nudge\r\nAuthorization: Bearer %s\r\n" % (token.encode())
+    )
+    garbage = MARKER.encode() * 4
+    gzip = b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(garbage) + garbage
+    chunked = b"Transfer-Encoding: chunked\r\n\r\n" + b"ZZ" + garbage + b"\r\n"
+    assert send(worker, head + gzip) == 400
+    assert send(worker, head + chunked) == 400
+
+
 def test_huge_or_odd_paths_are_answered_without_a_500(worker: WorkerProcess, token: str) -> None:
     auth = f"Bearer {token}".encode()
     huge = b"/api/customers/" + MARKER.encode() * (10_240 // len(MARKER))

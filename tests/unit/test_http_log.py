@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 from aiohttp.http_exceptions import BadHttpMessage, InvalidURLError, LineTooLong
+from aiohttp.web_protocol import RequestPayloadError
 from mode.utils.logging import ExtensionFormatter
 
 from streams.http_log import SERVER_LOGGER, RequestLogSanitizer
@@ -50,8 +51,9 @@ def raised(exc: BaseException) -> BaseException:
         LineTooLong(b"Bearer " + TOKEN.encode() + b"A" * 80 + b"...", 8190),
         BadHttpMessage(f"Invalid header value char:\n\n  b'Authorization: Bearer {TOKEN}\\x01'"),
         InvalidURLError("Invalid char in url path:\n\n  b'GET /" + "R" * 10240 + "'"),
+        RequestPayloadError(f"400, message:\n  Can not decode content-encoding: gzip {TOKEN}"),
     ],
-    ids=["over-long header", "bad header char", "huge path"],
+    ids=["over-long header", "bad header char", "huge path", "undecodable body"],
 )
 def test_a_malformed_request_is_one_info_line_without_its_bytes(server_log, exc) -> None:
     logger, stream = server_log
