@@ -16,7 +16,7 @@ from mode.utils.logging import ExtensionFormatter
 
 from streams.http_log import SERVER_LOGGER, RequestLogSanitizer
 
-TOKEN = "tok-9f8e7d6c5b4a39281706"
+TOKEN = "sanitizer-test-token"
 
 
 @pytest.fixture
