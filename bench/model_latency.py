@@ -45,7 +45,8 @@ from models.scorer import ModelScorer
 from models.training import report, train
 from policy.config import load_catalog, load_policy
 from policy.engine import Engine
-from policy.processor import Processor
+from policy.holds import DueHolds
+from policy.processor import HOLDS_KIND, Processor
 from policy.scoring import HeuristicScorer, Scorer, ScoringRequest
 from policy.state import TABLES, decode_state
 from schemas.events import ClickEvent
@@ -181,32 +182,42 @@ class _Shop:
 
 
 def synthetic_log(path: Path, customers: int = 300, days: int = 28, seed: int = 7) -> dict:
-    """Write the log (JSON Lines, time order) and return counts by kind."""
+    """Write the log (JSON Lines, time order) and return counts by kind. Held
+    actions (quiet hours) are released when due, as the worker's timer does."""
     shop = _Shop(customers, days, seed)
     processor = Processor(Engine(load_catalog(CATALOG), load_policy(POLICY)))
     tables = bench_engine.new_tables()
+    due = DueHolds()
     counts: dict[str, int] = {}
 
     def load(subject: str) -> dict[str, bytes | None]:
         return {table: tables[table].get(subject.encode()) for table in TABLES}
 
-    with path.open("wb") as out:
-        while shop.queue:
-            ts, _, kind, event = heapq.heappop(shop.queue)
-            value = json.dumps(event).encode()
-            now = datetime.fromtimestamp(ts, UTC)
-            result = processor.process(
-                kind, event["customer_id"].encode(), value, (kind, 0, 0), load, now
-            )
-            for table, data in result.writes.items():  # no erasures here: never None
-                tables[table][event["customer_id"].encode()] = data
-            out.write(b'{"kind":"%s","event":%s}\n' % (kind.encode(), value))
-            counts[kind] = counts.get(kind, 0) + 1
-            decision = result.outcome.decision if result.outcome else None
+    def handle(kind: str, key: bytes, value: bytes, now: datetime) -> None:
+        result = processor.process(kind, key, value, (kind, 0, 0), load, now)
+        for table, data in result.writes.items():  # None: an emptied holds record
+            if data is None:
+                tables[table].pop(key, None)
+            else:
+                tables[table][key] = data
+        due.note(key.decode(), result.next_due)
+        outcome = result.outcome
+        for decision in (*outcome.released, outcome.decision) if outcome else ():
             if isinstance(decision, Action):
                 out.write(msgspec.json.encode({"kind": "actions", "event": decision}) + b"\n")
                 counts["actions"] = counts.get("actions", 0) + 1
                 shop.respond(decision)
+
+    with path.open("wb") as out:
+        while shop.queue:
+            ts, _, kind, event = heapq.heappop(shop.queue)
+            for subject, at in due.pop_due(ts):
+                release = Processor.release_request(at)
+                handle(HOLDS_KIND, subject.encode(), release, datetime.fromtimestamp(at, UTC))
+            value = json.dumps(event).encode()
+            out.write(b'{"kind":"%s","event":%s}\n' % (kind.encode(), value))
+            counts[kind] = counts.get(kind, 0) + 1
+            handle(kind, event["customer_id"].encode(), value, datetime.fromtimestamp(ts, UTC))
     return counts
 
 

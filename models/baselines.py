@@ -35,8 +35,9 @@ from policy.config import (
     load_policy,
 )
 from policy.engine import Engine
+from policy.holds import DueHolds
 from policy.ids import decision_id
-from policy.processor import MERGE_KIND, Processor, Result
+from policy.processor import HOLDS_KIND, MERGE_KIND, Processor, Result
 from policy.scoring import Scorer
 from policy.state import TABLES, CustomerState, decode_state
 from schemas.codec import encode
@@ -62,19 +63,28 @@ class DecisionPolicy(Protocol):
 class InMemoryWorker:
     """The worker's per-message loop without Kafka: one dict per table holding
     the same bytes the worker's tables hold, identity merges fed straight back
-    in as the worker's internal topic would deliver them."""
+    in as the worker's internal topic would deliver them, and held actions
+    released once the clock passes their due time, as the worker's timer does."""
 
     def __init__(self, engine: Engine) -> None:
         self.processor = Processor(engine)
         self.tables: dict[str, dict[bytes, bytes]] = {name: {} for name in TABLES}
         self.deadletters: Counter[str] = Counter()
+        self.due = DueHolds()
         self._offset = 0
 
     def process(self, kind: str, event: dict[str, Any], now: datetime) -> Result:
+        """One event; the result's emits start with those of the held actions
+        released before it (anyone's, due by `now`)."""
+        released = []
+        for subject, due in self.due.pop_due(now.timestamp()):
+            request = Processor.release_request(due)
+            released += self._apply(HOLDS_KIND, subject.encode(), request, now).emits
         result = self._apply(kind, subject_key(event), _json.encode(event), now)
         for emit in result.emits:
             if emit.kind == MERGE_KIND:
                 self._apply(MERGE_KIND, emit.key, emit.value, now)
+        result.emits[:0] = released
         return result
 
     def state(self, subject: str) -> CustomerState:
@@ -93,6 +103,7 @@ class InMemoryWorker:
                     self.tables[name].pop(subject, None)
                 else:
                     self.tables[name][subject] = data
+            self.due.note(result.subject, result.next_due)
         return result
 
     def _load(self, subject: str) -> dict[str, bytes | None]:

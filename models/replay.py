@@ -19,7 +19,9 @@ engine whose scorer lets the logged action win (exploration off), whatever
 scorer made the log. Every other event only updates state, through an engine
 with an empty catalog: the processing clock of those events is not in the
 log, and they sent nothing. A logged decision the replay cannot reproduce
-(another catalog or policy) is counted and left out.
+(another catalog or policy) is counted and left out. An action that was held
+for quiet hours (its `held_at`) is decided again then, when the scorer saw
+it, and goes out at its due time, as the worker's timer releases it.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
@@ -35,7 +37,8 @@ import msgspec
 from models.features import FeatureBuilder
 from policy.config import Catalog, ContactPolicy, ExplorationPolicy
 from policy.engine import Engine
-from policy.processor import MERGE_KIND, Processor, Result
+from policy.holds import DueHolds
+from policy.processor import HOLDS_KIND, MERGE_KIND, Processor, Result
 from policy.scoring import HeuristicScorer, ScoringRequest
 from policy.state import TABLES, CustomerState, decode_state
 from schemas.events import EVENT_TYPES_BY_TOPIC
@@ -77,6 +80,7 @@ class LoggedAction(msgspec.Struct):
     action_id: str
     channel: str
     decided_at: datetime
+    held_at: datetime | None = None  # decided then, held for quiet hours, sent at decided_at
 
 
 @dataclass(slots=True)
@@ -156,6 +160,7 @@ def replay(records: list[LogRecord], catalog: Catalog, policy: ContactPolicy) ->
     # Built directly, since a catalog file must name at least one action.
     silent = Processor(Engine(Catalog(actions=[]), replay_policy))
     tables: dict[str, dict[bytes, bytes]] = {table: {} for table in TABLES}
+    due = DueHolds()
 
     def load(subject: str) -> dict[str, bytes | None]:
         key = subject.encode()
@@ -172,6 +177,7 @@ def replay(records: list[LogRecord], catalog: Catalog, policy: ContactPolicy) ->
                     tables[table].pop(subject, None)
                 else:
                     tables[table][subject] = data
+            due.note(result.subject, result.next_due)
         for emit in result.emits:
             if emit.kind == MERGE_KIND:  # the worker feeds these back through a topic
                 run(silent, MERGE_KIND, emit.key, emit.value, now)
@@ -190,6 +196,12 @@ def replay(records: list[LogRecord], catalog: Catalog, policy: ContactPolicy) ->
             stats["invalid"] += 1  # the worker would deadletter it: no state change
             continue
         ts = header.ts.timestamp()
+        # Held actions go out when due, as the worker's timer releases them,
+        # before anything later is applied (the silent engine, knowing no
+        # action, would withdraw them).
+        for subject, at in due.pop_due(ts):
+            release = Processor.release_request(at)
+            run(deciding, HOLDS_KIND, subject.encode(), release, datetime.fromtimestamp(at, UTC))
         times.append(ts)
         if header.type in POSITIVE and header.decision_id:
             responses[header.decision_id] = min(ts, responses.get(header.decision_id, math.inf))
@@ -200,10 +212,11 @@ def replay(records: list[LogRecord], catalog: Catalog, policy: ContactPolicy) ->
             stats["invalid"] += result.invalid_reason is not None
             continue
         scorer.expected, scorer.captured = expected.action_id, {}
-        result = run(deciding, record.kind, header.key, bytes(record.event), expected.decided_at)
+        decided = expected.held_at or expected.decided_at  # when the scorer was asked
+        result = run(deciding, record.kind, header.key, bytes(record.event), decided)
         if result.duplicate:
             continue
-        decision = result.outcome.decision if result.outcome else None
+        decision = (result.outcome.decision or result.outcome.held) if result.outcome else None
         if (
             isinstance(decision, Action)
             and decision.decision_id == expected.decision_id

@@ -16,6 +16,11 @@ within one replay nothing is lost, so a repeated trigger issues nothing again.
 A replay that continues from earlier state (--state rocksdb:DIR) starts with an
 empty record, as a restarted worker does: a trigger repeated from before then
 re-issues its action once, counted as re-issued, never as sent.
+
+Held actions (quiet hours) are released as the worker's timer releases them:
+when the clock passes their due time, before the next event is applied, and
+at the end of the log whatever is due by its last event; what is due later
+stays held (in the RocksDB state, for the next replay to release).
 """
 
 from __future__ import annotations
@@ -31,9 +36,10 @@ import msgspec
 
 from nudge.eventlog import Item
 from policy.engine import Engine
+from policy.holds import DueHolds
 from policy.onsite import IMPRESSION_KIND
-from policy.processor import MERGE_KIND, Processor, Result
-from policy.state import TABLES
+from policy.processor import HOLDS_KIND, MERGE_KIND, Processor, Result
+from policy.state import TABLES, decode_state
 from schemas.events import EVENT_TYPES_BY_TOPIC, UtcTime
 from schemas.outputs import Action, Decision, Suppression
 from streams.produced import ProducedActions
@@ -50,6 +56,10 @@ class Tables(Protocol):
     def load(self, subject: str) -> dict[str, bytes | None]: ...
 
     def write(self, subject: str, writes: dict[str, bytes | None]) -> None: ...
+
+    def held(self) -> Iterator[tuple[str, float]]:
+        """(subject, next due time) of everyone with a held action."""
+        ...
 
     def close(self) -> None: ...
 
@@ -71,6 +81,10 @@ class MemoryTables:
                 self.data[name].pop(key, None)
             else:
                 self.data[name][key] = value
+
+    def held(self) -> Iterator[tuple[str, float]]:
+        for key, value in self.data["holds"].items():
+            yield from _next_due(key, value)
 
     def close(self) -> None:
         pass
@@ -97,6 +111,10 @@ class RocksTables:
                 del self.dbs[name][key]
             else:
                 self.dbs[name][key] = value
+
+    def held(self) -> Iterator[tuple[str, float]]:
+        for key, value in self.dbs["holds"].items():
+            yield from _next_due(key, value)
 
     def close(self) -> None:
         for db in self.dbs.values():
@@ -126,9 +144,12 @@ class Report:
     duplicates: int = 0  # repeated events that issued nothing
     reissued: int = 0  # repeated triggers whose action was issued again (not sent anew)
     withheld: int = 0  # re-issues that consent no longer allowed: suppressions
+    held: int = 0  # decisions that had to wait (counted when released or withdrawn)
+    still_held: int = 0  # people with held actions not yet due at the end of the log
 
     def count(self, result: Result) -> None:
-        decision = result.outcome.decision if result.outcome is not None else None
+        outcome = result.outcome
+        decision = outcome.decision if outcome is not None else None
         if result.invalid_reason is not None:
             self.deadletters[result.invalid_reason] += 1
         elif result.duplicate:
@@ -139,6 +160,13 @@ class Report:
             else:
                 self.withheld += 1
             return
+        if outcome is not None:
+            self.held += outcome.held is not None
+            for released in outcome.released:
+                self._decided(released)
+        self._decided(decision)
+
+    def _decided(self, decision: Decision | None) -> None:
         if isinstance(decision, Action):
             self.actions[decision.action_id, decision.channel] += 1
         elif isinstance(decision, Suppression):
@@ -166,6 +194,8 @@ class Report:
             "duplicates": self.duplicates,
             "reissued": self.reissued,
             "reissues_withheld": self.withheld,
+            "held": self.held,
+            "still_held": self.still_held,
         }
 
 
@@ -181,8 +211,12 @@ class Replay:
         # plausible, as the worker's wall clock does (clock_at).
         self.wall = datetime.now(UTC)
         self.newest: datetime | None = None  # the latest event time accepted so far
+        self._recorded: datetime | None = None  # the latest recorded processing time
         self.report = Report()
         self.produced = ProducedActions()
+        self.due = DueHolds()  # who has a held action due when (as the worker's timer)
+        for subject, due in tables.held():  # held in a previous replay's state
+            self.due.note(subject, due)
         self._offset = 0
 
     def run(self, items: Iterable[Item]) -> Iterator[Decision]:
@@ -196,6 +230,10 @@ class Replay:
                 continue
             self.report.events += 1
             yield from self._feed(item)
+        # The worker's timer would release what the clock has passed by now.
+        last = self.newest if self.clock == "event" else self._recorded
+        yield from self._release_until(last)
+        self.report.still_held = len(self.due)
 
     def _feed(self, item: Item) -> Iterator[Decision]:
         event = item.event or {}
@@ -206,17 +244,37 @@ class Replay:
         ts = _event_time(event)
         if self.clock == "recorded" and item.at is not None:
             processor, now = self.on_recorded_time, item.at
+            self._recorded = item.at
+            yield from self._release_until(item.at)
         else:
             processor, now = self.on_event_time, self.clock_at(ts)
+            yield from self._release_until(ts)
         result = self._apply(processor, str(item.kind), key, item.value, now)
         if result.invalid_reason is None and ts is not None:
             self.newest = ts if self.newest is None else max(self.newest, ts)
         for emit in result.emits:
             if emit.kind == MERGE_KIND:  # the worker's internal topic, in-process
                 self._apply(processor, MERGE_KIND, emit.key, emit.value, now)
+        if result.outcome is not None:
+            yield from result.outcome.released
         decision = result.outcome.decision if result.outcome is not None else None
         if decision is not None:
             yield decision
+
+    def _release_until(self, until: datetime | None) -> Iterator[Decision]:
+        """Release every held action due by `until`, each as of its due time,
+        as the worker's timer does once its clock passes it (streams/holds.py):
+        before the next event of any customer, so the rules run again on
+        the state they had then."""
+        if until is None:
+            return
+        processor = self.on_recorded_time if self.clock == "recorded" else self.on_event_time
+        for subject, due in self.due.pop_due(until.timestamp()):
+            request = Processor.release_request(due)
+            at = datetime.fromtimestamp(due, UTC)
+            result = self._apply(processor, HOLDS_KIND, subject.encode(), request, at)
+            if result.outcome is not None:
+                yield from result.outcome.released
 
     def clock_at(self, ts: datetime | None) -> datetime:
         """The processing clock an event time is judged by (the codec rejects
@@ -242,9 +300,16 @@ class Replay:
         )
         if result.subject is not None:
             self.tables.write(result.subject, result.writes)
+            self.due.note(result.subject, result.next_due)
         self.produced.record(result.emits)
         self.report.count(result)
         return result
+
+
+def _next_due(key: bytes, value: bytes) -> Iterator[tuple[str, float]]:
+    pending = decode_state({"holds": value}).holds.pending
+    if pending:
+        yield key.decode(), pending[0].due
 
 
 def _event_time(event: dict[str, Any]) -> datetime | None:

@@ -435,7 +435,8 @@ class Engine:
         horizon = max((a.cooldown_hours for a in self.catalog.actions), default=0) * 3600
         for action_id in [a for a, t in fatigue.last_action.items() if t < now - horizon]:
             del fatigue.last_action[action_id]
-        updates.record_contact_stats(state, channel)
+        if at <= now:  # a held message counts as sent once it is (Engine._release)
+            updates.record_contact_stats(state, channel)
         state.touch("fatigue")
 
     # -- held actions (docs/channels.md) ----------------------------------------
@@ -520,6 +521,7 @@ class Engine:
                 self._settle(state, hold, did, later)
                 return msgspec.structs.replace(hold, due=later)
         self._settle(state, hold, did, now_ts)
+        updates.record_contact_stats(state, hold.channel)
         held = (
             f"held from {_utc(hold.decided_at):%Y-%m-%d %H:%M} until"
             f" {_utc(hold.due):%Y-%m-%d %H:%M} UTC (quiet hours); consent, snooze,"
@@ -546,6 +548,7 @@ class Engine:
             reasons=[_score_line(hold.score, hold.propensity, action), *hold.why, held],
             send_after=None,
             expires_at=_utc(expires),
+            held_at=_utc(hold.decided_at),
         )
 
     def _withdraw(
@@ -588,8 +591,6 @@ class Engine:
             if at is not None:
                 kept.append(msgspec.structs.replace(mine[0], at=at, deferred_s=0))
                 kept.sort(key=lambda c: c.at)
-            elif fatigue.sent.get(hold.channel, 0) > 0:
-                fatigue.sent[hold.channel] -= 1  # counted when it was held
             setattr(fatigue, name, kept)
         times = [
             c.at

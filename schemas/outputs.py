@@ -89,6 +89,13 @@ class Action(DecisionHeader, frozen=True, tag="action", tag_field="kind"):
         ),
     ]
     expires_at: Annotated[datetime, Meta(description="Do not deliver after: drop it then.")]
+    held_at: Annotated[
+        datetime | None,
+        Meta(
+            description="When nudge decided it and held it until due (quiet hours); it was"
+            " released at `decided_at` after the rules ran again. Null: never held."
+        ),
+    ] = None
 
 
 Version = Annotated[int, Meta(description="Version of this contract.")]

@@ -186,4 +186,8 @@ def render(report: dict) -> str:
         lines.append(f"duplicates skipped: {report['duplicates']:,}")
     if report["reissues_withheld"]:
         lines.append(f"re-issues withheld (consent): {report['reissues_withheld']:,}")
+    if report["still_held"]:
+        lines.append(
+            f"people with actions still held at the end (due later): {report['still_held']:,}"
+        )
     return "\n".join(lines)

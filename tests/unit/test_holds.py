@@ -253,3 +253,35 @@ def test_the_due_index_keeps_the_latest_due_time_per_subject() -> None:
     assert index.pop_due(15.0) == [("b", 5.0)]
     assert index.pop_due(25.0) == [("a", 20.0)]
     assert index.pop_due(100.0) == [] and len(index) == 0
+
+
+def test_a_replay_releases_held_actions_when_its_clock_passes_them() -> None:
+    from nudge.eventlog import parse
+    from nudge.replay import MemoryTables, Replay
+
+    log = [
+        consent("r-1", EVENING - HOUR, "email"),
+        preferences("r-1", EVENING - HOUR, quiet_hours=NIGHT),
+        click("r-1", EVENING),  # held until 07:00
+        consent("r-2", EVENING - HOUR, "email"),
+        preferences("r-2", EVENING - HOUR, quiet_hours=NIGHT),
+        click("r-2", EVENING),  # held until 07:00, but revoked at 01:00
+        consent("r-2", EVENING + 2 * HOUR, "email", "revoked"),
+        click("r-3", DUE + MINUTE),  # someone else's event moves the clock past 07:00
+    ]
+    text = "".join(json.dumps({"kind": topic_of(e), "event": e}) + "\n" for e in log)
+    replay = Replay(ENGINE, MemoryTables())
+    decisions = list(replay.run(parse(text)))
+    released = {d.customer_id: d for d in decisions if d.trigger_type == "product_view"}
+    assert isinstance(released["r-1"], Action) and released["r-1"].decided_at == DUE
+    assert isinstance(released["r-2"], Suppression) and released["r-2"].reasons == ["consent"]
+    # released before r-3's event is decided, as the worker's timer would
+    order = [d.customer_id for d in decisions]
+    assert order.index("r-1") < order.index("r-3") and order.index("r-2") < order.index("r-3")
+    assert replay.report.held == 2 and replay.report.still_held == 0
+    assert replay.report.actions["promo", "email"] == 1
+
+    # At the end of a log, what is due by its last event is released, the rest stays held.
+    early = Replay(ENGINE, MemoryTables())
+    assert list(early.run(parse(text.rsplit("\n", 2)[0] + "\n"))) == []
+    assert early.report.still_held == 2
