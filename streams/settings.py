@@ -146,6 +146,14 @@ class Settings:
         default_factory=lambda: _env("NUDGE_LOG_LEVEL", "info"),
         metadata={"env": "NUDGE_LOG_LEVEL", "doc": "debug logs one line per decision."},
     )
+    max_task_idle_ms: float = field(
+        default_factory=lambda: float(_env("NUDGE_MAX_TASK_IDLE_MS", "20")),
+        metadata={
+            "env": "NUDGE_MAX_TASK_IDLE_MS",
+            "doc": "Longest wait for a topic with unread records before deciding without it "
+            "(time order across topics, README 'Ordering'); 0 turns ordering off.",
+        },
+    )
     faust_metrics: bool = field(
         default_factory=lambda: _env("NUDGE_FAUST_METRICS", "true").lower() in ("1", "true"),
         metadata={
@@ -161,6 +169,8 @@ class Settings:
             raise ValueError("NUDGE_CLOCK must be wall or event")
         if self.partitions < 1:
             raise ValueError("NUDGE_PARTITIONS must be at least 1")
+        if self.max_task_idle_ms < 0:
+            raise ValueError("NUDGE_MAX_TASK_IDLE_MS must not be negative")
         if self.model_reload_seconds <= 0:
             raise ValueError("NUDGE_MODEL_RELOAD_SECONDS must be positive")
         protocols = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")

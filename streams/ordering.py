@@ -1,0 +1,311 @@
+"""Time order across the co-partitioned input topics, the way Kafka Streams
+synchronises a task's partitions (`max.task.idle.ms`, KIP-353 and KIP-695).
+
+Kafka orders records within a partition, not across topics. The one agent
+reads all input topics, and Faust hands it records in whatever order its
+fetches return them: a product view published 20 ms after an acknowledged
+revocation could be decided first, and after a restart with a backlog a
+whole clickstream partition could be drained before the consent partition
+of the same customers. Events are therefore buffered per partition number
+(the customers of partition 3 of every topic), one queue per topic, and the
+agent always processes, within a partition number, the buffered head with
+the smallest (timestamp, topic rank, offset).
+
+A head may be processed when every synchronised topic of its partition
+number has a buffered record, or has nothing left to read (its high
+watermark, or last stable offset under exactly_once, is at the next offset
+the agent would get), or has been waited for `max_idle` seconds. A topic
+that is merely idle never stalls anything; one with unread records is
+waited for, at most `max_idle`. That bound is the whole guarantee: a record
+stamped before a trigger is applied first if it reaches the worker within
+`max_idle` of the trigger becoming next in line (README, "Ordering").
+
+The timestamp is the Kafka record timestamp (CreateTime: when the producer
+sent it; broker time for LogAppendTime topics), not the event's `ts`:
+ordering needs no decoding, so records that turn out invalid are ordered
+too; it is what "published after an acknowledged revocation" means; and an
+upstream system cannot move its events ahead of others by back-dating
+`ts` (a late upload of old events keeps its place in the stream).
+Equal timestamps (one millisecond) are broken by topic rank: facts that
+restrict contact first (consent, privacy, preferences, identity), then
+purchases (they start cooldowns), then feedback (fatigue, complaints),
+then clickstream, the triggers; internal topics after the facts they
+derive from, and unknown ones last.
+
+Internal topics (identity merges, on-site impressions, ...) are not
+upstream facts: their records take their place in the order, but no one
+waits for them.
+
+Acks: the agent reads a no-ack stream and acks an event only once it has
+been processed, so a buffered event is never committed, and Faust's commit
+stops at the first unacked offset of each topic-partition. The buffer is
+registered with Faust's flow control like Faust's own queues: a rebalance
+or a stop clears it, its events are read again from the committed offsets
+after the seek that follows, and nothing buffered holds up `wait_empty`.
+
+Batching (a later change) fits: calling `pop` until it returns None gives
+the events that may be processed now, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+import faust
+from faust.exceptions import ConsumerNotStarted
+from faust.streams import _current_event
+from faust.types import TP
+
+from streams import metrics
+
+T = TypeVar("T")
+
+#: Topic kinds in tie-break order for records stamped in the same millisecond.
+TIE_BREAK: tuple[str, ...] = (
+    "consent",
+    "privacy",
+    "preferences",
+    "identity",
+    "identity-merges",
+    "purchases",
+    "feedback",
+    "onsite-impressions",
+    "clickstream",
+)
+#: Events the agent takes from Faust ahead of processing while it waits:
+#: enough to find a record already fetched behind many others, few enough
+#: to keep Faust's back-pressure (Kafka Streams buffers 1,000 per partition).
+MAX_BUFFERED = 1_000
+
+
+@dataclass(slots=True)
+class _Partition(Generic[T]):
+    """One partition number: a queue per topic, in offset order."""
+
+    queues: dict[str, deque[tuple[tuple[float, int, int], T]]] = field(default_factory=dict)
+    next_offsets: dict[str, int] = field(default_factory=dict)  # last pushed + 1
+    idle_since: dict[str, float] = field(default_factory=dict)  # waited for since
+    buffered: int = 0
+
+
+class ReorderBuffer(Generic[T]):
+    """Events of co-partitioned topics, released in time order (see the
+    module docstring). Pure: Kafka comes in through `highwater` (the end of
+    a topic-partition, None while unknown) and `start_offset` (where reading
+    starts for one not seen since the last `clear`)."""
+
+    def __init__(
+        self,
+        rank: Mapping[str, int],
+        synchronised: Collection[str],
+        max_idle: float,
+        highwater: Callable[[str, int], int | None],
+        start_offset: Callable[[str, int], int],
+        on_enforced: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.rank = dict(rank)
+        self.synchronised = tuple(synchronised)
+        self.max_idle = max_idle
+        self.highwater = highwater
+        self.start_offset = start_offset
+        self.on_enforced = on_enforced
+        #: When a waiting partition is next released without new input.
+        self.deadline: float | None = None
+        self._partitions: dict[int, _Partition[T]] = {}
+        self._nonempty: set[int] = set()
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def push(self, topic: str, partition: int, offset: int, timestamp: float, item: T) -> None:
+        """Buffer a record; per topic-partition, records come in offset order."""
+        part = self._partitions.get(partition)
+        if part is None:
+            part = self._partitions[partition] = _Partition()
+        queue = part.queues.get(topic)
+        if queue is None:
+            queue = part.queues[topic] = deque()
+        queue.append(((timestamp, self.rank.get(topic, len(self.rank)), offset), item))
+        part.next_offsets[topic] = offset + 1
+        part.idle_since.pop(topic, None)  # it arrived: a later wait gets a fresh budget
+        part.buffered += 1
+        self._nonempty.add(partition)
+        self._size += 1
+
+    def pop(self, now: float) -> T | None:
+        """The next item to process at `now` (monotonic seconds), or None
+        if every buffered one must still wait; then `deadline` says until
+        when at most."""
+        best_key: tuple[float, int, int] | None = None
+        best: tuple[int, deque] | None = None
+        best_enforced = False
+        deadline: float | None = None
+        for number in self._nonempty:
+            part = self._partitions[number]
+            head: tuple[float, int, int] | None = None
+            head_queue: deque | None = None
+            for queue in part.queues.values():
+                if queue and (head is None or queue[0][0] < head):
+                    head, head_queue = queue[0][0], queue
+            assert head is not None and head_queue is not None  # a non-empty partition
+            if best_key is not None and head >= best_key:
+                continue  # cannot come first: no need to know whether it may
+            wait_until, enforced = self._waits(number, part, now)
+            if wait_until is not None:
+                deadline = wait_until if deadline is None else min(deadline, wait_until)
+                continue
+            best_key, best, best_enforced = head, (number, head_queue), enforced
+        self.deadline = deadline
+        if best is None:
+            return None
+        number, queue = best
+        item = queue.popleft()[1]
+        part = self._partitions[number]
+        part.buffered -= 1
+        if not part.buffered:
+            self._nonempty.discard(number)
+        self._size -= 1
+        if best_enforced:
+            self.on_enforced()
+        return item
+
+    def _waits(self, number: int, part: _Partition[T], now: float) -> tuple[float | None, bool]:
+        """(until when partition `number` must wait, or None; whether it
+        goes ahead only because a topic was waited for too long)."""
+        until: float | None = None
+        enforced = False
+        for topic in self.synchronised:
+            if part.queues.get(topic):
+                continue
+            if self._read_to_end(topic, number, part):
+                part.idle_since.pop(topic, None)
+                continue
+            expires = part.idle_since.setdefault(topic, now) + self.max_idle
+            if now < expires:
+                until = expires if until is None else min(until, expires)
+            else:
+                enforced = True
+        return until, enforced and until is None
+
+    def _read_to_end(self, topic: str, number: int, part: _Partition[T]) -> bool:
+        end = self.highwater(topic, number)
+        if end is None:
+            return False  # not fetched yet: it may hold anything
+        following = part.next_offsets.get(topic)
+        if following is None:
+            following = self.start_offset(topic, number)
+        return end <= following
+
+    def clear(self) -> None:
+        """Forget everything (Faust's flow control calls this when a rebalance
+        or a stop clears its queues: reading restarts at the committed offsets)."""
+        self._partitions.clear()
+        self._nonempty.clear()
+        self._size = 0
+        self.deadline = None
+
+
+class ConsumerPositions:
+    """`highwater` and `start_offset` for a ReorderBuffer, from the worker's
+    Faust consumer (high watermarks come with every fetch response, so
+    asking costs no request)."""
+
+    def __init__(self, app: faust.App) -> None:
+        self.app = app
+        self._tps: dict[tuple[str, int], TP] = {}
+
+    def _tp(self, topic: str, partition: int) -> TP:
+        tp = self._tps.get((topic, partition))
+        if tp is None:
+            tp = self._tps[(topic, partition)] = TP(topic, partition)
+        return tp
+
+    def highwater(self, topic: str, partition: int) -> int | None:
+        """The last stable offset under exactly_once (Faust picks it)."""
+        try:
+            return self.app.consumer.highwater(self._tp(topic, partition))
+        except (AssertionError, ConsumerNotStarted):  # aiokafka asserts it is assigned
+            return None
+
+    def start_offset(self, topic: str, partition: int) -> int:
+        """The committed offset Faust seeked to; 0 without one (a partition
+        emptied by retention then waits once per trigger until it gets a record)."""
+        committed = self.app.consumer._committed_offset.get(self._tp(topic, partition))
+        return committed or 0
+
+
+def for_topics(
+    app: faust.App, kind_of: Mapping[str, str], waited: Collection[str], max_idle: float
+) -> ReorderBuffer[faust.EventT]:
+    """The buffer for the agent: `kind_of` maps each topic it reads to its
+    kind; the topics of the kinds in `waited` are synchronised."""
+    rank = {kind: n for n, kind in enumerate(TIE_BREAK)}
+    positions = ConsumerPositions(app)
+    return ReorderBuffer(
+        rank={topic: rank.get(kind, len(rank)) for topic, kind in kind_of.items()},
+        synchronised=[topic for topic, kind in kind_of.items() if kind in waited],
+        max_idle=max_idle,
+        highwater=positions.highwater,
+        start_offset=positions.start_offset,
+        on_enforced=metrics.ORDER_ENFORCED.inc,
+    )
+
+
+async def in_time_order(
+    app: faust.App, stream: faust.StreamT, order: ReorderBuffer[faust.EventT]
+) -> AsyncIterator[faust.EventT]:
+    """The stream's events in time order (`order`). Each event is acked
+    when the loop body that received it is done, and is Faust's current
+    event meanwhile, so table writes go to its partition's changelog.
+    With `order.max_idle` 0 nothing waits and events come as Faust
+    delivers them (ordering off)."""
+    source = stream.noack()
+    incoming = aiter(source.events())
+    delivered = source.channel.queue  # fetched, waiting for the agent
+    flow = app.flow_control
+    app.flow_control.manage_queue(order)  # type: ignore[arg-type]  # cleared with Faust's queues
+    eager = order.max_idle > 0
+    pending: asyncio.Future | None = None
+
+    def take(event: faust.EventT) -> None:
+        message = event.message
+        if not flow.is_active() or message.generation_id != app.consumer_generation_id:
+            return  # fetched before a rebalance cleared the buffer: read again after its seek
+        order.push(message.topic, message.partition, message.offset, message.timestamp, event)
+
+    try:
+        while True:
+            while eager and pending is None and not delivered.empty():
+                if len(order) >= MAX_BUFFERED:
+                    break
+                take(await anext(incoming))
+            event = order.pop(time.monotonic())
+            if event is not None:
+                _current_event.set(weakref.ref(event))  # what Faust's tables write with
+                yield event
+                await source.ack(event)
+                continue
+            if pending is None:
+                if order.deadline is None:  # nothing waits on the clock
+                    take(await anext(incoming))
+                    continue
+                pending = asyncio.ensure_future(anext(incoming))
+            timeout = None
+            if order.deadline is not None:
+                timeout = max(0.0, order.deadline - time.monotonic())
+            done, _ = await asyncio.wait((pending,), timeout=timeout)
+            if done:
+                event, pending = pending.result(), None
+                take(event)
+    except StopAsyncIteration:
+        return  # the stream ended: the worker is stopping
+    finally:
+        if pending is not None:
+            pending.cancel()

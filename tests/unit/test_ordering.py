@@ -1,0 +1,186 @@
+"""The reorder buffer on its own (streams/ordering.py): time order across
+topics of one partition number, the tie-break, waiting only for topics with
+unread records, and the bounded wait. Kafka's positions are plain dicts."""
+
+from __future__ import annotations
+
+import pytest
+
+from streams.ordering import TIE_BREAK, ReorderBuffer
+
+RANK = {kind: n for n, kind in enumerate(TIE_BREAK)}
+INPUTS = ("consent", "purchases", "clickstream")
+
+
+class Kafka:
+    """High watermarks and committed offsets, as the consumer would report them."""
+
+    def __init__(self) -> None:
+        self.ends: dict[tuple[str, int], int | None] = {}
+        self.committed: dict[tuple[str, int], int] = {}
+
+    def highwater(self, topic: str, partition: int) -> int | None:
+        return self.ends.get((topic, partition), 0)
+
+    def start_offset(self, topic: str, partition: int) -> int:
+        return self.committed.get((topic, partition), 0)
+
+
+def make(kafka: Kafka, max_idle: float = 0.05, enforced: list | None = None) -> ReorderBuffer:
+    return ReorderBuffer(
+        rank={topic: RANK[topic] for topic in (*INPUTS, "identity-merges")},
+        synchronised=INPUTS,
+        max_idle=max_idle,
+        highwater=kafka.highwater,
+        start_offset=kafka.start_offset,
+        on_enforced=lambda: (enforced if enforced is not None else []).append(1),
+    )
+
+
+def published(kafka: Kafka, order: ReorderBuffer, topic: str, partition: int, ts: float) -> str:
+    """A record appended to topic-partition and delivered to the buffer."""
+    offset = kafka.ends.get((topic, partition)) or 0
+    kafka.ends[(topic, partition)] = offset + 1
+    name = f"{topic}@{offset}"
+    order.push(topic, partition, offset, ts, name)
+    return name
+
+
+def drain(order: ReorderBuffer, now: float) -> list[str]:
+    out = []
+    while (item := order.pop(now)) is not None:
+        out.append(item)
+    return out
+
+
+def test_the_earliest_head_goes_first_across_topics_of_a_partition() -> None:
+    kafka = Kafka()
+    order = make(kafka)
+    view = published(kafka, order, "clickstream", 0, ts=10.002)
+    revocation = published(kafka, order, "consent", 0, ts=10.001)
+    purchase = published(kafka, order, "purchases", 0, ts=10.003)
+    assert drain(order, now=0) == [revocation, view, purchase]
+    assert len(order) == 0
+
+
+def test_offset_order_within_a_topic_partition_even_when_stamps_go_backwards() -> None:
+    kafka = Kafka()
+    order = make(kafka)
+    first = published(kafka, order, "clickstream", 0, ts=5.0)
+    second = published(kafka, order, "clickstream", 0, ts=4.0)
+    assert drain(order, now=0) == [first, second]
+
+
+def test_equal_timestamps_put_facts_before_triggers() -> None:
+    kafka = Kafka()
+    order = make(kafka)
+    view = published(kafka, order, "clickstream", 0, ts=7.0)
+    purchase = published(kafka, order, "purchases", 0, ts=7.0)
+    revocation = published(kafka, order, "consent", 0, ts=7.0)
+    assert drain(order, now=0) == [revocation, purchase, view]
+    assert RANK["consent"] < RANK["privacy"] < RANK["purchases"] < RANK["feedback"]
+    assert RANK["feedback"] < RANK["clickstream"]
+
+
+def test_a_topic_with_unread_records_is_waited_for_and_then_comes_first() -> None:
+    kafka = Kafka()
+    order = make(kafka, max_idle=0.05)
+    kafka.ends[("consent", 0)] = 1  # fetched (its high watermark is known), not delivered yet
+    view = published(kafka, order, "clickstream", 0, ts=2.0)
+    assert order.pop(now=100.0) is None
+    assert order.deadline == pytest.approx(100.05)
+    order.push("consent", 0, 0, 1.0, "consent@0")
+    assert drain(order, now=100.01) == ["consent@0", view]
+
+
+def test_an_idle_topic_never_stalls() -> None:
+    kafka = Kafka()
+    order = make(kafka)
+    kafka.ends[("consent", 0)] = 7  # all read before (committed), nothing new
+    kafka.committed[("consent", 0)] = 7
+    view = published(kafka, order, "clickstream", 0, ts=1.0)
+    assert order.pop(now=0) == view
+    assert order.deadline is None
+
+
+def test_a_topic_read_to_its_end_in_this_session_does_not_stall() -> None:
+    kafka = Kafka()
+    order = make(kafka)
+    revocation = published(kafka, order, "consent", 0, ts=1.0)
+    assert drain(order, now=0) == [revocation]  # nothing else is unread
+    view = published(kafka, order, "clickstream", 0, ts=2.0)
+    assert order.pop(now=0) == view
+
+
+def test_the_wait_is_bounded_and_counted() -> None:
+    kafka = Kafka()
+    enforced: list = []
+    order = make(kafka, max_idle=0.05, enforced=enforced)
+    kafka.ends[("purchases", 0)] = 3  # unread, and it never comes
+    view = published(kafka, order, "clickstream", 0, ts=1.0)
+    assert order.pop(now=10.0) is None
+    assert order.pop(now=10.049) is None
+    assert order.pop(now=10.05) == view
+    assert enforced == [1]
+    later = published(kafka, order, "clickstream", 0, ts=2.0)
+    assert order.pop(now=10.06) == later  # still missing: no second wait for the same gap
+    assert len(enforced) == 2
+
+
+def test_a_topic_not_fetched_yet_is_waited_for() -> None:
+    kafka = Kafka()
+    order = make(kafka, max_idle=0.02)
+    kafka.ends[("consent", 0)] = None  # no fetch response for it yet
+    view = published(kafka, order, "clickstream", 0, ts=1.0)
+    assert order.pop(now=0) is None
+    assert order.pop(now=0.02) == view
+
+
+def test_other_partitions_flow_while_one_waits() -> None:
+    kafka = Kafka()
+    order = make(kafka)
+    kafka.ends[("consent", 0)] = 1
+    waiting = published(kafka, order, "clickstream", 0, ts=1.0)
+    flowing = published(kafka, order, "clickstream", 1, ts=2.0)
+    assert drain(order, now=0) == [flowing]
+    assert order.deadline == pytest.approx(0.05)
+    assert drain(order, now=0.05) == [waiting]
+
+
+def test_ready_partitions_are_served_earliest_first() -> None:
+    kafka = Kafka()
+    order = make(kafka)
+    later = published(kafka, order, "clickstream", 1, ts=3.0)
+    earlier = published(kafka, order, "purchases", 0, ts=2.0)
+    assert drain(order, now=0) == [earlier, later]
+
+
+def test_internal_topics_are_ordered_but_never_waited_for() -> None:
+    kafka = Kafka()
+    order = make(kafka)
+    kafka.ends[("identity-merges", 0)] = 5  # unread merges do not hold anyone up
+    view = published(kafka, order, "clickstream", 0, ts=2.0)
+    merge = published(kafka, order, "identity-merges", 0, ts=1.0)
+    assert drain(order, now=0) == [merge, view]
+    assert published(kafka, order, "clickstream", 0, ts=3.0) == order.pop(now=0)
+
+
+def test_clear_forgets_events_and_read_positions() -> None:
+    kafka = Kafka()
+    order = make(kafka)
+    kafka.ends[("consent", 0)] = 2
+    published(kafka, order, "clickstream", 0, ts=1.0)
+    order.push("consent", 0, 0, 0.5, "consent@0")
+    order.clear()
+    assert len(order) == 0 and order.pop(now=0) is None
+    # After the seek to the committed offsets, consent 0 is unread again from 0.
+    order.push("clickstream", 0, 0, 1.0, "clickstream@0")
+    assert order.pop(now=1.0) is None
+
+
+def test_max_idle_zero_means_no_waiting() -> None:
+    kafka = Kafka()
+    order = make(kafka, max_idle=0)
+    kafka.ends[("consent", 0)] = 1
+    view = published(kafka, order, "clickstream", 0, ts=1.0)
+    assert order.pop(now=0) == view
