@@ -72,6 +72,9 @@ def trace_outcome(outcome: Outcome) -> dict[str, Any]:
     return {
         "duplicate": outcome.duplicate,
         "decision": msgspec.to_builtins(decision) if decision is not None else None,
+        # A decision that must wait: held in state until its send_after, not published.
+        "held": msgspec.to_builtins(outcome.held) if outcome.held is not None else None,
+        "released": [msgspec.to_builtins(d) for d in outcome.released],
         "candidates": [
             {
                 "action_id": c.action.id,
