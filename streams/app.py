@@ -258,29 +258,31 @@ def record_metrics(kind: str, result: Result) -> None:
     if outcome is None:  # an identity merge: state moved, nothing was decided
         return
     metrics.DECISION_SECONDS.observe(result.decide_seconds)
-    decision = outcome.decision
+    if outcome.held is not None:  # counted as what it becomes when released
+        log.debug("decision %s held", outcome.held.decision_id)
     # One DEBUG line per decision: ids and reason codes only, never personal data.
-    if isinstance(decision, Action):
-        metrics.DECISIONS.labels("action").inc()
-        metrics.ACTIONS.labels(decision.channel, decision.action_id).inc()
-        log.debug(
-            "decision %s on %s: action %s via %s reasons=%s",
-            decision.decision_id,
-            decision.trigger_type,
-            decision.action_id,
-            decision.channel,
-            decision.reasons,
-        )
-    elif decision is not None:
-        metrics.DECISIONS.labels("suppression").inc()
-        for reason in decision.reasons:
-            metrics.SUPPRESSIONS.labels(reason).inc()
-        log.debug(
-            "decision %s on %s: suppression reasons=%s",
-            decision.decision_id,
-            decision.trigger_type,
-            decision.reasons,
-        )
+    for decision in (*outcome.released, outcome.decision):
+        if isinstance(decision, Action):
+            metrics.DECISIONS.labels("action").inc()
+            metrics.ACTIONS.labels(decision.channel, decision.action_id).inc()
+            log.debug(
+                "decision %s on %s: action %s via %s reasons=%s",
+                decision.decision_id,
+                decision.trigger_type,
+                decision.action_id,
+                decision.channel,
+                decision.reasons,
+            )
+        elif decision is not None:
+            metrics.DECISIONS.labels("suppression").inc()
+            for reason in decision.reasons:
+                metrics.SUPPRESSIONS.labels(reason).inc()
+            log.debug(
+                "decision %s on %s: suppression reasons=%s",
+                decision.decision_id,
+                decision.trigger_type,
+                decision.reasons,
+            )
     for record in outcome.records:
         if hasattr(record, "applied"):
             metrics.CONSENT_CHANGES.labels(str(record.applied).lower()).inc()
