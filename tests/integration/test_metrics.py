@@ -293,7 +293,7 @@ def test_latency_histograms_observe_every_decision(batch: Batch) -> None:
 def test_lag_is_reported_for_every_input_partition_and_drops_to_zero(batch: Batch) -> None:
     expected = {
         (kind, str(p))
-        for kind in (*INPUT_KINDS, "identity-merges", "onsite-impressions")
+        for kind in (*INPUT_KINDS, "identity-merges", "onsite-impressions", "holds-due")
         for p in range(PARTITIONS)
     }
     assert lag(batch.samples) == dict.fromkeys(expected, 0.0)
