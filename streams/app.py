@@ -89,6 +89,8 @@ def create_app(settings: Settings, engine: Engine) -> NudgeApp:
         consumer_auto_offset_reset="earliest",
         web_bind=settings.web_host,
         web_port=settings.web_port,
+        # Advertised in the assignment: where other workers forward API requests.
+        canonical_url=settings.canonical_url(),
         web_tables_enabled=False,  # would expose raw customer state without auth
         web_router_enabled=False,
         producer_linger=settings.producer_linger_ms / 1000,

@@ -8,6 +8,10 @@ are laid over the state of the next request (streams/impressions.py), so
 concurrent requests cannot show more than the caps allow. The decision time
 is returned in a `Server-Timing` header and observed in
 `nudge_onsite_decision_seconds`; content shown counts in `nudge_actions`.
+
+The request is decided by the worker that owns the customer (streams/routing.py,
+keyed by the body's customer or visitor id): its tables hold the state and its
+pending impressions are the ones laid over, whichever worker was asked.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from schemas.codec import InvalidEvent
 from streams import metrics
 from streams.app import NudgeApp
 from streams.impressions import PendingImpressions
-from streams.views import auth_error, read_body
+from streams.views import auth_error, owner_router, read_body
 
 
 def register_onsite(nudge: NudgeApp) -> None:
@@ -32,6 +36,7 @@ def register_onsite(nudge: NudgeApp) -> None:
     engine = nudge.processor.engine
     impressions = nudge.outputs[onsite.IMPRESSION_KIND]
     pending = PendingImpressions()
+    owners = owner_router(nudge)
 
     @app.page("/api/onsite")
     class Onsite(web.View):
@@ -46,20 +51,26 @@ def register_onsite(nudge: NudgeApp) -> None:
                 wanted = onsite.decode_request(body)
             except InvalidEvent as exc:
                 return self.json({"error": exc.reason, "detail": exc.detail}, status=400)
-            started = time.perf_counter()
             subject = (wanted.customer_id or wanted.anonymous_id or "").encode()
-            state = decode_state({name: table.get(subject) for name, table in nudge.tables.items()})
-            pending.lay_over(engine, state, subject.decode())
-            event_id = f"onsite-{uuid.uuid4().hex}"
-            decision, impression = onsite.decide(engine, state, wanted, datetime.now(UTC), event_id)
-            elapsed = time.perf_counter() - started
-            metrics.ONSITE_SECONDS.observe(elapsed)
-            if impression is not None:
-                # Counted before the first await, so the next request sees it.
-                pending.add(impression)
-                metrics.ACTIONS.labels(impression.channel, impression.action_id).inc()
-                await impressions.send(key=subject, value=onsite.encode_impression(impression))
-            return self.json(
-                onsite.response_body(decision),
-                headers={"Server-Timing": f"decide;dur={elapsed * 1000:.3f}"},
-            )
+
+            async def show() -> web.Response:
+                started = time.perf_counter()
+                tables = nudge.tables.items()
+                state = decode_state({name: table.get(subject) for name, table in tables})
+                pending.lay_over(engine, state, subject.decode())
+                event_id = f"onsite-{uuid.uuid4().hex}"
+                now = datetime.now(UTC)
+                decision, impression = onsite.decide(engine, state, wanted, now, event_id)
+                elapsed = time.perf_counter() - started
+                metrics.ONSITE_SECONDS.observe(elapsed)
+                if impression is not None:
+                    # Counted before the first await, so the next request sees it.
+                    pending.add(impression)
+                    metrics.ACTIONS.labels(impression.channel, impression.action_id).inc()
+                    await impressions.send(key=subject, value=onsite.encode_impression(impression))
+                return self.json(
+                    onsite.response_body(decision),
+                    headers={"Server-Timing": f"decide;dur={elapsed * 1000:.3f}"},
+                )
+
+            return await owners.answer(self, request, subject, body, show)

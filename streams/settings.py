@@ -6,6 +6,7 @@ Secrets (the API token, SASL passwords) come only from the environment.
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -51,6 +52,14 @@ class Settings:
     web_port: int = field(
         default_factory=lambda: int(_env("NUDGE_WEB_PORT", "6066")),
         metadata={"env": "NUDGE_WEB_PORT", "doc": "HTTP port: /health, /ready, /metrics, API."},
+    )
+    advertised_url: str | None = field(
+        default_factory=lambda: os.environ.get("NUDGE_ADVERTISED_URL") or None,
+        metadata={
+            "env": "NUDGE_ADVERTISED_URL",
+            "doc": "URL other workers forward API requests to (unset: http://NUDGE_WEB_HOST:"
+            "NUDGE_WEB_PORT, with the host name when NUDGE_WEB_HOST is 0.0.0.0).",
+        },
     )
     catalog_path: Path = field(
         default_factory=lambda: Path(_env("NUDGE_CATALOG", str(REPO_ROOT / "config/catalog.toml"))),
@@ -171,6 +180,8 @@ class Settings:
             raise ValueError("NUDGE_PARTITIONS must be at least 1")
         if self.max_task_idle_ms < 0:
             raise ValueError("NUDGE_MAX_TASK_IDLE_MS must not be negative")
+        if self.advertised_url and not self.advertised_url.startswith(("http://", "https://")):
+            raise ValueError("NUDGE_ADVERTISED_URL must be an http:// or https:// URL")
         if self.model_reload_seconds <= 0:
             raise ValueError("NUDGE_MODEL_RELOAD_SECONDS must be positive")
         protocols = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -186,6 +197,18 @@ class Settings:
                     "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD must both be set with "
                     f"KAFKA_SECURITY_PROTOCOL={self.security_protocol}"
                 )
+
+    def canonical_url(self) -> str:
+        """Where other workers reach this one's API (streams/routing.py): a
+        wildcard bind address is no address, the host's name stands in."""
+        if self.advertised_url:
+            return self.advertised_url.rstrip("/")
+        host = self.web_host
+        if host in ("", "0.0.0.0", "::"):
+            host = socket.gethostname()
+        elif ":" in host:  # an IPv6 literal
+            host = f"[{host}]"
+        return f"http://{host}:{self.web_port}"
 
     def kafka_security(self) -> dict[str, object]:
         """Connection security for kafka-python clients (same keys as the worker's)."""

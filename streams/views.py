@@ -1,4 +1,5 @@
-"""HTTP endpoints on the worker's web server: probes for Kubernetes/Compose.
+"""HTTP endpoints on the worker's web server: probes for Kubernetes/Compose,
+and the explanation API (answered by the customer's owner: streams/routing.py).
 
 /health answers while the process runs; /ready only once partitions are
 assigned and the tables have recovered, so no traffic is routed to a worker
@@ -17,6 +18,7 @@ from policy.explain import summarize_state, trace_outcome
 from policy.state import decode_state
 from schemas.codec import InvalidEvent, decode_event
 from streams.app import NudgeApp
+from streams.routing import OwnerRouter
 from streams.topics import INPUT_KINDS
 
 
@@ -48,6 +50,11 @@ def register_probes(nudge: NudgeApp) -> None:
 
 
 MAX_BODY_BYTES = 64 * 1024
+
+
+def owner_router(nudge: NudgeApp) -> OwnerRouter:
+    """Routes customer-keyed requests; serves locally only while ready."""
+    return OwnerRouter(nudge, lambda: is_ready(nudge))
 
 
 def auth_error(view: web.View, request: web.Request, token: str | None) -> web.Response | None:
@@ -86,9 +93,11 @@ async def read_body(view: web.View, request: web.Request, limit: int) -> bytes |
 
 
 def register_api(nudge: NudgeApp) -> None:
-    """Explanations: a customer's state and a dry-run decision, read-only."""
+    """Explanations: a customer's state and a dry-run decision, read-only,
+    both from the customer's owner (streams/routing.py)."""
     app, settings = nudge.app, nudge.settings
     engine = nudge.processor.engine
+    owners = owner_router(nudge)
 
     def load(subject: str) -> dict[str, bytes | None]:
         key = subject.encode()
@@ -100,13 +109,17 @@ def register_api(nudge: NudgeApp) -> None:
             denied = auth_error(self, request, settings.api_token)
             if denied is not None:
                 return denied
-            parts = load(customer_id)
-            if not any(parts.values()):
-                return self.json({"error": "no state for this customer"}, status=404)
-            summary = summarize_state(
-                decode_state(parts), customer_id, engine.policy, datetime.now(UTC)
-            )
-            return self.json(summary)
+
+            async def summary() -> web.Response:
+                parts = load(customer_id)
+                if not any(parts.values()):
+                    return self.json({"error": "no state for this customer"}, status=404)
+                now = datetime.now(UTC)
+                return self.json(
+                    summarize_state(decode_state(parts), customer_id, engine.policy, now)
+                )
+
+            return await owners.answer(self, request, customer_id.encode(), None, summary)
 
     @app.page("/api/decide/{kind}")
     class DryRun(web.View):
@@ -124,6 +137,11 @@ def register_api(nudge: NudgeApp) -> None:
                 event = decode_event(kind, body, None, now, check_key=False)
             except InvalidEvent as exc:
                 return self.json({"error": exc.reason, "detail": exc.detail}, status=400)
-            state = decode_state(load(event.subject_id or ""))  # a private copy
-            outcome = engine.process(state, event, now, event.subject_id or "", explain=True)
-            return self.json(trace_outcome(outcome))
+            subject = event.subject_id or ""
+
+            async def dry_run() -> web.Response:
+                state = decode_state(load(subject))  # a private copy
+                outcome = engine.process(state, event, now, subject, explain=True)
+                return self.json(trace_outcome(outcome))
+
+            return await owners.answer(self, request, subject.encode(), body, dry_run)
