@@ -12,6 +12,10 @@ policy without quiet hours, so decisions are immediate), then for each run:
    consume -> produce echo over the same topics and partitions, at the same
    rates and at its own maximum.
 
+With `--variant K=V` a second set of workers runs with those variables on
+its own topics, measured as "variant" at the fixed rates right after nudge
+(e.g. NUDGE_MAX_TASK_IDLE_MS=0: the cost of time ordering, in one run).
+
 Traffic is bench.engine's realistic mix (sessions, carts, purchases, consent,
 preferences, feedback, identity, redeliveries), re-stamped to the wall clock
 as it is sent. Every trial gets its own customers (ids prefixed with the
@@ -711,6 +715,7 @@ def run(args: argparse.Namespace) -> dict:
             "workers": args.workers,
             "policy": str(POLICY.relative_to(REPO_ROOT)),
             "worker_env": args.worker_env,
+            "variant_env": args.variant,
             "echo_loop": args.echo_loop,
             "sustained_when": (
                 f"offered >= {SUSTAINED_OFFERED_SHARE:.0%} of the rate, drained within "
@@ -724,18 +729,21 @@ def run(args: argparse.Namespace) -> dict:
         workdir = Path(tmp)
         print(f"broker at {bootstrap}", flush=True)
         workers = start_workers(bootstrap, workdir, args.workers, args.worker_env)
+        variants = []
+        if args.variant:
+            variant_env = [*args.worker_env, *args.variant]
+            variants = start_workers(bootstrap, workdir, args.workers, variant_env, "variant.")
         echo = Echo(bootstrap, "echo.", workdir, args.echo_loop)
         echo.start()
         try:
-            nudge_system = System(
-                "nudge", workers[0].prefix, [w.process.pid for w in workers],
-                [topic_name(workers[0].prefix, k) for k in ("actions", "suppressions")],
-                metrics_urls=[f"{w.url}/metrics" for w in workers],
-            )  # fmt: skip
+            nudge_system = nudge_workers("nudge", workers)
             echo_system = System("echo", "echo.", [echo.process.pid], ["echo.actions"])
-            warm_up(ctx, bootstrap, nudge_system, echo_system)
+            systems = [nudge_system, echo_system]
+            if variants:
+                systems.insert(1, nudge_workers("variant", variants))
+            warm_up(ctx, bootstrap, systems)
             for run_index in range(args.runs):
-                for system in (nudge_system, echo_system):
+                for system in systems:
                     for rate in args.rates:
                         profile = None
                         if args.profile and run_index == 0 and system.name == "nudge":
@@ -744,7 +752,7 @@ def run(args: argparse.Namespace) -> dict:
                         trial["run"] = run_index
                         result["trials"].append(trial)
                         print(render_trial(trial), flush=True)
-                    if args.no_max:
+                    if args.no_max or system.name == "variant":
                         continue
 
                     def one(rate: int, system: System = system, run_index: int = run_index) -> dict:
@@ -763,7 +771,7 @@ def run(args: argparse.Namespace) -> dict:
                     print(f"  {system.name} run {run_index}: max sustained {best}/s", flush=True)
         finally:
             echo.stop()
-            for worker in workers:
+            for worker in workers + variants:
                 worker.stop()
             result["worker_log_tail"] = workers[0].tail(20)
     result["elapsed_seconds"] = round(time.time() - started)
@@ -772,7 +780,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def start_workers(
-    bootstrap: str, workdir: Path, count: int, worker_env: Sequence[str]
+    bootstrap: str, workdir: Path, count: int, worker_env: Sequence[str], prefix: str = "bench."
 ) -> list[WorkerProcess]:
     """`count` workers with the bench's settings; `worker_env`: extra K=V."""
     env = {
@@ -783,16 +791,25 @@ def start_workers(
     workers = []
     for i in range(count):
         worker = WorkerProcess(
-            bootstrap, "bench.", workdir / f"worker{i}", partitions=PARTITIONS, extra_env=env
+            bootstrap, prefix, workdir / f"{prefix}worker{i}", partitions=PARTITIONS, extra_env=env
         )
         workers.append(worker.start())
     return workers
 
 
-def warm_up(ctx: mp.context.BaseContext, bootstrap: str, nudge: System, echo: System) -> None:
+def nudge_workers(name: str, workers: list[WorkerProcess]) -> System:
+    """A set of nudge workers as a system under test."""
+    return System(
+        name, workers[0].prefix, [w.process.pid for w in workers],
+        [topic_name(workers[0].prefix, k) for k in ("actions", "suppressions")],
+        metrics_urls=[f"{w.url}/metrics" for w in workers],
+    )  # fmt: skip
+
+
+def warm_up(ctx: mp.context.BaseContext, bootstrap: str, systems: list[System]) -> None:
     """A short untimed trial on each, so first-use costs (metadata, connections,
     cold caches, new RocksDB files) do not land in the first measured trial."""
-    for system in (nudge, echo):
+    for system in systems:
         run_trial(ctx, bootstrap, system, 1000, 3)
 
 
@@ -802,7 +819,7 @@ def summarize(result: dict, args: argparse.Namespace) -> dict:
     fixed = [t for t in result["trials"] if not t.get("search")]
     for rate in args.rates:
         row = {}
-        for name in ("nudge", "echo"):
+        for name in ("nudge", "echo", *(["variant"] if args.variant else [])):
             trials = [t for t in fixed if t["system"] == name and t["rate"] == rate]
             row[name] = median_figures(trials)
         row["ratio"] = {
@@ -904,7 +921,9 @@ def render(result: dict) -> str:
     lines += ["", "latency in ms (CT: decision CreateTime - trigger CreateTime)", header]
     lines.append("-" * len(header))
     for rate, row in s["by_rate"].items():
-        for name in ("nudge", "echo"):
+        for name in ("nudge", "variant", "echo"):
+            if name not in row:
+                continue
             f = row[name]
             lines.append(
                 f"{rate:>7}  {name:6} {_n(f['throughput_per_second'], 8, 0)} {_n(f['p50_ms'], 6)}"
@@ -948,7 +967,7 @@ def chart(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    styles = {"nudge": "tab:blue", "echo": "tab:gray"}
+    styles = {"nudge": "tab:blue", "variant": "tab:orange", "echo": "tab:gray"}
     for name, colour in styles.items():
         by_rate: dict[int, list[dict]] = {}
         for trial in result["trials"]:
@@ -958,7 +977,7 @@ def chart(result: dict, path: Path) -> None:
         for point, style in (("p50", "-"), ("p99", "--")):
             values = [statistics.median(t["latency_ms"][point] for t in by_rate[r]) for r in rates]
             ax.plot(rates, values, style, marker="o", color=colour, label=f"{name} {point}")
-        best = result["summary"]["max"][name]["median"]
+        best = result["summary"]["max"].get(name, {}).get("median")
         if best:
             ax.axvline(best, color=colour, linestyle=":", linewidth=1)
     ax.axhline(TARGET_P99_MS, color="tab:red", linewidth=0.8, linestyle=":")
@@ -1007,6 +1026,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--worker-env", action="append", default=[], metavar="K=V", help="extra worker variable"
     )
+    parser.add_argument(
+        "--variant", action="append", default=[], metavar="K=V",
+        help="also measure workers with this variable (fixed rates only)",
+    )  # fmt: skip
     parser.add_argument("--echo-loop", choices=("asyncio", "uvloop"), default="uvloop")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
