@@ -4,9 +4,15 @@ unread records, and the bounded wait. Kafka's positions are plain dicts."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from types import SimpleNamespace
+
 import pytest
 
-from streams.ordering import TIE_BREAK, ReorderBuffer
+from streams.ordering import TIE_BREAK, ReorderBuffer, in_time_order
 
 RANK = {kind: n for n, kind in enumerate(TIE_BREAK)}
 INPUTS = ("consent", "purchases", "clickstream")
@@ -184,3 +190,67 @@ def test_max_idle_zero_means_no_waiting() -> None:
     kafka.ends[("consent", 0)] = 1
     view = published(kafka, order, "clickstream", 0, ts=1.0)
     assert order.pop(now=0) == view
+
+
+# -- the agent loop (in_time_order) with a stand-in for Faust's stream ----------------
+
+
+@dataclass
+class Message:
+    topic: str
+    partition: int
+    offset: int
+    timestamp: float
+    generation_id: int = 1
+
+
+@dataclass
+class Event:
+    message: Message
+
+
+class FakeStream:
+    """What in_time_order uses of a Faust stream: a no-ack clone, its events,
+    the queue of delivered ones, and ack."""
+
+    def __init__(self) -> None:
+        self.channel = SimpleNamespace(queue=asyncio.Queue())
+        self.acked: list[Event] = []
+
+    def noack(self) -> FakeStream:
+        return self
+
+    async def events(self) -> AsyncIterator[Event]:
+        while (event := await self.channel.queue.get()) is not None:
+            yield event
+
+    async def ack(self, event: Event) -> None:
+        self.acked.append(event)
+
+
+def fake_app() -> SimpleNamespace:
+    flow = SimpleNamespace(is_active=lambda: True, manage_queue=lambda queue: None)
+    return SimpleNamespace(flow_control=flow, consumer_generation_id=1)
+
+
+def test_the_agent_loop_releases_a_waiting_event_at_its_deadline_and_acks_after_processing():
+    kafka = Kafka()
+    kafka.ends[("consent", 0)] = 1  # unread, and it will not come
+    order = make(kafka, max_idle=0.05)
+    stream = FakeStream()
+    view = Event(Message("clickstream", 0, 0, 1.0))
+    stale = Event(Message("clickstream", 1, 0, 1.0, generation_id=0))  # from before a rebalance
+    seen: list[tuple[Event, float, list]] = []
+
+    async def agent() -> None:
+        stream.channel.queue.put_nowait(stale)
+        stream.channel.queue.put_nowait(view)
+        started = time.monotonic()
+        async for event in in_time_order(fake_app(), stream, order):
+            seen.append((event, time.monotonic() - started, list(stream.acked)))
+            stream.channel.queue.put_nowait(None)  # the stream ends
+
+    asyncio.run(asyncio.wait_for(agent(), 5))
+    [(event, waited, acked_before)] = seen
+    assert event is view and 0.04 < waited < 1.0  # released by the clock, no new input
+    assert acked_before == [] and stream.acked == [view]  # acked once processed; stale never
