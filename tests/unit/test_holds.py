@@ -285,3 +285,21 @@ def test_a_replay_releases_held_actions_when_its_clock_passes_them() -> None:
     early = Replay(ENGINE, MemoryTables())
     assert list(early.run(parse(text.rsplit("\n", 2)[0] + "\n"))) == []
     assert early.report.still_held == 2
+
+
+def test_the_worker_index_follows_each_partition_and_the_event_clock() -> None:
+    from types import SimpleNamespace
+
+    from policy.processor import Result
+    from streams.holds import HoldTimer
+
+    settings = SimpleNamespace(topic_prefix="t.", clock="event")
+    timer = HoldTimer(SimpleNamespace(settings=settings))  # type: ignore[arg-type]
+    timer.observe(0, Result(subject="a", next_due=100.0, event_time=50.0))
+    timer.observe(1, Result(subject="b", next_due=None, event_time=120.0))  # nothing held
+    timer.observe(2, Result(invalid_reason="malformed", event_time=10.0))
+    assert timer.topic == "t.holds-due" and timer.now() == 120.0  # the latest event time
+    assert set(timer.partitions) == {0}
+    assert timer.partitions[0].pop_due(timer.now()) == [("a", 100.0)]
+    timer.observe(0, Result(subject="a", next_due=None))  # released: forgotten
+    assert len(timer.partitions[0]) == 0
