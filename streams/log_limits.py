@@ -19,9 +19,10 @@ from dataclasses import dataclass
 
 #: Seconds between two lines of the same repeated record.
 REPEAT_INTERVAL_S = 10.0
-#: Logger hierarchies whose repeats are limited: the Kafka clients, and aiohttp's
-#: server, whose (sanitised) line per malformed request a scanner could repeat.
-LIMITED_LOGGERS = ("aiokafka", "kafka", "aiohttp")
+#: Logger hierarchies whose repeats are limited: the Kafka clients, aiohttp's
+#: server, whose (sanitised) line per malformed request a scanner could repeat,
+#: and API forwarding, which warns on every request while an owner is down.
+LIMITED_LOGGERS = ("aiokafka", "kafka", "aiohttp", "nudge.routing")
 
 
 @dataclass

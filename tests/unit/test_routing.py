@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import time
 from types import SimpleNamespace
@@ -20,6 +21,7 @@ from yarl import URL
 
 from ops.local_kafka import free_port
 from streams import routing
+from streams.log_limits import RepeatLimiter
 from streams.routing import Route, choose_route, forward_url, partition_for
 from streams.settings import Settings
 
@@ -182,3 +184,15 @@ def test_a_slow_owner_is_a_504_within_the_timeout(
 def test_an_unreachable_owner_is_a_502(monkeypatch: pytest.MonkeyPatch) -> None:
     status, _, body, _ = _forward(None, monkeypatch, port=free_port())
     assert status == 502, body
+
+
+def test_a_down_owner_warns_once_per_interval_not_once_per_request() -> None:
+    """While an owner is unreachable every forwarded request fails: the worker's
+    repeat limiter (streams/log_limits.py) keeps one line per 10 s."""
+    limiter = RepeatLimiter(clock=lambda: 0.0)
+    records = [
+        logging.LogRecord(routing.log.name, logging.WARNING, __file__, 1,
+                          "API owner %s unreachable (%s)", (OTHER, "ClientConnectorError"), None)
+        for _ in range(100)
+    ]  # fmt: skip
+    assert [limiter.filter(r) for r in records].count(True) == 1
