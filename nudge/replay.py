@@ -36,9 +36,10 @@ import msgspec
 
 from nudge.eventlog import Item
 from policy.engine import Engine
+from policy.erasure import MARKER_TABLE
 from policy.holds import DueHolds
 from policy.onsite import IMPRESSION_KIND
-from policy.processor import HOLDS_KIND, MERGE_KIND, Processor, Result
+from policy.processor import FORWARD_KIND, HOLDS_KIND, MERGE_KIND, Processor, Result
 from policy.state import TABLES, decode_state
 from schemas.events import EVENT_TYPES_BY_TOPIC, UtcTime
 from schemas.outputs import Action, Decision, Suppression
@@ -68,7 +69,7 @@ class MemoryTables:
     """Tables in dicts: gone when the replay ends."""
 
     def __init__(self) -> None:
-        self.data: dict[str, dict[bytes, bytes]] = {name: {} for name in TABLES}
+        self.data: dict[str, dict[bytes, bytes]] = {name: {} for name in (*TABLES, MARKER_TABLE)}
 
     def load(self, subject: str) -> dict[str, bytes | None]:
         key = subject.encode()
@@ -98,7 +99,10 @@ class RocksTables:
         from rocksdict import Options, Rdict
 
         directory.mkdir(parents=True, exist_ok=True)
-        self.dbs = {name: Rdict(str(directory / name), Options(raw_mode=True)) for name in TABLES}
+        self.dbs = {
+            name: Rdict(str(directory / name), Options(raw_mode=True))
+            for name in (*TABLES, MARKER_TABLE)
+        }
 
     def load(self, subject: str) -> dict[str, bytes | None]:
         key = subject.encode()
@@ -146,12 +150,16 @@ class Report:
     withheld: int = 0  # re-issues that consent no longer allowed: suppressions
     held: int = 0  # decisions that had to wait (counted when released or withdrawn)
     still_held: int = 0  # people with held actions not yet due at the end of the log
+    dropped_erased: int = 0  # events stamped before their person's erasure: not applied
 
     def count(self, result: Result) -> None:
         outcome = result.outcome
         decision = outcome.decision if outcome is not None else None
         if result.invalid_reason is not None:
             self.deadletters[result.invalid_reason] += 1
+        elif result.dropped == "erased":
+            self.dropped_erased += 1
+            return
         elif result.duplicate:
             if decision is None:
                 self.duplicates += 1
@@ -196,6 +204,7 @@ class Report:
             "reissues_withheld": self.withheld,
             "held": self.held,
             "still_held": self.still_held,
+            "dropped_erased": self.dropped_erased,
         }
 
 
@@ -253,8 +262,12 @@ class Replay:
         if result.invalid_reason is None and ts is not None:
             self.newest = ts if self.newest is None else max(self.newest, ts)
         for emit in result.emits:
-            if emit.kind == MERGE_KIND:  # the worker's internal topic, in-process
-                self._apply(processor, MERGE_KIND, emit.key, emit.value, now)
+            # The worker's own topics, in-process: a visitor's state or later
+            # events moving to the customer, erasures of linked ids.
+            if emit.kind in (MERGE_KIND, FORWARD_KIND, "privacy"):
+                followed = self._apply(processor, emit.kind, emit.key, emit.value, now)
+                if followed.outcome is not None and followed.outcome.decision is not None:
+                    yield followed.outcome.decision
         if result.outcome is not None:
             yield from result.outcome.released
         decision = result.outcome.decision if result.outcome is not None else None
@@ -298,6 +311,8 @@ class Replay:
         result = processor.process(
             kind, key, value, source, self.tables.load, now, produced=self.produced
         )
+        for key, writes in result.other_writes.items():
+            self.tables.write(key, writes)
         if result.subject is not None:
             self.tables.write(result.subject, result.writes)
             self.due.note(result.subject, result.next_due)

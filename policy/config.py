@@ -136,6 +136,9 @@ class ContactPolicy(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fr
     # is rejected (deadletter `future_consent`): a clock 23 hours fast must not
     # let a grant outrank a revocation made now.
     consent_max_future_minutes: NonNegative = 5.0
+    # How long an erasure marker is kept (policy/erasure.py): events for an
+    # erased id stamped before its erasure are dropped while it is kept.
+    erasure_marker_days: NonNegative = 400.0
     # Channel preference order when the person states none and engagement ties.
     channel_order: list[Channel] = msgspec.field(
         default_factory=lambda: ["email", "push", "web", "sms"]

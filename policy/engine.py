@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from policy import rules, updates
+from policy import identity, rules, updates
 from policy.config import Catalog, CatalogAction, ContactPolicy
 from policy.ids import decision_id, hash64, in_holdout, unit_draw
 from policy.scoring import HeuristicScorer, Scorer, ScoringRequest
@@ -81,7 +81,10 @@ class Outcome:
     records: list[msgspec.Struct] = field(default_factory=list)  # consent log, erasure
     duplicate: bool = False
     erase: bool = False  # delete every table entry of this customer
+    erased_linked: list[str] = field(default_factory=list)  # ids to erase with them
     transfer_to: str | None = None  # move this (anonymous) state to that customer
+    forward_to: str | None = None  # a logged-in visitor's event: the customer's now
+    dropped: str | None = None  # not applied at all (`erased`: from before an erasure)
     trace: list[CandidateTrace] = field(default_factory=list)
 
 
@@ -139,6 +142,11 @@ class Engine:
         A repeated event (its id, or a purchase's order id, seen before) is a
         duplicate: it changes nothing, and its action is re-issued only if
         `produced` does not know it reached Kafka (Engine._reissue)."""
+        if event.ts.timestamp() <= state.profile.erased_at:
+            return Outcome(dropped="erased")  # from before an erasure: never stored
+        forward_to = state.profile.alias_of
+        if forward_to and not isinstance(event, (IdentityEvent, ErasureEvent)):
+            return Outcome(forward_to=forward_to)  # this visitor logged in: theirs now
         event_hash = hash64(event.event_id)
         if seen(state.profile, event_hash) or (
             isinstance(event, PurchaseEvent) and updates.known_order(state, event)
@@ -173,7 +181,22 @@ class Engine:
             target.holds.pending = merged[:MAX_HOLDS]
             target.touch("holds")
         updates.apply_identity(target, event)
+        identity.link(target.profile, source.profile, event.anonymous_id)
         return True
+
+    def _assign_arm(self, state: CustomerState, subject: str) -> bool:
+        """In the holdout? Fixed at the person's first decision and kept in
+        state, so a login (which merges a visitor's arm) never flips it."""
+        profile = state.profile
+        if profile.arm is None:
+            profile.arm = "holdout" if self._holdout(state, subject) else "treatment"
+            state.touch("profile")
+        return profile.arm == "holdout"
+
+    def _holdout(self, state: CustomerState | None, subject: str) -> bool:
+        if state is not None and state.profile.arm is not None:
+            return state.profile.arm == "holdout"
+        return in_holdout(subject, self.policy.holdout.share, self.policy.holdout.salt)
 
     def record_impression(
         self, state: CustomerState, action_id: str, channel: str, at: datetime, did: str
@@ -217,8 +240,13 @@ class Engine:
         # Held actions go with the state; each withdrawal is said, with the
         # id every output carries and nothing else about the person.
         withdrawn = [self._withdraw(h, ["erased"], now, subject) for h in state.holds.pending]
+        linked = list(state.profile.linked_ids)
+        erased_at = max(state.profile.erased_at, event.ts.timestamp())
         for table in TABLES:
             setattr(state, table, type(getattr(state, table))())
+        # All that is left is when: older events must not bring them back. The
+        # worker keeps it as a marker under a keyed hash (policy/erasure.py).
+        state.profile.erased_at = erased_at
         state.changed.clear()
         confirmation = ErasureConfirmation(
             customer_id=subject,
@@ -226,7 +254,7 @@ class Engine:
             tables_cleared=list(TABLES),
             erased_at=now,
         )
-        return Outcome(records=[confirmation], erase=True, released=withdrawn)
+        return Outcome(records=[confirmation], erase=True, erased_linked=linked, released=withdrawn)
 
     # -- the decision ---------------------------------------------------------
 
@@ -249,7 +277,7 @@ class Engine:
             now=now_ts,
             state=state,
             policy=self.policy,
-            in_holdout=in_holdout(subject, self.policy.holdout.share, self.policy.holdout.salt),
+            in_holdout=self._assign_arm(state, subject),
         )
         candidates = [
             self._evaluate(action, ctx, explain, channels)
@@ -527,7 +555,7 @@ class Engine:
             f" {_utc(hold.due):%Y-%m-%d %H:%M} UTC (quiet hours); consent, snooze,"
             " cooldowns, fatigue and caps re-checked when due"
         )
-        holdout = in_holdout(subject, self.policy.holdout.share, self.policy.holdout.salt)
+        holdout = self._holdout(state, subject)
         return Action(
             decision_id=did,
             customer_id=subject,
@@ -564,7 +592,7 @@ class Engine:
         did = decision_id(hold.trigger_event_id, hold.action_id)
         if state is not None:
             self._settle(state, hold, did, None)
-        holdout = in_holdout(subject, self.policy.holdout.share, self.policy.holdout.salt)
+        holdout = self._holdout(state, subject)
         return Suppression(
             decision_id=did,
             customer_id=subject,
@@ -644,11 +672,11 @@ class Engine:
             action = actions[did]
             blocked = rules.consent_reason(action, contact.channel, state)
             if blocked is not None:  # a revocation or block processed since binds the copy too
-                return self._withheld(event, action, blocked, now, subject)
+                return self._withheld(state, event, action, blocked, now, subject)
             expires = event.ts.timestamp() + action.expiry_hours * 3600
             if contact.at >= expires:  # as in _act: a deferred transactional message
                 expires = contact.at + action.expiry_hours * 3600
-            holdout = in_holdout(subject, self.policy.holdout.share, self.policy.holdout.salt)
+            holdout = self._holdout(state, subject)
             return Action(
                 decision_id=did,
                 customer_id=subject,
@@ -674,6 +702,7 @@ class Engine:
 
     def _withheld(
         self,
+        state: CustomerState,
         event: Event,
         action: CatalogAction,
         reason: ReasonCode,
@@ -681,7 +710,7 @@ class Engine:
         subject: str,
     ) -> Suppression:
         """The suppression a re-issue becomes when consent no longer allows it."""
-        holdout = in_holdout(subject, self.policy.holdout.share, self.policy.holdout.salt)
+        holdout = self._holdout(state, subject)
         return Suppression(
             decision_id=decision_id(event.event_id, "suppress"),
             customer_id=subject,

@@ -16,10 +16,18 @@ from datetime import UTC, datetime
 import msgspec
 
 from policy.engine import Engine, Outcome, Produced
+from policy.erasure import (
+    MARKER_TABLE,
+    ErasureMarker,
+    encode_marker,
+    live_marker,
+    marker_key,
+)
+from policy.identity import pointer
 from policy.onsite import IMPRESSION_KIND, decode_impression
-from policy.state import TABLES, CustomerState, decode_state, encode_state
+from policy.state import TABLES, CustomerState, decode_state, encode_profile, encode_state
 from schemas.codec import MAX_EVENT_BYTES, InvalidEvent, decode_event, encode
-from schemas.events import ConsentEvent, Event, IdentityEvent
+from schemas.events import ConsentEvent, ErasureEvent, Event, IdentityEvent
 from schemas.outputs import (
     Action,
     ConsentLogEntry,
@@ -30,6 +38,9 @@ from schemas.outputs import (
 
 #: Internal topic kind carrying an anonymous visitor's state to the customer.
 MERGE_KIND = "identity-merges"
+#: Internal topic kind carrying a logged-in visitor's later events to the
+#: customer (policy/identity.py).
+FORWARD_KIND = "identity-forwards"
 #: Internal topic kind asking to release a customer's due held actions
 #: (streams/holds.py sends it; nudge/replay.py feeds it in-process).
 HOLDS_KIND = "holds-due"
@@ -52,6 +63,13 @@ class StateTransfer(msgspec.Struct, kw_only=True):
     parts: dict[str, bytes]
 
 
+class ForwardedEvent(msgspec.Struct, kw_only=True):
+    """An event of a visitor who has logged in, on its way to the customer."""
+
+    kind: str  # the input topic kind it arrived on
+    event: bytes  # as it arrived, JSON
+
+
 @dataclass(slots=True)
 class Emit:
     """A message to publish: `kind` names the output topic without prefix."""
@@ -67,6 +85,10 @@ class Result:
     happened, for metrics."""
 
     writes: dict[str, bytes | None] = field(default_factory=dict)  # table -> value (None: delete)
+    # Writes to keys other than `subject` (an erasure marker): key -> table -> value.
+    other_writes: dict[str, dict[str, bytes | None]] = field(default_factory=dict)
+    dropped: str | None = None  # not applied (`erased`), counted
+    forwarded: bool = False  # a logged-in visitor's event, sent on to the customer
     emits: list[Emit] = field(default_factory=list)
     event_type: str | None = None
     invalid_reason: str | None = None
@@ -93,6 +115,8 @@ _transfer_decoder = msgspec.msgpack.Decoder(StateTransfer)
 _holds_due_decoder = msgspec.msgpack.Decoder(HoldsDue)
 _holds_due_encoder = msgspec.msgpack.Encoder()
 _identity_decoder = msgspec.json.Decoder(IdentityEvent)
+_forward_decoder = msgspec.msgpack.Decoder(ForwardedEvent)
+_forward_encoder = msgspec.msgpack.Encoder()
 
 
 class Processor:
@@ -102,9 +126,12 @@ class Processor:
     judges whether that time is plausible): an offline replay and a worker
     with NUDGE_CLOCK=event then make the same decisions on the same events."""
 
-    def __init__(self, engine: Engine, *, event_clock: bool = False) -> None:
+    def __init__(
+        self, engine: Engine, *, event_clock: bool = False, erasure_key: bytes | None = None
+    ) -> None:
         self.engine = engine
         self.event_clock = event_clock
+        self.erasure_key = erasure_key  # keys the erasure markers (policy/erasure.py)
 
     def process(
         self,
@@ -124,10 +151,16 @@ class Processor:
             return self._impression(key, value, source, load, now)
         if kind == HOLDS_KIND:
             return self._release(key, value, source, load, now)
+        forwarded = kind == FORWARD_KIND
         try:
-            event = decode_event(kind, value, key, now)
+            if forwarded:
+                event = self._forwarded_event(key, value, now)
+            else:
+                event = decode_event(kind, value, key, now)
         except InvalidEvent as exc:
             return self.deadletter(key, value, source, exc.reason, exc.detail, now)
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+            return self.deadletter(key, value, source, "malformed", str(exc)[:200], now)
         skew = self._consent_from_the_future(event, now)
         if skew is not None:
             return self.deadletter(key, value, source, "future_consent", skew, now)
@@ -135,7 +168,12 @@ class Processor:
             now = event.ts.astimezone(UTC)
         subject = event.subject_id or ""
         started = time.perf_counter()
-        state = decode_state(load(subject))
+        parts = load(subject)
+        state = decode_state(parts)
+        if not parts.get("profile"):  # no state: perhaps erased (policy/erasure.py)
+            marker = self._marker(subject, load, now.timestamp())
+            if marker is not None:
+                state.profile.erased_at = marker.erased_at
         outcome = self.engine.process(state, event, now, subject, produced=produced)
         result = Result(
             event_type=getattr(event, "type", None),
@@ -143,9 +181,23 @@ class Processor:
             outcome=outcome,
             subject=subject,
             event_time=event.ts.timestamp(),
+            dropped=outcome.dropped,
         )
-        if outcome.erase or outcome.transfer_to:
+        if outcome.dropped:
+            return result
+        if outcome.forward_to:
+            forward = ForwardedEvent(kind=kind, event=value or b"")
+            result.forwarded = True
+            result.emits.append(
+                Emit(FORWARD_KIND, outcome.forward_to.encode(), _forward_encoder.encode(forward))
+            )
+            return result
+        if outcome.erase:
             result.writes = dict.fromkeys(TABLES)
+            self._leave_marker(subject, event, outcome, result)
+        elif outcome.transfer_to:
+            result.writes = dict.fromkeys(TABLES)
+            result.writes["profile"] = encode_profile(pointer(state.profile, outcome.transfer_to))
         else:
             result.writes = _writes(state)
             result.next_due = _next_due(state)
@@ -157,6 +209,36 @@ class Processor:
         self._emit_outcome(outcome, subject.encode(), result)
         result.decide_seconds = time.perf_counter() - started
         return result
+
+    def _forwarded_event(self, key: bytes | None, value: bytes | None, now: datetime) -> Event:
+        """A logged-in visitor's event, as the customer's (the key)."""
+        forward = _forward_decoder.decode(value or b"")
+        event = decode_event(forward.kind, forward.event, None, now, check_key=False)
+        customer = (key or b"").decode()
+        if not customer:
+            raise InvalidEvent("missing_subject", "forwarded event without a customer key")
+        return msgspec.structs.replace(event, customer_id=customer)
+
+    def _marker(self, subject: str, load: StateLoader, at: float) -> ErasureMarker | None:
+        raw = load(marker_key(subject, self.erasure_key)).get(MARKER_TABLE)
+        return live_marker(raw, at)
+
+    def _leave_marker(self, subject: str, event: Event, outcome: Outcome, result: Result) -> None:
+        """What an erasure leaves: a marker under a keyed hash of the id, and
+        an erasure request for every id linked to the person."""
+        erased_at = event.ts.timestamp()
+        days = self.engine.policy.erasure_marker_days
+        marker = ErasureMarker(erased_at=erased_at, expires_at=erased_at + days * 86400)
+        key = marker_key(subject, self.erasure_key)
+        result.other_writes[key] = {MARKER_TABLE: encode_marker(marker)}
+        for n, linked in enumerate(outcome.erased_linked):
+            request = ErasureEvent(
+                event_id=f"{event.event_id}.linked{n}",
+                type="erasure",
+                anonymous_id=linked,
+                ts=event.ts,
+            )
+            result.emits.append(Emit("privacy", linked.encode(), encode(request)))
 
     def _consent_from_the_future(self, event: Event, now: datetime) -> str | None:
         """Why a consent change is stamped too far ahead to be trusted, if it is."""

@@ -113,6 +113,16 @@ class Profile(msgspec.Struct, kw_only=True, omit_defaults=True, array_like=True)
     time_zone: str | None = None
     device_zone: str | None = None
     active_hours: bytes = b""
+    # Identity (policy/identity.py): on an anonymous id that logged in, the
+    # customer its later events go to; on a customer, the anonymous ids merged
+    # into it (newest last, bounded), so an erasure reaches them too.
+    alias_of: str | None = None
+    linked_ids: list[str] = []
+    # The experiment arm, fixed at the first decision and kept across a
+    # login (a merged visitor's arm wins over none), so it never flips.
+    arm: str | None = None
+    # When this person was last erased: events stamped before it are dropped.
+    erased_at: float = 0.0
 
 
 def seen(profile: Profile, event_hash: int) -> bool:
@@ -239,6 +249,11 @@ def decode_state(parts: dict[str, bytes | None]) -> CustomerState:
         if raw:
             setattr(state, table, _decoders[table].decode(raw))
     return state
+
+
+def encode_profile(profile: Profile) -> bytes:
+    """The profile table's bytes for one record."""
+    return _encoder.encode(profile)
 
 
 def encode_state(state: CustomerState, tables: set[str] | None = None) -> dict[str, bytes]:

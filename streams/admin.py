@@ -18,6 +18,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from policy.erasure import MARKER_TABLE
 from policy.state import TABLES
 from streams.settings import Settings
 from streams.topics import INPUT_KINDS, INTERNAL_KINDS, all_kinds, topic_name
@@ -92,6 +93,17 @@ def check_credentials(settings: Settings, timeout_s: float = 10.0) -> None:
         loop.close()
 
 
+#: Topic settings that differ from the broker's defaults, by topic kind.
+#: The consent log is the audit trail of every consent change: kept until the
+#: operator decides otherwise (docs/operators.md), never the broker's 7 days.
+#: Deadletter records hold the raw bytes of rejected input, personal data
+#: included, so they go after 14 days, also for people erased since.
+TOPIC_CONFIGS: dict[str, dict[str, str]] = {
+    "consent-log": {"retention.ms": "-1", "cleanup.policy": "delete"},
+    "deadletter": {"retention.ms": str(14 * 86_400_000)},
+}
+
+
 def changelog_topic(settings: Settings, table: str) -> str:
     """Faust's name for a table's changelog topic."""
     return f"{settings.app_id}-{table}-changelog"
@@ -110,7 +122,9 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
         wanted = {topic_name(settings.topic_prefix, kind): kind for kind in all_kinds()}
         # Changelogs too, before Faust would: a worker must never take events
         # while the topics its tables write to are still being created.
-        changelogs = {changelog_topic(settings, table): "changelog" for table in TABLES}
+        changelogs = {
+            changelog_topic(settings, table): "changelog" for table in (*TABLES, MARKER_TABLE)
+        }
         existing = set(admin.list_topics())
         missing = [name for name in {**wanted, **changelogs} if name not in existing]
         if missing:
@@ -119,7 +133,11 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
                     name,
                     settings.partitions,
                     settings.replication_factor,
-                    topic_configs={"cleanup.policy": "compact"} if name in changelogs else {},
+                    topic_configs=(
+                        {"cleanup.policy": "compact"}
+                        if name in changelogs
+                        else TOPIC_CONFIGS.get(wanted[name], {})
+                    ),
                 )
                 for name in missing
             ]

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 import faust
 
 from policy.engine import Engine, Produced
+from policy.erasure import MARKER_TABLE
 from policy.processor import Processor, Result
 from policy.state import TABLES
 from schemas.outputs import Action
@@ -29,6 +30,8 @@ from streams.settings import Settings
 from streams.topics import INPUT_KINDS, INTERNAL_KINDS, OUTPUT_KINDS, topic_name
 
 log = logging.getLogger("nudge.worker")
+#: What decide_one read, by key then table: what its writes replace.
+Loaded = dict[str, dict[str, bytes | None]]
 
 #: Changelog messages waiting in Faust's producer buffer before the consumer
 #: pauses. Faust's 100 is three or four events' worth of table writes, so the
@@ -119,7 +122,7 @@ def create_app(settings: Settings, engine: Engine) -> NudgeApp:
             partitions=settings.partitions,
             options=dict(rocksdb_options),  # Faust pops keys from the dict it gets
         )
-        for name in TABLES
+        for name in (*TABLES, MARKER_TABLE)
     }
     kind_of = {topic_name(settings.topic_prefix, k): k for k in (*INPUT_KINDS, *INTERNAL_KINDS)}
     # Raw bytes both ways: decoding is ours (schemas.codec), so a malformed
@@ -129,9 +132,13 @@ def create_app(settings: Settings, engine: Engine) -> NudgeApp:
     sources = app.topic(*kind_of, **raw)
     outputs = {
         kind: app.topic(topic_name(settings.topic_prefix, kind), **raw)
-        for kind in (*OUTPUT_KINDS, *INTERNAL_KINDS)
+        # `privacy`: an erasure also erases the ids linked to the person.
+        for kind in (*OUTPUT_KINDS, *INTERNAL_KINDS, "privacy")
     }
-    processor = Processor(engine, event_clock=settings.clock == "event")
+    erasure_key = settings.erasure_key.encode() if settings.erasure_key else None
+    if erasure_key is None:
+        log.warning("NUDGE_ERASURE_KEY is unset: erasure markers use unkeyed hashes")
+    processor = Processor(engine, event_clock=settings.clock == "event", erasure_key=erasure_key)
     exactly_once = settings.processing_guarantee == "exactly_once"
     nudge = NudgeApp(app, settings, processor, tables, outputs, Outbox(app, outputs, exactly_once))
     undecodable.install(nudge)  # a batch the client cannot decode: deadletter, not a crash loop
@@ -162,10 +169,10 @@ def create_app(settings: Settings, engine: Engine) -> NudgeApp:
 
 def decide_one(
     nudge: NudgeApp, kind: str, key: bytes | None, value: bytes | None, source: tuple
-) -> tuple[Result, dict[str, bytes | None]]:
+) -> tuple[Result, Loaded]:
     """Decide on one message from the customer's current state. Also returns
-    the table values it read for the subject it changes: what its writes
-    will replace (for the crash journal)."""
+    the table values it read, by key: what its writes will replace (for the
+    crash journal)."""
     tables = nudge.tables
     loaded: dict[str, dict[str, bytes | None]] = {}
 
@@ -183,7 +190,7 @@ def decide_one(
     result = nudge.processor.process(kind, key, value, source, load, now, produced_record(nudge))
     if nudge.holds is not None:
         nudge.holds.observe(source[1], result)
-    return result, loaded.get(result.subject or "", {})
+    return result, loaded
 
 
 def produced_record(nudge: NudgeApp) -> Produced:
@@ -197,33 +204,33 @@ def _committed(decision_id: str) -> bool:
     return True
 
 
-def write_state(
-    nudge: NudgeApp, result: Result, before: dict[str, bytes | None], partition: int
-) -> None:
+def write_state(nudge: NudgeApp, result: Result, before: Loaded, partition: int) -> None:
     """The tables an event changed; each write also queues its changelog
     record. What they replace (`before`) is journaled first
     (streams/crash_journal.py)."""
-    if result.subject is None or not result.writes:
-        return
-    subject_key = result.subject.encode()
+    groups = dict(result.other_writes)
+    if result.subject is not None and result.writes:
+        groups[result.subject] = result.writes
     journal = nudge.journal
-    if journal is not None:
-        if not journal.watching:
-            journal.watch_commits(nudge.app.consumer)
-        replaced = {name: before.get(name) for name in result.writes}
-        journal.record(nudge.tables, partition, subject_key, replaced)
-    for name, data in result.writes.items():
-        table = nudge.tables[name]
-        if data is None:
-            del table[subject_key]
-        else:
-            table[subject_key] = data
+    for key, writes in groups.items():
+        stored_key = key.encode()
+        if journal is not None:
+            if not journal.watching:
+                journal.watch_commits(nudge.app.consumer)
+            read = before.get(key, {})
+            journal.record(nudge.tables, partition, stored_key, {n: read.get(n) for n in writes})
+        for name, data in writes.items():
+            table = nudge.tables[name]
+            if data is None:
+                del table[stored_key]
+            else:
+                table[stored_key] = data
 
 
 async def deliver(
     nudge: NudgeApp,
     result: Result,
-    before: dict[str, bytes | None],
+    before: Loaded,
     trigger_timestamp: float | None,
     source: faust.types.TP,
 ) -> None:
@@ -245,6 +252,12 @@ def record_metrics(kind: str, result: Result) -> None:
         metrics.INVALID.labels(result.invalid_reason).inc()
         metrics.DEADLETTERS.inc()
         log.warning("deadletter: %s message rejected (%s)", kind, result.invalid_reason)
+        return
+    if result.dropped is not None:
+        metrics.DROPPED.labels(result.dropped).inc()
+        return
+    if result.forwarded:
+        metrics.FORWARDED.inc()
         return
     if result.duplicate:
         copy = result.outcome.decision if result.outcome is not None else None

@@ -18,11 +18,9 @@ from kafka import KafkaAdminClient, TopicPartition
 from kafka.admin import OffsetSpec
 from kafka.protocol.consumer import IsolationLevel
 
-from policy.onsite import IMPRESSION_KIND
-from policy.processor import HOLDS_KIND, MERGE_KIND
 from streams import metrics
 from streams.settings import Settings
-from streams.topics import INPUT_KINDS, topic_name
+from streams.topics import INPUT_KINDS, INTERNAL_KINDS, topic_name
 
 log = logging.getLogger("nudge.lag")
 
@@ -40,7 +38,7 @@ class LagMonitor:
         self.group = settings.app_id  # Faust's consumer group id (app version 1)
         self.kind_of = {
             topic_name(settings.topic_prefix, kind): kind
-            for kind in (*INPUT_KINDS, MERGE_KIND, IMPRESSION_KIND, HOLDS_KIND)
+            for kind in (*INPUT_KINDS, *INTERNAL_KINDS)
         }
         self.partitions = [
             TopicPartition(topic, p) for topic in self.kind_of for p in range(settings.partitions)

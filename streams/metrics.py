@@ -57,6 +57,15 @@ UNDECODABLE_BATCHES = Counter(
 )
 CONSENT_CHANGES = Counter("nudge_consent_changes", "Consent changes logged.", ["applied"])
 ERASURES = Counter("nudge_erasures", "Erasure requests carried out.")
+DROPPED = Counter(
+    "nudge_dropped_events",
+    "Valid input events not applied: `erased` (stamped before the person's erasure).",
+    ["reason"],
+)
+FORWARDED = Counter(
+    "nudge_identity_forwards",
+    "Events of a visitor who has logged in, forwarded to the customer's partition.",
+)
 
 _MS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 DECISION_SECONDS = Histogram(

@@ -120,6 +120,15 @@ class Settings:
         repr=False,
         metadata={"env": "NUDGE_API_TOKEN", "doc": "Bearer token for the HTTP API (no default)."},
     )
+    erasure_key: str | None = field(
+        default_factory=lambda: os.environ.get("NUDGE_ERASURE_KEY") or None,
+        repr=False,
+        metadata={
+            "env": "NUDGE_ERASURE_KEY",
+            "doc": "Secret that keys the hashes of erased ids (policy/erasure.py); unset:"
+            " unkeyed hashes, which anyone holding an id can test (no default).",
+        },
+    )
     security_protocol: str = field(
         default_factory=lambda: _env("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
         metadata={
@@ -229,7 +238,7 @@ def environment_reference() -> list[tuple[str, str, str]]:
     defaults = Settings()
     rows = []
     for f in fields(Settings):
-        secret = f.name in ("api_token", "sasl_password")
+        secret = f.name in ("api_token", "sasl_password", "erasure_key")
         shown = "(unset)" if secret else str(getattr(defaults, f.name))
         rows.append((f.metadata["env"], shown, f.metadata["doc"]))
     return rows

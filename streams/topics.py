@@ -15,9 +15,15 @@ OUTPUT_KINDS: tuple[str, ...] = (
     "erasures",
 )
 #: Consumed by the agent like inputs: visitor state moving to the customer,
+#: a logged-in visitor's later events following it (policy/identity.py),
 #: on-site impressions (policy.onsite) to record as contacts, and requests to
 #: release a customer's due held actions (streams/holds.py).
-INTERNAL_KINDS: tuple[str, ...] = ("identity-merges", "onsite-impressions", "holds-due")
+INTERNAL_KINDS: tuple[str, ...] = (
+    "identity-merges",
+    "identity-forwards",
+    "onsite-impressions",
+    "holds-due",
+)
 
 
 def topic_name(prefix: str, kind: str) -> str:

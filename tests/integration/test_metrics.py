@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from nudge.testing import EventPublisher, OutputReader, Received, WorkerProcess
 from streams.lag import INTERVAL_S
-from streams.topics import INPUT_KINDS
+from streams.topics import INPUT_KINDS, INTERNAL_KINDS
 
 pytestmark = pytest.mark.integration
 
@@ -292,9 +292,7 @@ def test_latency_histograms_observe_every_decision(batch: Batch) -> None:
 
 def test_lag_is_reported_for_every_input_partition_and_drops_to_zero(batch: Batch) -> None:
     expected = {
-        (kind, str(p))
-        for kind in (*INPUT_KINDS, "identity-merges", "onsite-impressions", "holds-due")
-        for p in range(PARTITIONS)
+        (kind, str(p)) for kind in (*INPUT_KINDS, *INTERNAL_KINDS) for p in range(PARTITIONS)
     }
     assert lag(batch.samples) == dict.fromkeys(expected, 0.0)
 

@@ -16,6 +16,7 @@ import msgspec
 
 from policy.config import Catalog, ContactPolicy, load_catalog, load_policy
 from policy.engine import Engine, Outcome
+from policy.processor import Result
 from policy.state import CustomerState
 from schemas.codec import decode_event
 from schemas.events import Event
@@ -252,3 +253,18 @@ def reasons_of(suppression: Suppression, action_id: str) -> list[str]:
         if verdict.action_id == action_id:
             return list(verdict.reasons)
     raise AssertionError(f"{action_id} was not a candidate: {suppression.candidates}")
+
+
+def store(tables: dict[str, dict[str, bytes]], result: Result) -> None:
+    """Apply a Processor result's writes to tables kept as key -> table -> bytes,
+    as the worker's tables would: the subject's and other keys' (markers)."""
+    groups = dict(result.other_writes)
+    if result.subject is not None:
+        groups[result.subject] = result.writes
+    for key, writes in groups.items():
+        stored = tables.setdefault(key, {})
+        for table, value in writes.items():
+            if value is None:
+                stored.pop(table, None)
+            else:
+                stored[table] = value

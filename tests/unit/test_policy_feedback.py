@@ -29,7 +29,7 @@ from policy_kit import (
 
 from policy.engine import Engine
 from policy.processor import MERGE_KIND, Processor
-from policy.state import TABLES, CustomerState, decode_state, encode_state
+from policy.state import TABLES, CustomerState, Profile, decode_state, encode_state
 from schemas.events import IdentityEvent
 from schemas.outputs import ConsentLogEntry, ErasureConfirmation
 
@@ -225,7 +225,12 @@ def test_merge_through_the_processor_moves_the_state_once() -> None:
     result = processor.process(
         "identity", b"anon-1", raw, ("identity", 0, 1), lambda s: dict(tables[s]), now
     )
-    assert result.writes == dict.fromkeys(TABLES)  # the visitor's records are deleted
+    # The visitor's records are deleted but for a pointer to the customer.
+    assert {name: value for name, value in result.writes.items() if name != "profile"} == (
+        dict.fromkeys(set(TABLES) - {"profile"})
+    )
+    pointer = decode_state({"profile": result.writes["profile"]}).profile
+    assert (pointer.alias_of, pointer.reachable, pointer.identified) == ("cust-9", [], False)
     (transfer,) = [m for m in result.emits if m.kind == MERGE_KIND]
     assert transfer.key == b"cust-9"
 
@@ -263,7 +268,10 @@ def test_erasure_clears_every_table_and_confirms() -> None:
             erased_at=T0 + HOUR + timedelta(seconds=1),
         )
     ]
-    assert snapshot(p.state) == snapshot(CustomerState())
+    # Nothing left but when: older events must not bring the person back.
+    assert snapshot(p.state) == snapshot(
+        CustomerState(profile=Profile(erased_at=(T0 + HOUR).timestamp()))
+    )
     assert p.suppress(click(p.id, T0 + 2 * HOUR)).reasons == ["consent"]  # nothing left
 
 

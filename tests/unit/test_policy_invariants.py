@@ -24,9 +24,9 @@ import msgspec
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from policy_kit import CHANNELS, catalog, decode, key_of, shipped_engine, topic_of
+from policy_kit import CHANNELS, catalog, decode, key_of, shipped_engine, store, topic_of
 
-from policy import locality
+from policy import erasure, locality
 from policy.config import ContactPolicy
 from policy.engine import Engine, Outcome
 from policy.ids import decision_id, in_holdout
@@ -438,12 +438,7 @@ class ThroughProcessor:
         )
         assert result.invalid_reason is None, result.emits
         assert result.outcome is not None and result.subject is not None
-        stored = self.tables.setdefault(result.subject, {})
-        for table, value in result.writes.items():
-            if value is None:
-                stored.pop(table, None)
-            else:
-                stored[table] = value
+        store(self.tables, result)
         self.emitted.append([(e.kind, e.key, e.value) for e in result.emits])
         self.writes.append(result.writes)
         return result.outcome
@@ -578,9 +573,17 @@ def follow(log: list[Processed], check: Check) -> int:
             if decision.message_class == "marketing":
                 person.sent.append((_delivery(decision), decision.channel))
 
+    erased_at: dict[str, float] = {}  # the model never forgets an erasure
     for item in log:
         customer = item.event["customer_id"]
         history.setdefault(customer, []).append(_line(item))
+        stamped = datetime.fromisoformat(item.event["ts"]).timestamp()
+        if stamped <= erased_at.get(customer, -math.inf):
+            # From before the erasure, whatever the redelivery: never applied.
+            outcome = item.outcome
+            assert outcome.dropped == "erased", history[customer]
+            assert outcome.decision is None and not outcome.records and not outcome.released
+            continue
         if item.outcome.duplicate:
             assert not item.outcome.records and not item.outcome.released
             if item.outcome.decision is not None:
@@ -591,6 +594,7 @@ def follow(log: list[Processed], check: Check) -> int:
             assert all(isinstance(d, Suppression) for d in item.outcome.released)
             assert all(d.reasons == ["erased"] for d in item.outcome.released)
             people[customer] = Person()  # forgotten: back to "no consent"
+            erased_at[customer] = max(stamped, erased_at.get(customer, -math.inf))
             continue
         person = people.setdefault(customer, Person())
         for released in item.outcome.released:  # due before this event
@@ -939,6 +943,9 @@ def test_a_redelivered_event_is_recognised_and_changes_nothing(
         ordered = orders.setdefault(item.event["customer_id"], [])
         event_id, order_id = item.event["event_id"], item.event.get("order_id")
         decision = item.outcome.decision
+        if item.outcome.dropped:  # stamped before an erasure: nothing stored
+            assert writes == {}
+            continue
         repeated = event_id in seen[-MAX_PROCESSED_IDS:] or order_id in ordered[-MAX_ORDER_IDS:]
         assert item.outcome.duplicate == repeated, event_id
         if item.outcome.duplicate:
@@ -985,7 +992,12 @@ def test_decisions_replay_identically_and_survive_the_state_round_trip(
         published = [v for kind, _, v in emits if not kind.startswith("actions.")]
         assert published == _encoded(item.outcome), item.event
     for subject, state in memory.states.items():
-        stored = decode_state(dict(first.tables.get(subject, {})))
+        parts = dict(first.tables.get(subject, {}))
+        stored = decode_state(parts)
+        if not parts.get("profile"):  # erased: the worker keeps when, as a marker
+            marker = first.tables.get(erasure.marker_key(subject, None), {})
+            kept = erasure.live_marker(marker.get(erasure.MARKER_TABLE), 0.0)
+            stored.profile.erased_at = kept.erased_at if kept else 0.0
         assert encode_state(stored, set(TABLES)) == encode_state(state, set(TABLES)), subject
 
     rebuilt = InMemory(engine, round_trip=True)
