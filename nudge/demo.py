@@ -15,9 +15,18 @@ from ops import local_kafka
 OUTPUTS = ("actions", "suppressions", "deadletter")
 
 
+def afternoon_zone(now: datetime) -> str:
+    """A fixed-offset IANA zone where it is early afternoon at `now`: the
+    shoppers live there, so the demo shows decisions at any hour instead of
+    messages held for the night (quiet hours are read in each person's zone)."""
+    offset = (14 - now.astimezone(UTC).hour + 12) % 24 - 12
+    return "Etc/UTC" if offset == 0 else f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"
+
+
 def story(now: datetime) -> list[tuple[str, dict | bytes, str]]:
     """(topic kind, event, what a reader should expect) in publishing order."""
     n = iter(range(1, 1000))
+    zone = afternoon_zone(now)
 
     def at(minutes_ago: float = 0) -> str:
         return (now - timedelta(minutes=minutes_ago)).isoformat()
@@ -54,9 +63,13 @@ def story(now: datetime) -> list[tuple[str, dict | bytes, str]]:
         )
         return ("clickstream", event, note)
 
+    def lives_in_the_afternoon(who: str, **fields) -> tuple:
+        return ("preferences", ev("preferences", who, 61, time_zone=zone, **fields), "")
+
     return [
+        *(lives_in_the_afternoon(who) for who in ("ben", "cara", "dan", "eve", "fay")),
         consent("anna", "email"),
-        ("preferences", ev("preferences", "anna", 59, preferred_channel="email"), ""),
+        lives_in_the_afternoon("anna", preferred_channel="email"),
         view("anna", "lighting", minutes_ago=3),
         view("anna", "lighting", minutes_ago=2),
         view("anna", "lighting", "3rd lamp viewed: inspiration on her preferred channel"),

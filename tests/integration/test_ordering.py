@@ -228,7 +228,13 @@ def test_the_demo_story_decides_caras_view_after_her_purchase_every_time(
             for kind, event, _ in story(datetime.now(UTC))
             if isinstance(event, dict) and event["customer_id"] == "cara"
         ]
-        assert [kind for kind, _ in caras] == ["consent", "consent", "purchases", "clickstream"]
+        assert [kind for kind, _ in caras] == [
+            "preferences",
+            "consent",
+            "consent",
+            "purchases",
+            "clickstream",
+        ]
         views = []
         for cara in one_name_per_partition("cara", runs):
             for kind, event in caras:
