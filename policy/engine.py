@@ -8,6 +8,7 @@ names the tables to write back.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -86,6 +87,10 @@ class Outcome:
     forward_to: str | None = None  # a logged-in visitor's event: the customer's now
     dropped: str | None = None  # not applied at all (`erased`: from before an erasure)
     trace: list[CandidateTrace] = field(default_factory=list)
+    # Every (action, channel) pair that passed every rule, with the chance the
+    # policy picks it (Engine.choices): what off-policy evaluation needs.
+    # Empty when nothing was eligible: a suppression is then certain.
+    choices: list[Choice] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -105,6 +110,17 @@ class CandidateTrace:
     @property
     def viable(self) -> bool:
         return not self.reasons and bool(self.send_times)
+
+
+@dataclass(slots=True, frozen=True)
+class Choice:
+    """One (action, channel) pair that passed every rule, and the chance the
+    policy picks it."""
+
+    candidate: CandidateTrace
+    channel: str
+    probability: float
+    greedy: bool  # the highest score on its chosen channel
 
 
 class Engine:
@@ -292,8 +308,10 @@ class Engine:
         held_out = [c for c in candidates if c.reasons == ["holdout"] and c.send_times]
         self._score(viable + held_out, ctx)
         if viable:
-            winner, probability, explored = self._arbitrate(viable, event.event_id)
-            action = self._act(winner, probability, explored, len(viable), ctx, now)
+            outcome.choices = self.choices(viable, state.profile.preferred_channel)
+            pick, explored = self._arbitrate(outcome.choices, event.event_id)
+            winner = self._on_channel(pick, ctx)
+            action = self._act(winner, pick.probability, explored, len(viable), ctx, now)
             if action.send_after is None:
                 outcome.decision = action
             else:  # it must wait: kept in state until due, not published
@@ -382,22 +400,52 @@ class Engine:
             candidate.propensity = p
             candidate.score = p * candidate.action.value * candidate.action.lever
 
-    def _arbitrate(
-        self, viable: list[CandidateTrace], event_id: str
-    ) -> tuple[CandidateTrace, float, bool]:
-        """Highest score wins, except for an epsilon share of decisions that
-        explore uniformly; the probability of the pick is returned for
-        off-policy evaluation. Draws are hashed from the event id."""
-        ranked = sorted(viable, key=lambda c: (-c.score, c.action.id))
-        n = len(ranked)
+    def choices(self, viable: list[CandidateTrace], preferred: str | None) -> list[Choice]:
+        """Every (action, channel) pair of the viable candidates, with the
+        chance this policy picks it; the chances sum to 1. The highest score
+        on its chosen channel wins, except for an epsilon share of decisions
+        that pick uniformly among all pairs. Only pairs that passed every rule
+        are here, so exploring never breaks one; and where the person's
+        preferred channel is usable it is a candidate's only channel: a stated
+        preference is honoured, exploring or not."""
+        best = min(viable, key=lambda c: (-c.score, c.action.id))
+        pairs = sorted(
+            (
+                (c, channel)
+                for c in viable
+                for channel in ([preferred] if preferred in c.send_times else c.send_times)
+            ),
+            key=lambda pair: (pair[0].action.id, pair[1]),
+        )
+        n = len(pairs)
+        epsilon = self.policy.exploration.epsilon if n > 1 else 0.0
+        return [
+            Choice(c, channel, epsilon / n + (1 - epsilon) * greedy, greedy)
+            for c, channel in pairs
+            for greedy in [c is best and channel == best.channel]
+        ]
+
+    def _arbitrate(self, choices: list[Choice], event_id: str) -> tuple[Choice, bool]:
+        """The greedy pair, or for an epsilon share of decisions a uniform
+        pick among all pairs; whether the pick is not the greedy one. Draws
+        are hashed from the event id, so a replay picks the same."""
+        greedy = next(choice for choice in choices if choice.greedy)
+        n = len(choices)
         epsilon = self.policy.exploration.epsilon if n > 1 else 0.0
         if unit_draw(event_id, "explore") < epsilon:
-            pick = ranked[int(unit_draw(event_id, "pick") * n)]
-            explored = pick is not ranked[0]
-        else:
-            pick, explored = ranked[0], False
-        probability = epsilon / n + (1 - epsilon if pick is ranked[0] else 0.0)
-        return pick, probability, explored
+            pick = choices[int(unit_draw(event_id, "pick") * n)]
+            return pick, pick is not greedy
+        return greedy, False
+
+    def _on_channel(self, pick: Choice, ctx: rules.DecisionContext) -> CandidateTrace:
+        """The picked candidate on the picked channel, scored there if
+        exploration moved it off the channel it was scored on."""
+        candidate = pick.candidate
+        if pick.channel == candidate.channel:
+            return candidate
+        moved = dataclasses.replace(candidate, channel=pick.channel, channel_why="explored")
+        self._score([moved], ctx)
+        return moved
 
     def _act(
         self,
