@@ -27,6 +27,7 @@ RUN pip install --no-deps . \
 # without one there the worker serves the heuristic (and says so in a metric).
 ENV NUDGE_CATALOG=/app/config/catalog.toml \
     NUDGE_POLICY=/app/config/policy.toml \
+    NUDGE_EXPERIMENTS=/app/config/experiments.toml \
     NUDGE_DATA_DIR=/data \
     NUDGE_MODEL_DIR=/models \
     NUDGE_WEB_HOST=0.0.0.0 \

@@ -19,6 +19,7 @@ import msgspec
 
 from policy import identity, rules, updates
 from policy.config import Catalog, CatalogAction, ContactPolicy
+from policy.experiments import NO_EXPERIMENTS, Experiments
 from policy.ids import decision_id, hash64, in_holdout, unit_draw
 from policy.scoring import HeuristicScorer, Scorer, ScoringRequest
 from policy.state import (
@@ -29,6 +30,7 @@ from policy.state import (
     TABLES,
     Contact,
     CustomerState,
+    Enrolment,
     Hold,
     remember,
     seen,
@@ -48,6 +50,7 @@ from schemas.outputs import (
     CandidateVerdict,
     Decision,
     ErasureConfirmation,
+    ExperimentRef,
     ReasonCode,
     Suppression,
     WouldBeAction,
@@ -127,11 +130,24 @@ class Engine:
     """Applies events to state and decides, with a catalog, a policy and a scorer."""
 
     def __init__(
-        self, catalog: Catalog, policy: ContactPolicy, scorer: Scorer | None = None
+        self,
+        catalog: Catalog,
+        policy: ContactPolicy,
+        scorer: Scorer | None = None,
+        experiments: Experiments = NO_EXPERIMENTS,
     ) -> None:
         self.catalog = catalog
         self.policy = policy
         self.scorer: Scorer = scorer or HeuristicScorer()
+        # Experiments (policy/experiments.py): one engine per arm, with the
+        # arm's catalog and policy; `experiment` names the arm an engine runs.
+        self.experiments = experiments
+        self.experiment: ExperimentRef | None = None
+        self._variants: dict[tuple[str, str], Engine] = {}
+        for arm in experiments.arms:
+            variant = Engine(arm.catalog, arm.policy, self.scorer)
+            variant.experiment = ExperimentRef(name=arm.experiment, arm=arm.name)
+            self._variants[(arm.experiment, arm.name)] = variant
         self._by_trigger: dict[str, list[CatalogAction]] = {}
         self._by_id = {action.id: action for action in catalog.actions}
         for action in catalog.actions:
@@ -158,6 +174,11 @@ class Engine:
         A repeated event (its id, or a purchase's order id, seen before) is a
         duplicate: it changes nothing, and its action is re-issued only if
         `produced` does not know it reached Kafka (Engine._reissue)."""
+        variant = self._variant(state, subject_id)
+        if variant is not self:  # the person's experiment arm decides, with its config
+            return variant.process(
+                state, event, now, subject_id, explain=explain, channels=channels, produced=produced
+            )
         if event.ts.timestamp() <= state.profile.erased_at:
             return Outcome(dropped="erased")  # from before an erasure: never stored
         forward_to = state.profile.alias_of
@@ -209,6 +230,27 @@ class Engine:
             state.touch("profile")
         return profile.arm == "holdout"
 
+    def _variant(self, state: CustomerState, subject: str | None) -> Engine:
+        """The engine of the person's experiment arm: the one stored at their
+        first decision (kept across a login) while the experiment runs, else
+        the one their id draws (none drawn without `subject`); this engine if
+        they are in no experiment."""
+        if not self._variants:
+            return self
+        stored = state.profile.experiment
+        if stored is not None and (stored.experiment, stored.arm) in self._variants:
+            return self._variants[(stored.experiment, stored.arm)]
+        drawn = self.experiments.assign(subject) if subject is not None else None
+        return self._variants[drawn] if drawn is not None else self
+
+    def _enrol(self, state: CustomerState) -> None:
+        """Store the arm deciding now, so later decisions (and a login) keep it."""
+        ref = self.experiment
+        enrolment = None if ref is None else Enrolment(ref.name, ref.arm)
+        if state.profile.experiment != enrolment:
+            state.profile.experiment = enrolment
+            state.touch("profile")
+
     def _holdout(self, state: CustomerState | None, subject: str) -> bool:
         if state is not None and state.profile.arm is not None:
             return state.profile.arm == "holdout"
@@ -220,6 +262,9 @@ class Engine:
         """Record on-site content shown outside the stream (policy.onsite) as a
         contact, once per decision id. False (nothing changed) for a repeat or
         an action the catalog no longer has."""
+        variant = self._variant(state, None)  # it was decided in the stored arm
+        if variant is not self:
+            return variant.record_impression(state, action_id, channel, at, did)
         action = next((a for a in self.catalog.actions if a.id == action_id), None)
         impression_hash = hash64(f"impression\x1f{did}")
         if action is None or seen(state.profile, impression_hash):
@@ -295,6 +340,7 @@ class Engine:
             policy=self.policy,
             in_holdout=self._assign_arm(state, subject),
         )
+        self._enrol(state)
         candidates = [
             self._evaluate(action, ctx, explain, channels)
             for action in self._by_trigger.get(getattr(event, "type", ""), ())
@@ -548,6 +594,9 @@ class Engine:
         back. A hold whose channel is inside quiet hours again (the person
         changed them) waits on. A released hold is gone from state, so it is
         never released twice, however often this is called."""
+        variant = self._variant(state, subject)
+        if variant is not self:  # held by the arm's engine: its catalog and policy
+            return variant.release_due(state, now, subject)
         now_ts = now.timestamp()
         pending = state.holds.pending
         if not pending or pending[0].due > now_ts:
@@ -613,6 +662,7 @@ class Engine:
             decided_at=now,
             model_version=hold.model_version,
             experiment_arm="holdout" if holdout else "treatment",
+            experiment=self.experiment,
             action_id=action.id,
             channel=hold.channel,  # type: ignore[arg-type]
             message_class=action.message_class,
@@ -650,6 +700,7 @@ class Engine:
             decided_at=now,
             model_version=hold.model_version,
             experiment_arm="holdout" if holdout else "treatment",
+            experiment=self.experiment,
             reasons=list(reasons),
             candidates=[CandidateVerdict(action_id=hold.action_id, reasons=list(reasons))],
         )
@@ -734,6 +785,7 @@ class Engine:
                 decided_at=_utc(contact.at - contact.deferred_s),
                 model_version=self.scorer.version,
                 experiment_arm="holdout" if holdout else "treatment",
+                experiment=self.experiment,
                 action_id=action.id,
                 channel=contact.channel,  # type: ignore[arg-type]
                 message_class=action.message_class,
@@ -768,6 +820,7 @@ class Engine:
             decided_at=now,
             model_version=self.scorer.version,
             experiment_arm="holdout" if holdout else "treatment",
+            experiment=self.experiment,
             reasons=[reason],
             candidates=[CandidateVerdict(action_id=action.id, reasons=[reason])],
         )
@@ -783,6 +836,7 @@ class Engine:
             "decided_at": now,
             "model_version": self.scorer.version,
             "experiment_arm": "holdout" if ctx.in_holdout else "treatment",
+            "experiment": self.experiment,
         }
 
     def _suppress(

@@ -6,8 +6,8 @@ to the customer (an internal topic), and the anonymous key keeps only a
 pointer (`Profile.alias_of`): its later events are forwarded to the customer
 instead of building a second, forgotten profile. The customer remembers the
 anonymous ids merged into it (`Profile.linked_ids`), so that erasing the
-customer erases them too, and takes the visitor's experiment arm if it had
-none, so the arm does not flip at login.
+customer erases them too, and takes the visitor's holdout arm and experiment
+arm (policy/experiments.py) where it had none, so neither flips at login.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ def link(customer: Profile, visitor: Profile, anonymous_id: str) -> None:
     customer.linked_ids = [*linked, anonymous_id][-MAX_LINKED_IDS:]
     if customer.arm is None:
         customer.arm = visitor.arm
+    if customer.experiment is None:
+        customer.experiment = visitor.experiment
 
 
 def pointer(visitor: Profile, customer_id: str) -> Profile:

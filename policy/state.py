@@ -95,6 +95,13 @@ class QuietWindow(msgspec.Struct, array_like=True):
     tz: str
 
 
+class Enrolment(msgspec.Struct, array_like=True):
+    """The experiment and arm a person is in (policy/experiments.py)."""
+
+    experiment: str
+    arm: str
+
+
 class Profile(msgspec.Struct, kw_only=True, omit_defaults=True, array_like=True):
     """Preferences, identity and bookkeeping."""
 
@@ -123,6 +130,9 @@ class Profile(msgspec.Struct, kw_only=True, omit_defaults=True, array_like=True)
     arm: str | None = None
     # When this person was last erased: events stamped before it are dropped.
     erased_at: float = 0.0
+    # The experiment and arm (policy/experiments.py), stored at the first
+    # decision and kept across a login like `arm`; None: in no experiment.
+    experiment: Enrolment | None = None
 
 
 def seen(profile: Profile, event_hash: int) -> bool:

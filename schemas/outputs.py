@@ -43,6 +43,13 @@ ReasonCode = Literal[
 Reason = Annotated[ReasonCode, Meta(description="A reason code.")]
 
 
+class ExperimentRef(msgspec.Struct, kw_only=True, frozen=True):
+    """An experiment and one of its arms (config/experiments.toml)."""
+
+    name: Annotated[str, Meta(description="The experiment.")]
+    arm: Annotated[str, Meta(description="The person's arm in it, fixed for the experiment.")]
+
+
 class DecisionHeader(msgspec.Struct, kw_only=True, frozen=True):
     """Fields shared by actions and suppressions."""
 
@@ -60,6 +67,13 @@ class DecisionHeader(msgspec.Struct, kw_only=True, frozen=True):
         ExperimentArm, Meta(description="`holdout` for the control group, else `treatment`.")
     ]
     schema_version: Annotated[int, Meta(description="Version of this contract.")] = SCHEMA_VERSION
+    experiment: Annotated[
+        ExperimentRef | None,
+        Meta(
+            description="The experiment and arm whose catalog and policy decided; null: the"
+            " person is in no experiment. Independent of `experiment_arm` (the holdout)."
+        ),
+    ] = None
 
 
 class Action(DecisionHeader, frozen=True, tag="action", tag_field="kind"):

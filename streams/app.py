@@ -277,6 +277,10 @@ def record_metrics(kind: str, result: Result) -> None:
         log.debug("decision %s held", outcome.held.decision_id)
     # One DEBUG line per decision: ids and reason codes only, never personal data.
     for decision in (*outcome.released, outcome.decision):
+        if decision is not None and decision.experiment is not None:
+            outcome_label = "action" if isinstance(decision, Action) else "suppression"
+            ref = decision.experiment
+            metrics.EXPERIMENT_DECISIONS.labels(ref.name, ref.arm, outcome_label).inc()
         if isinstance(decision, Action):
             metrics.DECISIONS.labels("action").inc()
             metrics.ACTIONS.labels(decision.channel, decision.action_id).inc()

@@ -1,8 +1,8 @@
 """Prometheus metrics: what operators need, with bounded, identifier-free labels.
 
 Labels only ever carry topic kinds, event types, reason codes, channels,
-catalog action ids, table names and partition numbers: all from closed sets,
-never a customer id.
+catalog action ids, experiment and arm names, table names and partition
+numbers: all from closed sets, never a customer id.
 """
 
 from __future__ import annotations
@@ -40,6 +40,13 @@ DECISIONS = Counter("nudge_decisions", "Decisions made.", ["outcome"])
 DECISIONS.labels("action")
 DECISIONS.labels("suppression")
 ACTIONS = Counter("nudge_actions", "Actions emitted.", ["channel", "action"])
+# Per experiment arm (config/experiments.toml: a bounded set of names), for
+# decisions of people in an experiment; `outcome` is action or suppression.
+EXPERIMENT_DECISIONS = Counter(
+    "nudge_experiment_decisions",
+    "Decisions for people in an experiment, per experiment and arm.",
+    ["experiment", "arm", "outcome"],
+)
 SUPPRESSIONS = Counter(
     "nudge_suppressions", "Suppressions emitted, once per reason named.", ["reason"]
 )

@@ -69,6 +69,16 @@ class Settings:
         default_factory=lambda: Path(_env("NUDGE_POLICY", str(REPO_ROOT / "config/policy.toml"))),
         metadata={"env": "NUDGE_POLICY", "doc": "Contact policy (TOML)."},
     )
+    experiments_path: Path = field(
+        default_factory=lambda: Path(
+            _env("NUDGE_EXPERIMENTS", str(REPO_ROOT / "config/experiments.toml"))
+        ),
+        metadata={
+            "env": "NUDGE_EXPERIMENTS",
+            "doc": "Experiments: arms running other catalogs or policies (TOML; the default"
+            " runs none).",
+        },
+    )
     processing_guarantee: str = field(
         default_factory=lambda: _env("NUDGE_PROCESSING_GUARANTEE", "at_least_once"),
         metadata={

@@ -12,6 +12,7 @@ from faust import Worker
 from models.serving import ScorerHolder
 from policy.config import load_catalog, load_policy
 from policy.engine import Engine
+from policy.experiments import load_experiments
 from streams.admin import ensure_topics
 from streams.app import create_app
 from streams.crash_journal import CrashJournal, mark_clean_stop, recover_local_tables
@@ -28,11 +29,13 @@ log = logging.getLogger("nudge.worker")
 
 
 def build_engine(settings: Settings) -> tuple[Engine, ScorerHolder]:
-    """Load and validate the catalog and policy (raises ConfigError); the
+    """Load and validate the catalog, policy and experiments (raises ConfigError); the
     engine scores with the served model, or the heuristic until one loads."""
     policy = load_policy(settings.policy_path)
+    catalog = load_catalog(settings.catalog_path)
+    experiments = load_experiments(settings.experiments_path, catalog, policy)
     scorer = ScorerHolder(settings.model_dir, policy)
-    return Engine(load_catalog(settings.catalog_path), policy, scorer), scorer
+    return Engine(catalog, policy, scorer, experiments), scorer
 
 
 def run(settings: Settings) -> int:
