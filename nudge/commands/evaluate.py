@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
+from nudge import offline
 from nudge.commands.simulate import DAY_BAR
 from streams.settings import REPO_ROOT
 
@@ -35,10 +36,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         " git-ignored; results/evaluation holds the published figures)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    offline.add_arguments(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.offline is not None:  # a candidate judged on a logged event log
+        return offline.run(args)
     from models.evaluate import evaluate, plot, render, write_json
 
     def progress(name: str) -> Callable[[float], None]:
