@@ -35,6 +35,7 @@ from policy.config import (
     load_policy,
 )
 from policy.engine import Engine
+from policy.experiments import load_experiments
 from policy.holds import DueHolds
 from policy.ids import decision_id
 from policy.processor import HOLDS_KIND, MERGE_KIND, Processor, Result
@@ -112,7 +113,8 @@ class InMemoryWorker:
 
 
 class NudgePolicy:
-    """nudge itself: the shipped catalog and contact policy, any scorer."""
+    """nudge itself: the shipped catalog and contact policy, any scorer, and
+    the experiments of an experiments file (policy/experiments.py), if given."""
 
     name = "nudge"
 
@@ -121,8 +123,12 @@ class NudgePolicy:
         scorer: Scorer | None = None,
         catalog: Path | str = CATALOG,
         policy: Path | str = POLICY,
+        *,
+        experiments: Path | str | None = None,
     ) -> None:
-        self.worker = InMemoryWorker(Engine(load_catalog(catalog), load_policy(policy), scorer))
+        shipped, contact = load_catalog(catalog), load_policy(policy)
+        arms = load_experiments(experiments, shipped, contact)  # none without a file
+        self.worker = InMemoryWorker(Engine(shipped, contact, scorer, arms))
 
     def decide(self, kind: str, event: dict[str, Any], now: datetime) -> list[ActionDict]:
         return emitted_actions(self.worker.process(kind, event, now))

@@ -24,6 +24,7 @@ COMMANDS = (
     "train",
     "simulate",
     "evaluate",
+    "experiments",
     "bench",
 )
 

@@ -64,6 +64,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="(with --kafka) answer a live worker's actions with simulated feedback",
     )
+    parser.add_argument(
+        "--experiments",
+        type=Path,
+        help="(with --out) run these experiments (e.g. config/experiments.toml; default: none)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
 
@@ -75,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--customers and --days must be positive")
     if args.kafka is None and (args.react or args.rate):
         raise ValueError("--react and --rate need --kafka")
+    if args.experiments is not None and args.out is None:
+        raise ValueError("--experiments needs --out (a live worker reads NUDGE_EXPERIMENTS)")
     if args.rate < 0:
         raise ValueError("--rate must be >= 0")
     from models.simulator import START, Simulation
@@ -94,7 +101,8 @@ def _write(simulation: Any, args: argparse.Namespace) -> int:
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with _DayBar(simulation, args) as bar:
-        count = write_event_log(bar.follow(simulation.run(NudgePolicy())), args.out)
+        policy = NudgePolicy(experiments=args.experiments)
+        count = write_event_log(bar.follow(simulation.run(policy)), args.out)
     print(f"wrote {count:,} lines to {args.out}")
     return 0
 
