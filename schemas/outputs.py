@@ -91,7 +91,10 @@ class Action(DecisionHeader, frozen=True, tag="action", tag_field="kind"):
     propensity: Annotated[float, Meta(description="Model's chance of a response.")]
     selection_probability: Annotated[
         float,
-        Meta(description="Chance the policy picks this action (for offline evaluation)."),
+        Meta(
+            description="Chance the policy picks this action on this channel (for offline"
+            " evaluation); a suppression's is always 1: nudge never explores into one."
+        ),
     ]
     explored: Annotated[bool, Meta(description="Picked by exploration, not the best score.")]
     reasons: Annotated[list[str], Meta(description="Why this action and channel won.")]
