@@ -1,7 +1,9 @@
 """Versioned model artifacts on disk, and the pointer that says which to serve.
 
     <root>/CURRENT               the version to serve (one line, replaced atomically)
-    <root>/<version>/model.skops the estimators (skops, never pickle)
+    <root>/<version>/model.skops the estimators (skops, never pickle): the
+                                 propensity model, personas, and an uplift
+                                 model (two pipelines) when one was served
     <root>/<version>/metadata.json
 
 The model file is loaded with skops against an explicit allow-list of types
@@ -30,6 +32,7 @@ from sklearn.preprocessing import StandardScaler
 
 from models.features import FEATURE_NAMES, FEATURE_SCHEMA_VERSION
 from models.personas import PersonaModel
+from models.uplift import UpliftModel
 
 ARTIFACT_FORMAT = 1
 MODEL_FILE = "model.skops"
@@ -48,12 +51,14 @@ class ArtifactError(Exception):
 @dataclass
 class Artifact:
     """A propensity pipeline (StandardScaler -> LogisticRegression), an
-    optional persona model and what is known about how they were made."""
+    optional persona model, an optional uplift model (one such pipeline per
+    arm) and what is known about how they were made."""
 
     version: str
     propensity: Pipeline
     personas: PersonaModel | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    uplift: UpliftModel | None = None
 
 
 def save(
@@ -62,11 +67,16 @@ def save(
     personas: PersonaModel | None,
     metadata: dict[str, Any],
     version: str | None = None,
+    uplift: UpliftModel | None = None,
 ) -> Artifact:
     """Write a new version directory (complete, or not at all) and return it.
     The version defaults to the creation time plus the model's digest."""
     _check_models(propensity, personas)
-    data = sio.dumps({"propensity": propensity, "personas": personas})
+    arms = None
+    if uplift is not None:  # stored as plain pipelines: no type to add to the trust list
+        arms = {"treatment": uplift.treatment, "control": uplift.control}
+        _check_uplift(arms)
+    data = sio.dumps({"propensity": propensity, "personas": personas, "uplift": arms})
     digest = hashlib.sha256(data).hexdigest()
     created = datetime.now(UTC)
     version = version or f"model-{created:%Y%m%d-%H%M%S}-{digest[:8]}"
@@ -90,7 +100,7 @@ def save(
     (staging / METADATA_FILE).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
     staging.chmod(0o755)
     os.rename(staging, target)
-    return Artifact(version, propensity, personas, full)
+    return Artifact(version, propensity, personas, full, uplift)
 
 
 def set_current(root: Path, version: str) -> None:
@@ -141,7 +151,12 @@ def load(root: Path, version: str | None = None) -> Artifact:
     if not isinstance(models, dict) or "propensity" not in models:
         raise ArtifactError(f"{version}: {MODEL_FILE} does not hold a propensity model")
     _check_models(models["propensity"], models.get("personas"))
-    return Artifact(version, models["propensity"], models.get("personas"), metadata)
+    arms = models.get("uplift")
+    uplift = None
+    if arms is not None:
+        _check_uplift(arms)
+        uplift = UpliftModel(arms["treatment"], arms["control"])
+    return Artifact(version, models["propensity"], models.get("personas"), metadata, uplift)
 
 
 def _read_metadata(folder: Path) -> dict[str, Any]:
@@ -165,16 +180,32 @@ def _read_metadata(folder: Path) -> dict[str, Any]:
     return metadata
 
 
-def _check_models(propensity: object, personas: object) -> None:
-    steps = getattr(propensity, "steps", None)
+def _is_scorer_pipeline(model: object) -> bool:
+    """A fitted binary StandardScaler -> LogisticRegression over the features."""
+    return (
+        isinstance(model, Pipeline)
+        and len(model.steps) == 2
+        and isinstance(model[0], StandardScaler)
+        and isinstance(model[-1], LogisticRegression)
+        and len(getattr(model[-1], "classes_", ())) == 2
+        and model[-1].coef_.shape == (1, len(FEATURE_NAMES))
+    )
+
+
+def _check_uplift(arms: object) -> None:
     if not (
-        isinstance(propensity, Pipeline)
-        and len(steps or ()) == 2
-        and isinstance(propensity[0], StandardScaler)
-        and isinstance(propensity[-1], LogisticRegression)
-        and len(getattr(propensity[-1], "classes_", ())) == 2
-        and propensity[-1].coef_.shape == (1, len(FEATURE_NAMES))
+        isinstance(arms, dict)
+        and set(arms) == {"treatment", "control"}
+        and all(_is_scorer_pipeline(model) for model in arms.values())
     ):
+        raise ArtifactError(
+            "the uplift model must be a treatment and a control StandardScaler ->"
+            f" LogisticRegression pipeline over {len(FEATURE_NAMES)} features"
+        )
+
+
+def _check_models(propensity: object, personas: object) -> None:
+    if not _is_scorer_pipeline(propensity):
         raise ArtifactError(
             "the propensity model must be a fitted binary StandardScaler -> LogisticRegression"
             f" pipeline over {len(FEATURE_NAMES)} features"

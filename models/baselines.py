@@ -114,7 +114,11 @@ class InMemoryWorker:
 
 class NudgePolicy:
     """nudge itself: the shipped catalog and contact policy, any scorer, and
-    the experiments of an experiments file (policy/experiments.py), if given."""
+    the experiments of an experiments file (policy/experiments.py), if given.
+
+    With `log_would_be`, `decide` also returns the holdout's suppressions that
+    name what would have been sent (`kind` "suppression"): the simulator logs
+    them, undelivered, so an uplift model can learn from the holdout."""
 
     name = "nudge"
 
@@ -124,14 +128,19 @@ class NudgePolicy:
         catalog: Path | str = CATALOG,
         policy: Path | str = POLICY,
         *,
+        log_would_be: bool = False,
         experiments: Path | str | None = None,
     ) -> None:
         shipped, contact = load_catalog(catalog), load_policy(policy)
         arms = load_experiments(experiments, shipped, contact)  # none without a file
         self.worker = InMemoryWorker(Engine(shipped, contact, scorer, arms))
+        self.log_would_be = log_would_be
 
     def decide(self, kind: str, event: dict[str, Any], now: datetime) -> list[ActionDict]:
-        return emitted_actions(self.worker.process(kind, event, now))
+        result = self.worker.process(kind, event, now)
+        if not self.log_would_be:
+            return emitted_actions(result)
+        return emitted_actions(result) + holdout_would_be(result)
 
 
 class BlastPolicy:
@@ -240,6 +249,15 @@ def subject_key(event: dict[str, Any]) -> bytes:
 def emitted_actions(result: Result) -> list[ActionDict]:
     """The actions a processed message publishes, as the `actions` topic has them."""
     return [_action_dict.decode(emit.value) for emit in result.emits if emit.kind == "actions"]
+
+
+def holdout_would_be(result: Result) -> list[ActionDict]:
+    """The holdout suppressions a processed message publishes that say what
+    would have been sent."""
+    decisions = [
+        _action_dict.decode(emit.value) for emit in result.emits if emit.kind == "suppressions"
+    ]
+    return [d for d in decisions if d["experiment_arm"] == "holdout" and d.get("would_be")]
 
 
 def transactional(actions: list[ActionDict]) -> list[ActionDict]:

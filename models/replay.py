@@ -14,7 +14,8 @@ Later events have not been replayed yet, so they cannot reach a feature; they
 reach only the label (see models.training).
 
 The replayed state holds exactly the contacts that really happened. A trigger
-with a logged action is decided again, at the logged decision time, by an
+with a logged action, or with a logged holdout suppression naming what would
+have been sent (`would_be`), is decided again, at the logged decision time, by an
 engine whose scorer lets the logged action win (exploration off), whatever
 scorer made the log. Every other event only updates state, through an engine
 with an empty catalog: the processing clock of those events is not in the
@@ -22,12 +23,16 @@ log, and they sent nothing. A logged decision the replay cannot reproduce
 (another catalog or policy) is counted and left out. An action that was held
 for quiet hours (its `held_at`) is decided again then, when the scorer saw
 it, and goes out at its due time, as the worker's timer releases it.
+
+The holdout's would-be decisions come back as examples too (`Replay.withheld`):
+with the orders of every subject (`Replay.orders`) they let models.uplift
+compare what happened with a message and without one.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,11 +45,12 @@ from policy.engine import Engine
 from policy.holds import DueHolds
 from policy.processor import HOLDS_KIND, MERGE_KIND, Processor, Result
 from policy.scoring import HeuristicScorer, ScoringRequest
-from policy.state import TABLES, CustomerState, decode_state
+from policy.state import TABLES, CustomerState, decode_state, encode_profile
 from schemas.events import EVENT_TYPES_BY_TOPIC
-from schemas.outputs import Action
+from schemas.outputs import Action, Suppression
 
 POSITIVE = ("clicked", "converted")
+LOGGED_DECISIONS = ("actions", "suppressions")
 
 
 class LogError(ValueError):
@@ -74,6 +80,22 @@ class Header(msgspec.Struct):
         return (self.customer_id or self.anonymous_id or "").encode()
 
 
+class LoggedWouldBe(msgspec.Struct):
+    action_id: str
+    channel: str
+
+
+class LoggedSuppression(msgspec.Struct):
+    """A logged suppression: only a holdout one with `would_be` is replayed."""
+
+    decision_id: str
+    trigger_event_id: str
+    decided_at: datetime
+    customer_id: str = ""
+    experiment_arm: str | None = None
+    would_be: LoggedWouldBe | None = None
+
+
 class LoggedAction(msgspec.Struct):
     decision_id: str
     trigger_event_id: str
@@ -81,6 +103,8 @@ class LoggedAction(msgspec.Struct):
     channel: str
     decided_at: datetime
     held_at: datetime | None = None  # decided then, held for quiet hours, sent at decided_at
+    customer_id: str = ""
+    experiment_arm: str | None = None
 
 
 @dataclass(slots=True)
@@ -92,6 +116,8 @@ class Example:
     features: list[float]
     heuristic: float  # the heuristic scorer's propensity, as a baseline
     label: bool = False
+    subject: str = ""  # whose decision: their orders label the uplift examples
+    ordered: bool = False  # an order within the label window (models.training.split)
 
 
 @dataclass
@@ -102,6 +128,8 @@ class Replay:
     start: float
     end: float
     stats: dict[str, int] = field(default_factory=dict)
+    withheld: list[Example] = field(default_factory=list)  # the holdout's would-be actions
+    orders: dict[str, list[float]] = field(default_factory=dict)  # subject -> order times
 
 
 class _ReplayScorer:
@@ -134,7 +162,7 @@ def read_log(path: Path) -> list[LogRecord]:
                 record = decoder.decode(line)
             except msgspec.DecodeError as exc:
                 raise LogError(f"{path}:{number}: {exc}") from None
-            if record.kind != "actions" and record.kind not in EVENT_TYPES_BY_TOPIC:
+            if record.kind not in LOGGED_DECISIONS and record.kind not in EVENT_TYPES_BY_TOPIC:
                 raise LogError(f"{path}:{number}: unknown kind {record.kind!r}")
             records.append(record)
     return records
@@ -144,14 +172,20 @@ def replay(records: list[LogRecord], catalog: Catalog, policy: ContactPolicy) ->
     """Run the log through the engine; one Example per logged action it reproduced."""
     header_decoder = msgspec.json.Decoder(Header)
     action_decoder = msgspec.json.Decoder(LoggedAction)
+    suppression_decoder = msgspec.json.Decoder(LoggedSuppression)
     logged: dict[str, LoggedAction] = {}
+    would_be: dict[str, LoggedSuppression] = {}
     for record in records:
-        if record.kind == "actions":
-            try:
+        try:
+            if record.kind == "actions":
                 action = action_decoder.decode(record.event)
-            except msgspec.DecodeError as exc:
-                raise LogError(f"an action in the log is not an action record: {exc}") from None
-            logged[action.trigger_event_id] = action
+                logged[action.trigger_event_id] = action
+            elif record.kind == "suppressions":
+                suppression = suppression_decoder.decode(record.event)
+                if suppression.experiment_arm == "holdout" and suppression.would_be:
+                    would_be[suppression.trigger_event_id] = suppression
+        except msgspec.DecodeError as exc:
+            raise LogError(f"a decision in the log is not a decision record: {exc}") from None
     if not logged:
         raise LogError("the log holds no actions to learn from")
     scorer = _ReplayScorer(FeatureBuilder(policy.quiet_hours))
@@ -161,6 +195,17 @@ def replay(records: list[LogRecord], catalog: Catalog, policy: ContactPolicy) ->
     silent = Processor(Engine(Catalog(actions=[]), replay_policy))
     tables: dict[str, dict[bytes, bytes]] = {table: {} for table in TABLES}
     due = DueHolds()
+
+    def keep_arm(subject: str, arm: str | None) -> None:
+        """Decide in the arm the log names. The engine fixes a person's arm at
+        their first decision, and a visitor keeps theirs after logging in; the
+        log does not hold every decision, so the replay follows the logged arm
+        as it follows the logged action."""
+        key = subject.encode()
+        profile = decode_state({"profile": tables["profile"].get(key)}).profile
+        if arm is not None and subject and profile.arm != arm:
+            profile.arm = arm
+            tables["profile"][key] = encode_profile(profile)
 
     def load(subject: str) -> dict[str, bytes | None]:
         key = subject.encode()
@@ -184,11 +229,20 @@ def replay(records: list[LogRecord], catalog: Catalog, policy: ContactPolicy) ->
         return result
 
     examples: list[Example] = []
+    withheld: list[Example] = []
     responses: dict[str, float] = {}
-    stats = {"events": 0, "invalid": 0, "logged_actions": len(logged), "diverged": 0}
+    orders: dict[str, list[float]] = {}
+    stats = {
+        "events": 0,
+        "invalid": 0,
+        "logged_actions": len(logged),
+        "diverged": 0,
+        "logged_would_be": len(would_be),
+        "would_be_diverged": 0,
+    }
     times: list[float] = []
     for record in records:
-        if record.kind == "actions":
+        if record.kind in LOGGED_DECISIONS:
             continue
         try:
             header = header_decoder.decode(record.event)
@@ -206,11 +260,23 @@ def replay(records: list[LogRecord], catalog: Catalog, policy: ContactPolicy) ->
         if header.type in POSITIVE and header.decision_id:
             responses[header.decision_id] = min(ts, responses.get(header.decision_id, math.inf))
         stats["events"] += 1
+        if header.type == "purchase" and header.customer_id:
+            orders.setdefault(header.customer_id, []).append(ts)
+        withheld_by = would_be.get(header.event_id)
+        if withheld_by is not None and header.event_id not in logged:
+            keep_arm(withheld_by.customer_id, withheld_by.experiment_arm)
+            example = _replay_would_be(deciding, scorer, run, record, header, withheld_by)
+            if example is None:
+                stats["would_be_diverged"] += 1
+            else:
+                withheld.append(example)
+            continue
         expected = logged.get(header.event_id)
         if expected is None:
             result = run(silent, record.kind, header.key, bytes(record.event), header.ts)
             stats["invalid"] += result.invalid_reason is not None
             continue
+        keep_arm(expected.customer_id, expected.experiment_arm)
         scorer.expected, scorer.captured = expected.action_id, {}
         decided = expected.held_at or expected.decided_at  # when the scorer was asked
         result = run(deciding, record.kind, header.key, bytes(record.event), decided)
@@ -224,10 +290,44 @@ def replay(records: list[LogRecord], catalog: Catalog, policy: ContactPolicy) ->
         ):
             features, guess = scorer.captured[decision.action_id]
             examples.append(
-                Example(decision.decision_id, expected.decided_at.timestamp(), features, guess)
+                Example(
+                    decision.decision_id,
+                    expected.decided_at.timestamp(),
+                    features,
+                    guess,
+                    subject=result.subject or "",
+                )
             )
         else:
             stats["diverged"] += 1
     subjects = sorted(tables["profile"].keys() | tables["recency"].keys())
     states = [decode_state({table: tables[table].get(key) for table in TABLES}) for key in subjects]
-    return Replay(examples, responses, states, min(times), max(times), stats)
+    return Replay(examples, responses, states, min(times), max(times), stats, withheld, orders)
+
+
+def _replay_would_be(
+    deciding: Processor,
+    scorer: _ReplayScorer,
+    run: Callable[[Processor, str, bytes | None, bytes, datetime], Result],
+    record: LogRecord,
+    header: Header,
+    logged: LoggedSuppression,
+) -> Example | None:
+    """Decide a holdout trigger again at its logged time, letting the logged
+    would-be action win: its features are what a message would have been
+    scored on. None if the replay does not reach the same suppression."""
+    assert logged.would_be is not None
+    scorer.expected, scorer.captured = logged.would_be.action_id, {}
+    result = run(deciding, record.kind, header.key, bytes(record.event), logged.decided_at)
+    decision = result.outcome.decision if result.outcome else None
+    if not (
+        isinstance(decision, Suppression)
+        and decision.decision_id == logged.decision_id
+        and decision.would_be is not None
+        and decision.would_be.action_id == logged.would_be.action_id
+        and decision.would_be.channel == logged.would_be.channel
+    ):
+        return None
+    features, guess = scorer.captured[logged.would_be.action_id]
+    at = logged.decided_at.timestamp()
+    return Example(logged.decision_id, at, features, guess, subject=result.subject or "")

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from scipy.special import expit
+from sklearn.pipeline import Pipeline
 
 from models.artifact import Artifact
 from models.features import FeatureBuilder
@@ -21,19 +22,42 @@ from policy.scoring import ScoringRequest
 
 
 class ModelScorer:
-    """Scores candidates with one artifact; `version` names it in every action."""
+    """Scores candidates with one artifact; `version` names it in every action.
+
+    With an uplift model in the artifact it is an UpliftScorer: the uplift is
+    the difference of two folded pipelines, computed on the same matrix."""
 
     def __init__(self, artifact: Artifact, features: FeatureBuilder) -> None:
         self.version = artifact.version
         self.features = features
-        scaler, logistic = artifact.propensity[0], artifact.propensity[-1]
-        mean = scaler.mean_ if scaler.with_mean else 0.0
-        scale = scaler.scale_ if scaler.with_std else 1.0
-        coef = logistic.coef_[0]
-        self.weights: np.ndarray = coef / scale
-        self.bias = float(logistic.intercept_[0] - np.dot(coef, mean / scale))
+        self.weights, self.bias = fold(artifact.propensity)
+        # (treatment, control) weight and bias: the T-learner's two arms
+        self.uplift: tuple[tuple[np.ndarray, float], tuple[np.ndarray, float]] | None = None
+        if artifact.uplift is not None:
+            self.uplift = (fold(artifact.uplift.treatment), fold(artifact.uplift.control))
 
     def propensities(self, requests: Sequence[ScoringRequest]) -> list[float]:
         if not requests:
             return []
         return expit(self.features.matrix(requests) @ self.weights + self.bias).tolist()
+
+    def propensities_and_uplifts(
+        self, requests: Sequence[ScoringRequest]
+    ) -> tuple[list[float], list[float] | None]:
+        if self.uplift is None:
+            return self.propensities(requests), None
+        if not requests:
+            return [], []
+        X = self.features.matrix(requests)
+        (w_t, b_t), (w_c, b_c) = self.uplift
+        uplift = expit(X @ w_t + b_t) - expit(X @ w_c + b_c)
+        return expit(X @ self.weights + self.bias).tolist(), uplift.tolist()
+
+
+def fold(pipeline: Pipeline) -> tuple[np.ndarray, float]:
+    """StandardScaler -> LogisticRegression as one weight vector and bias."""
+    scaler, logistic = pipeline[0], pipeline[-1]
+    mean = scaler.mean_ if scaler.with_mean else 0.0
+    scale = scaler.scale_ if scaler.with_std else 1.0
+    coef = logistic.coef_[0]
+    return coef / scale, float(logistic.intercept_[0] - np.dot(coef, mean / scale))

@@ -70,6 +70,15 @@ class ScorerHolder:
     def propensities(self, requests: Sequence[ScoringRequest]) -> list[float]:
         return self.active.propensities(requests)
 
+    def propensities_and_uplifts(
+        self, requests: Sequence[ScoringRequest]
+    ) -> tuple[list[float], list[float] | None]:
+        """The active scorer's uplifts too, if it has an uplift model."""
+        active = self.active
+        if isinstance(active, ModelScorer):
+            return active.propensities_and_uplifts(requests)
+        return active.propensities(requests), None
+
     def maybe_reload(self) -> bool:
         """Serve the version CURRENT names if it changed; True if swapped.
 

@@ -11,8 +11,9 @@ talks to a policy only through events and action dicts:
   Existing customers arrive with their history (signup, consent, past orders)
   dated before the window; new visitors start anonymous and sign up later.
 - Every input event goes to `policy.decide(kind, event, now)`. Each action it
-  returns reaches the person at its send time, and `respond` turns it into
-  channel feedback after a realistic delay, and sometimes a visit and an order.
+  returns reaches the person at its send time (a suppression it returns is
+  only logged), and `respond` turns it into channel feedback after a
+  realistic delay, and sometimes a visit and an order.
 - Annoyance builds with contacts per day and per week, more for messages that
   wake people up, miss their interests or promote what they just bought; it
   lowers attention and leads to unsubscribes, and on heavy over-contact to
@@ -336,6 +337,9 @@ class Simulation:
                 yield LogRecord(kind, event)
                 now = max(t, self.start) + PROCESSING_DELAY
                 for action in policy.decide(kind, event, _utc(now)):
+                    if action.get("kind") == "suppression":  # logged, never delivered
+                        yield LogRecord("suppressions", action)
+                        continue
                     yield LogRecord("actions", action)
                     self._push(max(now, delivery_time(action)), DELIVER, action)
             elif tag == DELIVER:

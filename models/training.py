@@ -9,10 +9,17 @@ informs the model. What is evaluated is what gets saved and served, and a
 model whose held-out Brier score is no better than a constant predictor's
 (the training base rate) has learned nothing worth serving: `beats_constant`
 says so, and `nudge train` then does not deploy it.
+
+When the log holds the holdout's would-be decisions, an uplift model
+(models.uplift) is trained on the same time split, with the label both arms
+share: an order within the label window. It is kept for serving only if its
+held-out Qini coefficient is positive and higher than the propensity model's
+ranking of the same decisions; the metadata records both either way.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,14 +32,17 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from models.features import FEATURE_NAMES
 from models.personas import PersonaModel, descriptors, profiled
 from models.replay import Example, Replay, read_log, replay
+from models.uplift import UpliftError, UpliftModel, compare, fit_uplift
 from policy.config import Catalog, ContactPolicy
 
 DAY = 86400.0
 RELIABILITY_BINS = 10
 HOLDOUT_SHARE = 0.25  # of the days the log has decisions in, by default
 MAX_HOLDOUT_DAYS = 7.0
+_TRANSACTIONAL = FEATURE_NAMES.index("transactional")
 
 
 class TrainingError(ValueError):
@@ -44,6 +54,7 @@ class TrainingResult:
     propensity: Pipeline
     personas: PersonaModel | None
     metadata: dict[str, Any]
+    uplift: UpliftModel | None = None  # only one worth serving (metadata["uplift"])
 
 
 def split(
@@ -57,9 +68,89 @@ def split(
     for example in replayed.examples:
         responded = replayed.responses.get(example.decision_id)
         example.label = responded is not None and example.at <= responded <= example.at + window
-    training = [e for e in replayed.examples if e.at + window <= cutoff]
-    validation = [e for e in replayed.examples if cutoff <= e.at and e.at + window <= replayed.end]
+    training, validation = _by_time(replayed.examples, cutoff, window, replayed.end)
     return training, validation, cutoff
+
+
+def _by_time(
+    examples: list[Example], cutoff: float, window: float, end: float
+) -> tuple[list[Example], list[Example]]:
+    """Decisions whose label window closed before `cutoff`, and those after
+    it whose window closed before the log ends."""
+    training = [e for e in examples if e.at + window <= cutoff]
+    validation = [e for e in examples if cutoff <= e.at and e.at + window <= end]
+    return training, validation
+
+
+def label_orders(examples: list[Example], orders: dict[str, list[float]], window: float) -> None:
+    """The uplift label: did the person order within `window` seconds after
+    the decision (with a message or without one)?"""
+    for example in examples:
+        times = orders.get(example.subject, [])
+        first_after = bisect.bisect_right(times, example.at)
+        example.ordered = first_after < len(times) and times[first_after] <= example.at + window
+
+
+def train_uplift(
+    replayed: Replay, propensity: Pipeline, cutoff: float, label_window_days: float
+) -> tuple[UpliftModel | None, dict[str, Any]]:
+    """Fit the T-learner on the marketing actions sent and the holdout's
+    would-be actions before `cutoff`; compare its held-out ranking with the
+    propensity model's. Returns the model only if it is worth serving."""
+    window = label_window_days * DAY
+    sent = [e for e in replayed.examples if not e.features[_TRANSACTIONAL]]
+    examples = sent + replayed.withheld
+    for times in replayed.orders.values():
+        times.sort()
+    label_orders(examples, replayed.orders, window)
+    withheld = {id(e) for e in replayed.withheld}
+    arms = {id(e): id(e) in withheld for e in examples}  # True: the holdout
+    train_set, validation = _by_time(examples, cutoff, window, replayed.end)
+    summary: dict[str, Any] = {
+        "model": "T-learner: StandardScaler -> LogisticRegression per arm",
+        "label": "ordered within the label window",
+        "train": _arm_counts(train_set, arms),
+        "validation": _arm_counts(validation, arms),
+        "served": False,
+    }
+    X, y = _arrays(train_set, ordered=True)
+    treated = np.array([not arms[id(e)] for e in train_set], dtype=bool)
+    try:
+        model = fit_uplift(X, y, treated)
+    except UpliftError as exc:
+        summary["why_not_served"] = f"not trained: {exc}"
+        return None, summary
+    X_val, y_val = _arrays(validation, ordered=True)
+    treated_val = np.array([not arms[id(e)] for e in validation], dtype=bool)
+    if len(validation) == 0 or treated_val.all() or not treated_val.any():
+        summary["why_not_served"] = "the held-out days need decisions of both arms"
+        return None, summary
+    rankings = {
+        "uplift": model.predict(X_val),
+        "propensity": propensity.predict_proba(X_val)[:, 1],
+        "heuristic": np.array([e.heuristic for e in validation]),
+    }
+    summary["metrics"] = compare(y_val, treated_val, rankings)
+    qini = {name: row["qini"] for name, row in summary["metrics"].items()}
+    if qini["uplift"] > max(0.0, qini["propensity"]):
+        summary["served"] = True
+        return model, summary
+    summary["why_not_served"] = (
+        f"held-out Qini {qini['uplift']:.5f} is not above the propensity model's"
+        f" {qini['propensity']:.5f} and 0"
+    )
+    return None, summary
+
+
+def _arm_counts(examples: list[Example], arms: dict[int, bool]) -> dict[str, int]:
+    holdout = [e for e in examples if arms[id(e)]]
+    treated = [e for e in examples if not arms[id(e)]]
+    return {
+        "treatment": len(treated),
+        "treatment_orders": sum(e.ordered for e in treated),
+        "holdout": len(holdout),
+        "holdout_orders": sum(e.ordered for e in holdout),
+    }
 
 
 def default_holdout_days(replayed: Replay, label_window_days: float) -> float:
@@ -150,6 +241,7 @@ def train(
         "validation": evaluate(y_val, p_val, float(y.mean()), heuristic),
     }
     customers = profiled(replayed.states)
+    uplift, uplift_summary = train_uplift(replayed, propensity, cutoff, label_window_days)
     personas = None
     if len(customers) >= n_personas:
         matrix = np.array([descriptors(s, replayed.end) for s in customers])
@@ -171,8 +263,9 @@ def train(
         "model": "StandardScaler -> LogisticRegression",
         "metrics": metrics,
         "personas": personas.personas_ if personas is not None else [],
+        "uplift": uplift_summary,
     }
-    return TrainingResult(propensity, personas, metadata)
+    return TrainingResult(propensity, personas, metadata, uplift)
 
 
 def report(metadata: dict[str, Any]) -> str:
@@ -199,14 +292,42 @@ def report(metadata: dict[str, Any]) -> str:
         f"  {row['predicted']:.3f} -> {row['observed']:.3f} ({row['count']})"
         for row in val["reliability"]
     ]
+    lines += uplift_report(metadata.get("uplift"))
     lines.append(f"personas: {len(metadata['personas'])}")
     lines += [f"  {p['name']} ({p['size']}): {p['description']}" for p in metadata["personas"]]
     return "\n".join(lines)
 
 
-def _arrays(examples: list[Example]) -> tuple[np.ndarray, np.ndarray]:
-    X = np.array([e.features for e in examples], dtype=np.float64)
-    y = np.array([e.label for e in examples], dtype=np.int64)
+def uplift_report(summary: dict[str, Any] | None) -> list[str]:
+    """The uplift model's lines of the report: arms, held-out Qini, served or why not."""
+    if summary is None:  # an artifact from before uplift models
+        return ["uplift: none"]
+    train_arms, val_arms = summary["train"], summary["validation"]
+    lines = [
+        f"uplift ({summary['label']}): train {train_arms['treatment']} sent"
+        f" ({train_arms['treatment_orders']} orders), {train_arms['holdout']} holdout would-be"
+        f" ({train_arms['holdout_orders']}); held out {val_arms['treatment']}"
+        f" ({val_arms['treatment_orders']}) and {val_arms['holdout']}"
+        f" ({val_arms['holdout_orders']})"
+    ]
+    for name, row in summary.get("metrics", {}).items():
+        at = "   ".join(
+            f"@{key.removeprefix('uplift_at_')} " + ("n/a" if value is None else f"{value:+.3f}")
+            for key, value in row.items()
+            if key.startswith("uplift_at_")
+        )
+        lines.append(f"  held-out Qini {row['qini']:+.5f}  uplift {at}   ranked by {name}")
+    served = "served" if summary["served"] else f"not served: {summary['why_not_served']}"
+    lines.append(f"  uplift model {served}")
+    return lines
+
+
+def _arrays(examples: list[Example], ordered: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Features and label: the response label, or with `ordered` the order label."""
+    X = np.array([e.features for e in examples], dtype=np.float64).reshape(
+        len(examples), len(FEATURE_NAMES)
+    )
+    y = np.array([e.ordered if ordered else e.label for e in examples], dtype=np.int64)
     return X, y
 
 

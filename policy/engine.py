@@ -108,6 +108,7 @@ class CandidateTrace:
     channel: str | None = None
     channel_why: str = ""
     propensity: float = 0.0
+    uplift: float | None = None  # with an uplift model, what `score` is based on
     score: float = 0.0
 
     @property
@@ -442,9 +443,18 @@ class Engine:
             ScoringRequest(ctx.state, ctx.event, c.action, c.category, c.channel or "", ctx.now)
             for c in candidates
         ]
-        for candidate, p in zip(candidates, self.scorer.propensities(requests), strict=True):
-            candidate.propensity = p
-            candidate.score = p * candidate.action.value * candidate.action.lever
+        # With an uplift model, rank on the expected incremental value of the
+        # message (uplift x value x lever), not on who would respond anyway.
+        both = getattr(self.scorer, "propensities_and_uplifts", None)
+        if both is None:
+            propensities, uplifts = self.scorer.propensities(requests), None
+        else:
+            propensities, uplifts = both(requests)
+        for i, candidate in enumerate(candidates):
+            candidate.propensity = propensities[i]
+            candidate.uplift = None if uplifts is None else uplifts[i]
+            basis = candidate.propensity if candidate.uplift is None else candidate.uplift
+            candidate.score = basis * candidate.action.value * candidate.action.lever
 
     def choices(self, viable: list[CandidateTrace], preferred: str | None) -> list[Choice]:
         """Every (action, channel) pair of the viable candidates, with the
@@ -507,7 +517,7 @@ class Engine:
         did = decision_id(ctx.event.event_id, action.id)
         self._record_contact(ctx.state, action, channel, at, did, ctx.now)
         why = [
-            _score_line(winner.score, winner.propensity, action),
+            _score_line(winner.score, winner.propensity, action, winner.uplift),
             "explored" if explored else f"highest score of {n_viable} eligible",
             f"channel {channel}: {winner.channel_why}",
         ]
@@ -917,7 +927,14 @@ def _event_category(event: Event) -> str | None:
     return None
 
 
-def _score_line(score: float, propensity: float, action: CatalogAction) -> str:
+def _score_line(
+    score: float, propensity: float, action: CatalogAction, uplift: float | None = None
+) -> str:
+    if uplift is not None:
+        return (
+            f"score {score:.4g} = uplift {uplift:+.4f} x value {action.value:g}"
+            f" x lever {action.lever:g} (propensity {propensity:.3f})"
+        )
     return (
         f"score {score:.4g} = propensity {propensity:.3f}"
         f" x value {action.value:g} x lever {action.lever:g}"

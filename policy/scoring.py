@@ -36,6 +36,18 @@ class Scorer(Protocol):
     def propensities(self, requests: Sequence[ScoringRequest]) -> list[float]: ...
 
 
+class UpliftScorer(Scorer, Protocol):
+    """A scorer that may also estimate how much a message changes the chance
+    of an order (its uplift). The engine then ranks candidates on expected
+    incremental value, uplift x value x lever, instead of propensity x value
+    x lever, and asks for both in one call. The uplifts are None when the
+    scorer has no uplift model (then propensity ranks, as for any Scorer)."""
+
+    def propensities_and_uplifts(
+        self, requests: Sequence[ScoringRequest]
+    ) -> tuple[list[float], list[float] | None]: ...
+
+
 TRIGGER_BASE = {
     "checkout_started": 0.12,
     "add_to_cart": 0.08,

@@ -2,9 +2,10 @@
 
 The event log is JSON Lines, one `{"kind": ..., "event": {...}}` per line in
 the order things happen: `kind` is an input topic kind (clickstream,
-purchases, consent, preferences, identity, feedback) or `actions` for the
-decisions nudge took in-process, so the log is a complete record a trainer
-can learn from. `nudge send`, `nudge replay` and `nudge train` read it.
+purchases, consent, preferences, identity, feedback), `actions` for the
+decisions nudge took in-process, or `suppressions` for the holdout's (what
+each would have been sent), so the log is a complete record a trainer can
+learn from, uplift included. `nudge send`, `nudge replay` and `nudge train` read it.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def _write(simulation: Any, args: argparse.Namespace) -> int:
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with _DayBar(simulation, args) as bar:
-        policy = NudgePolicy(experiments=args.experiments)
+        policy = NudgePolicy(log_would_be=True, experiments=args.experiments)
         count = write_event_log(bar.follow(simulation.run(policy)), args.out)
     print(f"wrote {count:,} lines to {args.out}")
     return 0

@@ -12,6 +12,11 @@ The held-out period is by default the last quarter of the days the log has
 decisions in (at most 7, at least the label window plus one), so the log of
 `nudge simulate --out FILE` trains as it is.
 
+When the log holds the holdout's would-be decisions (`nudge simulate --out`
+logs them), an uplift model is trained too and saved beside the propensity
+model if its held-out Qini coefficient beats the propensity model's ranking;
+workers serving that version then rank on uplift x value x lever.
+
 A model whose held-out Brier score is not lower than a constant predictor's
 (the training base rate) is saved but not deployed: CURRENT keeps naming what
 the workers serve, and a warning says why. --force deploys it anyway. The exit
@@ -74,7 +79,9 @@ def run(args: argparse.Namespace) -> int:
         label_window_days=args.label_window_days,
         n_personas=args.personas,
     )
-    saved = artifact.save(out, result.propensity, result.personas, result.metadata)
+    saved = artifact.save(
+        out, result.propensity, result.personas, result.metadata, uplift=result.uplift
+    )
     print(report(saved.metadata))
     useful = beats_constant(saved.metadata)
     if not useful:
