@@ -316,7 +316,10 @@ def uplift_report(summary: dict[str, Any] | None) -> list[str]:
             for key, value in row.items()
             if key.startswith("uplift_at_")
         )
-        lines.append(f"  held-out Qini {row['qini']:+.5f}  uplift {at}   ranked by {name}")
+        lines.append(
+            f"  held-out Qini {row['qini']:+.5f} [{row['qini_low']:+.5f}, {row['qini_high']:+.5f}]"
+            f"  uplift {at}   ranked by {name}"
+        )
     served = "served" if summary["served"] else f"not served: {summary['why_not_served']}"
     lines.append(f"  uplift model {served}")
     return lines

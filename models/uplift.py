@@ -29,6 +29,9 @@ from sklearn.pipeline import Pipeline
 #: Each arm needs this many examples, with both outcomes, to fit a model.
 MIN_ARM_EXAMPLES = 30
 UPLIFT_AT = (0.1, 0.3, 1.0)  # shares of the ranking for uplift-at-k
+#: Uplift-at-k is reported only where the slice holds this many of each arm.
+MIN_SLICE_ARM = 20
+BOOTSTRAP = 200  # resamples for the Qini coefficient's interval
 
 
 class UpliftError(ValueError):
@@ -95,27 +98,36 @@ def qini_coefficient(score: np.ndarray, y: np.ndarray, treated: np.ndarray) -> f
     return float((area - n * q[-1] / 2.0) / n**2)
 
 
-def uplift_at(score: np.ndarray, y: np.ndarray, treated: np.ndarray, share: float) -> float | None:
+def uplift_at(
+    score: np.ndarray, y: np.ndarray, treated: np.ndarray, share: float, min_arm: int = 1
+) -> float | None:
     """Order rate of the treated minus the control's, among the top `share`
-    by score; None when that slice has no one of an arm."""
+    by score; None when that slice has fewer than `min_arm` of an arm."""
     top = np.argsort(-score, kind="stable")[: max(1, round(share * len(score)))]
     t, outcome = treated[top].astype(bool), y[top].astype(float)
-    if not t.any() or t.all():
+    if min(t.sum(), (~t).sum()) < min_arm:
         return None
     return float(outcome[t].mean() - outcome[~t].mean())
 
 
 def compare(
-    y: np.ndarray, treated: np.ndarray, rankings: dict[str, np.ndarray]
+    y: np.ndarray, treated: np.ndarray, rankings: dict[str, np.ndarray], seed: int = 0
 ) -> dict[str, dict[str, float | None]]:
-    """Qini coefficient and uplift-at-k of each ranking on the same examples."""
+    """Qini coefficient (with a 95% bootstrap interval, the same resamples for
+    every ranking) and uplift-at-k of each ranking on the same examples."""
+    rng = np.random.default_rng(seed)
+    resamples = [rng.integers(0, len(y), len(y)) for _ in range(BOOTSTRAP)]
     table: dict[str, dict[str, float | None]] = {}
     for name, score in rankings.items():
+        spread = [qini_coefficient(score[i], y[i], treated[i]) for i in resamples]
+        low, high = np.percentile(spread, [2.5, 97.5])
         row: dict[str, float | None] = {
-            "qini": round(float(qini_coefficient(score, y, treated)), 6),
+            "qini": round(qini_coefficient(score, y, treated), 6),
+            "qini_low": round(float(low), 6),
+            "qini_high": round(float(high), 6),
         }
         for share in UPLIFT_AT:
-            value = uplift_at(score, y, treated, share)
+            value = uplift_at(score, y, treated, share, MIN_SLICE_ARM)
             row[f"uplift_at_{share:g}"] = None if value is None else round(value, 4)
         table[name] = row
     return table

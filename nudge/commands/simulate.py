@@ -70,6 +70,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         help="(with --out) run these experiments (e.g. config/experiments.toml; default: none)",
     )
+    parser.add_argument(
+        "--policy",
+        type=Path,
+        help="(with --out) nudge's contact policy (default: config/policy.toml); a larger"
+        " holdout share gives an uplift model more to learn from",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
 
@@ -97,12 +103,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write(simulation: Any, args: argparse.Namespace) -> int:
-    from models.baselines import NudgePolicy
+    from models.baselines import POLICY, NudgePolicy
     from models.simulator import write_event_log
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with _DayBar(simulation, args) as bar:
-        policy = NudgePolicy(log_would_be=True, experiments=args.experiments)
+        policy = NudgePolicy(
+            policy=args.policy or POLICY, log_would_be=True, experiments=args.experiments
+        )
         count = write_event_log(bar.follow(simulation.run(policy)), args.out)
     print(f"wrote {count:,} lines to {args.out}")
     return 0

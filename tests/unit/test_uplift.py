@@ -29,6 +29,7 @@ from models.uplift import (
     qini_curve,
     uplift_at,
 )
+from nudge.cli import main as cli_main
 from policy.config import load_catalog, load_policy
 from policy.engine import Engine
 from policy.scoring import HeuristicScorer, ScoringRequest
@@ -110,6 +111,16 @@ def test_tied_scores_form_one_point_of_the_curve() -> None:
     k, q = qini_curve(np.zeros(4), y, treated)
     assert k.tolist() == [0, 4] and q.tolist() == [0, 0]
     assert qini_coefficient(np.zeros(4), y, treated) == 0.0  # a constant is random
+
+
+def test_compare_reports_an_interval_and_leaves_out_thin_slices() -> None:
+    X, y, treated = segments(2000, seed=6)
+    score = X[:, 0] * -1.0  # the segment a message moves first
+    row = compare(y, treated, {"by_segment": score})["by_segment"]
+    assert row["qini_low"] < row["qini"] < row["qini_high"]
+    assert row["qini_low"] > 0  # 2,000 people tell this ranking from random
+    assert uplift_at(score, y, treated, 0.005, min_arm=20) is None  # 10 people
+    assert row["uplift_at_0.3"] == pytest.approx(0.2, abs=0.06)
 
 
 # -- artifact and scorer -------------------------------------------------------------------
@@ -221,6 +232,22 @@ def test_the_engine_ranks_on_propensity_without_an_uplift_model() -> None:
     person = Person(plain)
     person.opt_in(T0, "email")
     assert "propensity" in person.act(click("c-1", T0)).reasons[0]
+
+
+def test_nudge_simulate_logs_the_holdouts_would_be_decisions(tmp_path: Path) -> None:
+    policy_path = tmp_path / "policy.toml"
+    text = (ROOT / "config" / "policy.toml").read_text()
+    policy_path.write_text(text.replace("share = 0.05", "share = 0.5"))
+    out = tmp_path / "events.jsonl"
+    argv = ["simulate", "--customers", "40", "--days", "4", "--quiet", "--out", str(out)]
+    assert cli_main([*argv, "--policy", str(policy_path)]) == 0
+    records = read_log(out)
+    would_be = [r for r in records if r.kind == "suppressions"]
+    assert would_be
+    assert all(b'"experiment_arm":"holdout"' in bytes(r.event) for r in would_be)
+    marketing = [r for r in records if r.kind == "actions" and b'"marketing"' in bytes(r.event)]
+    assert marketing  # the other half are sent messages
+    assert all(b'"experiment_arm":"treatment"' in bytes(r.event) for r in marketing)
 
 
 # -- from a simulated log --------------------------------------------------------------------
