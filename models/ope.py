@@ -12,7 +12,9 @@ decision:
 - IPS: the mean of w * r, with w = pi(logged pair) / mu(logged pair).
   Unbiased where the logging policy gives every pair the candidate may pick a
   positive probability; high variance when weights are large.
-- SNIPS: sum(w * r) / sum(w). Slightly biased, far less variance.
+- SNIPS: sum(w * r) / sum(w). Slightly biased, far less variance. Where the
+  candidate would send nothing but the logging policy always sent, that
+  chance joins the denominator as a known reward of 0 (no weight carries it).
 - DR (doubly robust): a reward model q predicts each pair's reward; the
   estimate is the mean of sum_a pi(a) q(a) + w * (r - q(logged pair)).
   Unbiased if the probabilities are right, whatever q; lower variance the
@@ -25,7 +27,8 @@ one cluster per person, because decisions about the same person are not
 independent (SNIPS by the delta method). Diagnostics say when to distrust
 them: the effective sample size of the weights, the largest weight, and the
 candidate's probability mass on pairs the logging policy never tried there
-(no estimator here can see those; IPS and SNIPS count them as no reward).
+(no estimator here can see those; IPS and SNIPS count them as no reward;
+sending nothing needs no support, its reward is known).
 """
 
 from __future__ import annotations
@@ -61,8 +64,17 @@ class LoggedDecision:
 
     @property
     def unsupported(self) -> float:
-        """The candidate's mass on pairs the logging policy could not pick here."""
-        return sum(p for a, p in self.target.items() if self.logging.get(a, 0.0) <= 0.0)
+        """The candidate's mass on sending pairs the logging policy could not
+        pick here (nothing sent needs no support: its reward is known, 0)."""
+        return sum(
+            p for a, p in self.target.items() if a is not None and self.logging.get(a, 0.0) <= 0.0
+        )
+
+    @property
+    def silent(self) -> float:
+        """The candidate's chance of sending nothing where the logging policy
+        surely sent something: a known reward of 0 that no weight carries."""
+        return self.target.get(None, 0.0) if self.logging.get(None, 0.0) <= 0.0 else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,11 +118,12 @@ def snips(decisions: Sequence[LoggedDecision]) -> Estimate:
     _require(decisions)
     w = np.array([d.weight for d in decisions])
     r = np.array([d.reward for d in decisions])
-    total = w.sum()
+    mass = w + np.array([d.silent for d in decisions])
+    total = mass.sum()
     if total <= 0:  # the candidate never does what was logged: nothing to say
         return Estimate("SNIPS", float("nan"), float("nan"), float("nan"), len(decisions))
     value = float((w * r).sum() / total)
-    influence = w * (r - value) / w.mean()
+    influence = (w * r - mass * value) / mass.mean()
     se = _cluster_se(influence, _people(decisions))
     return Estimate("SNIPS", value, value - Z95 * se, value + Z95 * se, len(decisions))
 

@@ -122,6 +122,19 @@ def test_a_choice_the_logging_policy_never_makes_is_reported_as_unsupported() ->
     assert math.isnan(snips(decisions).value)  # no weight at all: SNIPS cannot say
 
 
+def test_sending_nothing_needs_no_support_its_reward_is_known() -> None:
+    """The candidate stays silent half the time where the logging policy
+    always sent: no weight carries that half, yet its reward is surely 0."""
+    always_sends = ({"a@email": 0.5, "b@email": 0.5},) * 2
+    half_silent = ({"a@email": 0.5, None: 0.5},) * 2
+    decisions = synthetic(np.random.default_rng(6), 3000, logging=always_sends, target=half_silent)
+    expected = truth(half_silent)
+    assert diagnostics(decisions).unsupported_mass == 0.0
+    for estimate in estimate_all(decisions):
+        assert estimate.covers(expected), estimate
+        assert abs(estimate.value - expected) < 0.01, estimate
+
+
 def test_no_decisions_is_an_error_not_a_rate() -> None:
     for estimator in (ips, snips, doubly_robust, on_policy, diagnostics):
         with pytest.raises(ValueError):
