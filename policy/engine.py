@@ -362,7 +362,7 @@ class Engine:
             if action.send_after is None:
                 outcome.decision = action
             else:  # it must wait: kept in state until due, not published
-                self._hold(state, action)
+                self._hold(state, action, winner.uplift)
                 outcome.held = action
         else:
             would_be = max(held_out, key=lambda c: c.score) if held_out else None
@@ -573,9 +573,10 @@ class Engine:
 
     # -- held actions (docs/channels.md) ----------------------------------------
 
-    def _hold(self, state: CustomerState, action: Action) -> None:
+    def _hold(self, state: CustomerState, action: Action, uplift: float | None = None) -> None:
         """Keep an action that must wait in state until its `send_after`; its
-        contact is already reserved at that time (_record_contact)."""
+        contact is already reserved at that time (_record_contact). The
+        uplift, if one scored it, lets the released action say so."""
         assert action.send_after is not None
         hold = Hold(
             due=action.send_after.timestamp(),
@@ -592,6 +593,7 @@ class Engine:
             explored=action.explored,
             model_version=action.model_version,
             why=[r for r in action.reasons[1:] if r != DEFERRED],
+            uplift=uplift,
         )
         state.holds.pending = sorted([*state.holds.pending, hold], key=_due)
         state.touch("holds")
@@ -681,7 +683,11 @@ class Engine:
             propensity=hold.propensity,
             selection_probability=hold.selection_probability,
             explored=hold.explored,
-            reasons=[_score_line(hold.score, hold.propensity, action), *hold.why, held],
+            reasons=[
+                _score_line(hold.score, hold.propensity, action, hold.uplift),
+                *hold.why,
+                held,
+            ],
             send_after=None,
             expires_at=_utc(expires),
             held_at=_utc(hold.decided_at),

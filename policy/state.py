@@ -196,6 +196,7 @@ class Hold(msgspec.Struct, array_like=True, omit_defaults=True):
     explored: bool
     model_version: str
     why: list[str] = []  # why it won (the decision's reasons, without the score line)
+    uplift: float | None = None  # what the score was based on, if an uplift model scored it
 
 
 class Holds(msgspec.Struct, kw_only=True, omit_defaults=True, array_like=True):

@@ -33,7 +33,7 @@ from nudge.cli import main as cli_main
 from policy.config import load_catalog, load_policy
 from policy.engine import Engine
 from policy.scoring import HeuristicScorer, ScoringRequest
-from tests.unit.policy_kit import T0, Person, catalog, click, marketing, policy
+from tests.unit.policy_kit import DAY, T0, Person, catalog, click, marketing, policy
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = load_catalog(ROOT / "config" / "catalog.toml")
@@ -221,6 +221,20 @@ def test_the_engine_ranks_on_uplift_when_the_scorer_has_it() -> None:
     assert action.score == pytest.approx(0.05 * 10.0)
     assert action.propensity == pytest.approx(0.1)
     assert action.reasons[0].startswith("score 0.5 = uplift +0.0500 x value 10")
+
+
+def test_a_held_action_says_on_release_that_uplift_scored_it() -> None:
+    scorer = FixedScorer({"moved": 0.1}, {"moved": 0.05})
+    quiet = {"start": "21:00", "end": "08:00", "tz": "UTC"}
+    engine = Engine(catalog(marketing("moved")), policy(quiet_hours=quiet), scorer)
+    person = Person(engine)
+    person.opt_in(T0, "email")
+    evening = T0.replace(hour=22)
+    held = person.hold(click("c-1", evening))
+    assert held.reasons[0].startswith("score 0.5 = uplift +0.0500")
+    (released,) = person.release(evening.replace(hour=8) + DAY)
+    assert released.action_id == "moved"
+    assert released.reasons[0] == held.reasons[0]
 
 
 def test_the_engine_ranks_on_propensity_without_an_uplift_model() -> None:
