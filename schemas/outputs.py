@@ -87,7 +87,13 @@ class Action(DecisionHeader, frozen=True, tag="action", tag_field="kind"):
         MessageClass, Meta(description="marketing, or transactional (receipts, notices).")
     ]
     category: Annotated[str | None, Meta(description="The category it promotes, if any.")]
-    score: Annotated[float, Meta(description="propensity x value x lever.")]
+    score: Annotated[
+        float,
+        Meta(
+            description="propensity x value x lever; uplift x value x lever when the"
+            " served model has an uplift model (the first reason says which)."
+        ),
+    ]
     propensity: Annotated[float, Meta(description="Model's chance of a response.")]
     selection_probability: Annotated[
         float,
