@@ -1,39 +1,110 @@
-"""`nudge evaluate` end to end on a tiny world: the report and the chart."""
+"""`nudge evaluate` end to end on a tiny world over two seeds: the control sends
+nothing, incremental figures lead, the report, the verdicts and the chart."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 
+import pytest
+
+from models.baselines import SilentPolicy
+from models.evaluate import play
+from models.simulator import Simulation
 from nudge.cli import main as nudge
 
+ARGV = ["evaluate", "--customers", "60", "--days", "4", "--seed", "3", "--seeds", "2"]
 
-def test_evaluate_writes_the_report_and_the_chart(tmp_path, capsys) -> None:
-    argv = ["evaluate", "--customers", "60", "--days", "4", "--seed", "3"]
-    assert nudge([*argv, "--out", str(tmp_path), "--quiet"]) == 0
 
-    report = json.loads((tmp_path / "evaluation.json").read_text())
-    assert report["command"] == "nudge evaluate --customers 60 --days 4 --seed 3"
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> tuple[dict, str]:
+    """One run for the module: the report (with the chart's first bytes) and what it printed."""
+    out = tmp_path_factory.mktemp("evaluation")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert nudge([*ARGV, "--out", str(out), "--quiet"]) == 0
+    report = json.loads((out / "evaluation.json").read_text())
+    report["_png"] = (out / "evaluation.png").read_bytes()[:8]
+    return report, printed.getvalue()
+
+
+def test_the_control_arm_sends_nothing() -> None:
+    sim = Simulation(60, 4, 3)
+    actions = [event for kind, event in sim.run(SilentPolicy()) if kind == "actions"]
+    assert actions, "the control still confirms orders"
+    assert {a["message_class"] for a in actions} == {"transactional"}
+    tally = play("silent", 60, 4, 3)
+    assert tally["messages"] == 0 and tally["messages_by_channel"] == {}
+    assert tally["local_night_messages"] == tally["just_bought_promotions"] == 0
+    assert tally["transactional_messages"] == len(actions)
+
+
+def test_incremental_is_measured_against_the_control_on_each_seed(run) -> None:
+    report, _ = run
+    assert report["command"] == "nudge evaluate --customers 60 --days 4 --seed 3 --seeds 2"
+    assert report["world"]["seeds"] == [3, 4]
     assert set(report["policies"]) == {"nudge", "blast", "autopilot", "silent"}
-    for result in report["policies"].values():
+    silent = report["policies"]["silent"]
+    assert silent["messages"] == 0
+    assert silent["incremental_conversions"] == {
+        "mean": 0.0,
+        "ci95": [0.0, 0.0],
+        "per_seed": [0, 0],
+    }
+    for name, result in report["policies"].items():
+        per_seed = [report["per_seed"][s][name] for s in ("3", "4")]
+        control = [report["per_seed"][s]["silent"]["total_conversions"] for s in ("3", "4")]
+        expected = [r["total_conversions"] - c for r, c in zip(per_seed, control, strict=True)]
+        assert result["incremental_conversions"]["per_seed"] == expected
+        assert result["incremental_conversions"]["mean"] == pytest.approx(sum(expected) / 2)
+        low, high = result["incremental_conversions"]["ci95"]
+        assert low <= result["incremental_conversions"]["mean"] <= high
+        messages = sum(r["messages"] for r in per_seed)
+        if messages:
+            assert result["incremental_per_1000_messages"] == pytest.approx(
+                1000 * sum(expected) / messages, abs=1e-3
+            )
+        for r in per_seed:
+            assert r["total_conversions"] == r["attributed_conversions"] + r["organic_purchases"]
+            assert r["invalid_events"] == 0
         assert {
             "messages",
             "attributed_conversions",
-            "organic_purchases",
-            "total_conversions",
-            "conversions_per_1000_messages",
             "unsubscribes",
             "complaints",
-            "revenue",
-            "incremental_orders",
+            "local_night_messages",
+            "just_bought_promotions_total",
+            "credited_not_added",
         } <= set(result)
-        assert result["total_conversions"] == (
-            result["attributed_conversions"] + result["organic_purchases"]
-        )
-        assert result["invalid_events"] == 0
-    assert report["policies"]["silent"]["messages"] == 0
-    assert len(report["targets"]) == 3
+
+
+def test_the_harm_counters_fire_on_a_policy_without_rules(run) -> None:
+    blast = run[0]["policies"]["blast"]
+    assert blast["just_bought_promotions_total"] > 0
+    assert blast["local_night_messages"] > 0
+
+
+def test_the_gap_breakdown_adds_up_to_the_policys_messages(run) -> None:
+    report, _ = run
+    for name in ("nudge", "blast", "autopilot"):
+        by_persona = report["gap"][name]["by_persona"]
+        total = sum(row["messages"] for row in by_persona.values())
+        assert total == pytest.approx(report["policies"][name]["messages"], abs=0.05)
+
+
+def test_targets_are_checked_and_printed_with_incremental_figures_first(run) -> None:
+    report, printed = run
+    assert [t["target"].split(" ")[0] for t in report["targets"]] == [
+        "incremental",
+        "marketing",
+        "unsubscribes",
+        "promotions",
+    ]
     assert report["all_targets_passed"] == all(t["passed"] for t in report["targets"])
-    assert (tmp_path / "evaluation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    printed = capsys.readouterr().out
-    assert "conversions / 1,000 messages" in printed
-    assert printed.count("PASS") + printed.count("FAIL") == 3
+    blast = report["policies"]["blast"]
+    assert report["targets"][1]["threshold"] == pytest.approx(0.15 * blast["messages"], abs=0.01)
+    assert printed.count("PASS") + printed.count("FAIL") == 4
+    table = printed.splitlines()
+    assert table[2].startswith("incremental orders vs no contact")
+    assert report["_png"] == b"\x89PNG\r\n\x1a\n"
