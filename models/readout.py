@@ -104,7 +104,7 @@ class Readout:
                 self.orders.setdefault(subject, []).append(_time(event["ts"]))
         elif kind == "actions" and event.get("message_class") == "marketing":
             self._enter(event, holdout=False)
-            self.messages.setdefault(event["customer_id"], []).append(_time(event["decided_at"]))
+            self.messages.setdefault(event["customer_id"], []).append(_decided(event))
         elif kind == "suppressions" and event.get("would_be"):
             self._enter(event, holdout=True)
 
@@ -115,7 +115,7 @@ class Readout:
         ref = decision.get("experiment") or {}
         group = (ref.get("name", NO_EXPERIMENT), ref.get("arm", NO_EXPERIMENT))
         held = holdout or decision.get("experiment_arm") == "holdout"
-        self.entries[subject] = Entry(group, held, _time(decision["decided_at"]))
+        self.entries[subject] = Entry(group, held, _decided(decision))
 
     def report(self, confidence: float = 0.95) -> list[ArmReadout]:
         """One row per (experiment, arm), in name order."""
@@ -196,6 +196,14 @@ def _row(
 
 def _time(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
+
+
+def _decided(decision: dict[str, Any]) -> float:
+    """When it was decided: an action held for quiet hours was decided at
+    `held_at` (its `decided_at` is its release), as the holdout's would-be
+    suppression of the same moment is; entering at the release would leave
+    the night's orders out for the treated only."""
+    return _time(decision.get("held_at") or decision["decided_at"])
 
 
 def read(records: Iterable[tuple[str, dict[str, Any]]]) -> Readout:

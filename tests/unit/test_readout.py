@@ -103,6 +103,14 @@ def test_orders_before_entering_and_decisions_of_others_do_not_count() -> None:
     assert row.note.startswith("too small to tell")
 
 
+def test_a_held_action_enters_its_person_when_it_was_decided_not_released() -> None:
+    held = decision("t-1", "a", False, T0 + timedelta(hours=10))
+    held[1]["held_at"] = iso(T0)
+    records = [held, order("t-1", T0 + timedelta(hours=1), 1), decision("h-1", "a", True, T0)]
+    (row,) = read(records).report()
+    assert (row.messages, row.conversions) == (1, 1)
+
+
 def test_a_visitor_who_logs_in_is_one_person_with_the_customers_orders() -> None:
     readout = Readout()
     for kind, event in [
