@@ -99,6 +99,12 @@ TIE_BREAK: tuple[str, ...] = (
 #: enough to find a record already fetched behind many others, few enough
 #: to keep Faust's back-pressure (Kafka Streams buffers 1,000 per partition).
 MAX_BUFFERED = 1_000
+#: How long a topic-partition the agent has had nothing from since it was
+#: assigned is waited for (its high watermark may still be unknown, its
+#: offset resetting, its first fetch under way): only right after a start or
+#: a rebalance, when the worker reads a backlog and order matters more than
+#: milliseconds. Measured: records known to be there took longer than 20 ms.
+FIRST_FETCH_WAIT = 2.0
 
 
 @dataclass(slots=True)
@@ -125,10 +131,12 @@ class ReorderBuffer(Generic[T]):
         highwater: Callable[[str, int], int | None],
         start_offset: Callable[[str, int], int],
         on_enforced: Callable[[], None] = lambda: None,
+        first_fetch_wait: float = FIRST_FETCH_WAIT,
     ) -> None:
         self.rank = dict(rank)
         self.synchronised = tuple(synchronised)
         self.max_idle = max_idle
+        self.first_fetch_wait = max(first_fetch_wait, max_idle) if max_idle else 0.0
         self.highwater = highwater
         self.start_offset = start_offset
         self.on_enforced = on_enforced
@@ -201,24 +209,23 @@ class ReorderBuffer(Generic[T]):
         for topic in self.synchronised:
             if part.queues.get(topic):
                 continue
-            if self._read_to_end(topic, number, part):
-                part.idle_since.pop(topic, None)
+            end = self.highwater(topic, number)
+            if end is not None and end <= self._following(topic, number, part):
+                part.idle_since.pop(topic, None)  # read to its end: nothing to wait for
                 continue
-            expires = part.idle_since.setdefault(topic, now) + self.max_idle
+            first = end is None or topic not in part.next_offsets  # nothing from it yet
+            since = part.idle_since.setdefault(topic, now)
+            expires = since + (self.first_fetch_wait if first else self.max_idle)
             if now < expires:
                 until = expires if until is None else min(until, expires)
             else:
                 enforced = True
         return until, enforced and until is None
 
-    def _read_to_end(self, topic: str, number: int, part: _Partition[T]) -> bool:
-        end = self.highwater(topic, number)
-        if end is None:
-            return False  # not fetched yet: it may hold anything
+    def _following(self, topic: str, number: int, part: _Partition[T]) -> int:
+        """The offset of the next record the agent will get from topic-partition."""
         following = part.next_offsets.get(topic)
-        if following is None:
-            following = self.start_offset(topic, number)
-        return end <= following
+        return self.start_offset(topic, number) if following is None else following
 
     def clear(self) -> None:
         """Forget everything (Faust's flow control calls this when a rebalance
@@ -282,7 +289,13 @@ async def in_time_order(
     when the loop body that received it is done, and is Faust's current
     event meanwhile, so table writes go to its partition's changelog.
     With `order.max_idle` 0 nothing waits and events come as Faust
-    delivers them (ordering off)."""
+    delivers them (ordering off).
+
+    Waits run on an idle clock: the time the agent had nothing to do, its
+    Faust queue empty (or its buffer full). While events are queued, an
+    awaited record may be among them, however far back a backlog put it;
+    time spent taking them in, or deciding other partitions' events, is
+    not time the record failed to come."""
     source = stream.noack()
     incoming = aiter(source.events())
     delivered = source.channel.queue  # fetched, waiting for the agent
@@ -290,6 +303,7 @@ async def in_time_order(
     app.flow_control.manage_queue(order)  # type: ignore[arg-type]  # cleared with Faust's queues
     eager = order.max_idle > 0
     pending: asyncio.Future | None = None
+    idle = 0.0  # seconds the agent waited with nothing to do: the clock waits run on
 
     def take(event: faust.EventT) -> None:
         message = event.message
@@ -303,24 +317,27 @@ async def in_time_order(
                 if len(order) >= MAX_BUFFERED:
                     break
                 take(await anext(incoming))
-            event = order.pop(time.monotonic())
+            event = order.pop(idle)
             if event is not None:
                 _current_event.set(weakref.ref(event))  # what Faust's tables write with
                 yield event
                 await source.ack(event)
                 continue
-            if pending is None:
-                if order.deadline is None:  # nothing waits on the clock
-                    take(await anext(incoming))
-                    continue
-                pending = asyncio.ensure_future(anext(incoming))
-            timeout = None
-            if order.deadline is not None:
-                timeout = max(0.0, order.deadline - time.monotonic())
-            done, _ = await asyncio.wait((pending,), timeout=timeout)
-            if done:
-                event, pending = pending.result(), None
+            started = time.monotonic()
+            if order.deadline is None:  # nothing waits on the clock
+                event = await (pending if pending is not None else anext(incoming))
+                pending = None
                 take(event)
+            elif len(order) >= MAX_BUFFERED:  # full, nothing may go: only the clock frees it
+                await asyncio.sleep(order.deadline - idle)
+            else:
+                if pending is None:
+                    pending = asyncio.ensure_future(anext(incoming))
+                done, _ = await asyncio.wait((pending,), timeout=order.deadline - idle)
+                if done:
+                    event, pending = pending.result(), None
+                    take(event)
+            idle += time.monotonic() - started
     except StopAsyncIteration:
         return  # the stream ended: the worker is stopping
     finally:

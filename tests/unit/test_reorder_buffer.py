@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from streams.ordering import TIE_BREAK, ReorderBuffer, in_time_order
+from streams.ordering import FIRST_FETCH_WAIT, TIE_BREAK, ReorderBuffer, in_time_order
 
 RANK = {kind: n for n, kind in enumerate(TIE_BREAK)}
 INPUTS = ("consent", "purchases", "clickstream")
@@ -32,7 +32,12 @@ class Kafka:
         return self.committed.get((topic, partition), 0)
 
 
-def make(kafka: Kafka, max_idle: float = 0.05, enforced: list | None = None) -> ReorderBuffer:
+def make(
+    kafka: Kafka,
+    max_idle: float = 0.05,
+    enforced: list | None = None,
+    first_fetch_wait: float = FIRST_FETCH_WAIT,
+) -> ReorderBuffer:
     return ReorderBuffer(
         rank={topic: RANK[topic] for topic in (*INPUTS, "identity-merges")},
         synchronised=INPUTS,
@@ -40,6 +45,7 @@ def make(kafka: Kafka, max_idle: float = 0.05, enforced: list | None = None) -> 
         highwater=kafka.highwater,
         start_offset=kafka.start_offset,
         on_enforced=lambda: (enforced if enforced is not None else []).append(1),
+        first_fetch_wait=first_fetch_wait,
     )
 
 
@@ -50,6 +56,13 @@ def published(kafka: Kafka, order: ReorderBuffer, topic: str, partition: int, ts
     name = f"{topic}@{offset}"
     order.push(topic, partition, offset, ts, name)
     return name
+
+
+def received_before(kafka: Kafka, order: ReorderBuffer, topic: str, partition: int) -> None:
+    """The agent got (and processed) a record of topic-partition earlier in
+    this assignment, so a wait for it is the short one."""
+    published(kafka, order, topic, partition, ts=0.0)
+    assert drain(order, now=-1.0)
 
 
 def drain(order: ReorderBuffer, now: float) -> list[str]:
@@ -91,12 +104,13 @@ def test_equal_timestamps_put_facts_before_triggers() -> None:
 def test_a_topic_with_unread_records_is_waited_for_and_then_comes_first() -> None:
     kafka = Kafka()
     order = make(kafka, max_idle=0.05)
-    kafka.ends[("consent", 0)] = 1  # fetched (its high watermark is known), not delivered yet
+    received_before(kafka, order, "consent", 0)
+    kafka.ends[("consent", 0)] = 2  # fetched (its high watermark is known), not delivered yet
     view = published(kafka, order, "clickstream", 0, ts=2.0)
     assert order.pop(now=100.0) is None
     assert order.deadline == pytest.approx(100.05)
-    order.push("consent", 0, 0, 1.0, "consent@0")
-    assert drain(order, now=100.01) == ["consent@0", view]
+    order.push("consent", 0, 1, 1.0, "consent@1")
+    assert drain(order, now=100.01) == ["consent@1", view]
 
 
 def test_an_idle_topic_never_stalls() -> None:
@@ -122,6 +136,7 @@ def test_the_wait_is_bounded_and_counted() -> None:
     kafka = Kafka()
     enforced: list = []
     order = make(kafka, max_idle=0.05, enforced=enforced)
+    received_before(kafka, order, "purchases", 0)
     kafka.ends[("purchases", 0)] = 3  # unread, and it never comes
     view = published(kafka, order, "clickstream", 0, ts=1.0)
     assert order.pop(now=10.0) is None
@@ -133,19 +148,25 @@ def test_the_wait_is_bounded_and_counted() -> None:
     assert len(enforced) == 2
 
 
-def test_a_topic_not_fetched_yet_is_waited_for() -> None:
+def test_a_topic_not_fetched_since_the_assignment_is_waited_for_longer() -> None:
     kafka = Kafka()
     order = make(kafka, max_idle=0.02)
-    kafka.ends[("consent", 0)] = None  # no fetch response for it yet
+    kafka.ends[("consent", 0)] = None  # no fetch response for it yet (an offset reset, say)
     view = published(kafka, order, "clickstream", 0, ts=1.0)
     assert order.pop(now=0) is None
-    assert order.pop(now=0.02) == view
+    assert order.pop(now=1.0) is None
+    assert order.deadline == pytest.approx(FIRST_FETCH_WAIT)
+    kafka.ends[("consent", 0)] = 3  # fetched: three records to come, none here yet
+    assert order.pop(now=1.5) is None
+    assert order.deadline == pytest.approx(FIRST_FETCH_WAIT)
+    assert order.pop(now=FIRST_FETCH_WAIT) == view
 
 
 def test_other_partitions_flow_while_one_waits() -> None:
     kafka = Kafka()
     order = make(kafka)
-    kafka.ends[("consent", 0)] = 1
+    received_before(kafka, order, "consent", 0)
+    kafka.ends[("consent", 0)] = 2
     waiting = published(kafka, order, "clickstream", 0, ts=1.0)
     flowing = published(kafka, order, "clickstream", 1, ts=2.0)
     assert drain(order, now=0) == [flowing]
@@ -236,7 +257,7 @@ def fake_app() -> SimpleNamespace:
 def test_the_agent_loop_releases_a_waiting_event_at_its_deadline_and_acks_after_processing():
     kafka = Kafka()
     kafka.ends[("consent", 0)] = 1  # unread, and it will not come
-    order = make(kafka, max_idle=0.05)
+    order = make(kafka, max_idle=0.05, first_fetch_wait=0.05)
     stream = FakeStream()
     view = Event(Message("clickstream", 0, 0, 1.0))
     stale = Event(Message("clickstream", 1, 0, 1.0, generation_id=0))  # from before a rebalance
