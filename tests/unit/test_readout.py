@@ -159,7 +159,9 @@ def test_nudge_experiments_report_prints_every_arm(
 
 def test_a_simulated_experiment_logs_its_arms_and_reads_out(tmp_path: Path) -> None:
     """A small world (300 people, 7 days, seed 3) with the shipped catalog and
-    policy, split into two arms, the second with half the global caps."""
+    policy, split into two arms, the second with lower global caps; the log
+    holds the actions and the holdout's would-be suppressions, as nudge
+    simulate --out writes it."""
     root = Path(__file__).resolve().parents[2] / "config"
     gentle = (root / "policy.toml").read_text().replace("day = 3\nweek = 7", "day = 1\nweek = 3")
     assert gentle != (root / "policy.toml").read_text()
@@ -168,7 +170,7 @@ def test_a_simulated_experiment_logs_its_arms_and_reads_out(tmp_path: Path) -> N
         '[[experiments]]\nname = "caps"\narms = [{ name = "current" },'
         ' { name = "gentle", policy = "gentle.toml" }]\n'
     )
-    policy = NudgePolicy(experiments=tmp_path / "experiments.toml")
+    policy = NudgePolicy(log_would_be=True, experiments=tmp_path / "experiments.toml")
     log = tmp_path / "run.jsonl"
     write_event_log(Simulation(300, 7, 3).run(policy), log)
     decisions = [
@@ -184,3 +186,4 @@ def test_a_simulated_experiment_logs_its_arms_and_reads_out(tmp_path: Path) -> N
         rows = read((item.kind, item.event) for item in read_log(stream)).report()
     assert [(r.experiment, r.arm) for r in rows] == [("caps", "current"), ("caps", "gentle")]
     assert all(r.people > 0 and r.messages >= r.people for r in rows)
+    assert all(r.holdout_people > 0 for r in rows)  # their would-be suppressions are logged
