@@ -14,7 +14,9 @@ When the log holds the holdout's would-be decisions, an uplift model
 (models.uplift) is trained on the same time split, with the label both arms
 share: an order within the label window. It is kept for serving only if its
 held-out Qini coefficient is positive and higher than the propensity model's
-ranking of the same decisions; the metadata records both either way.
+ranking of the same decisions, beyond the 95% interval of a paired bootstrap
+(a small holdout cannot tell them apart, and then propensity keeps ranking);
+the metadata records both either way.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from sklearn.preprocessing import StandardScaler
 from models.features import FEATURE_NAMES
 from models.personas import PersonaModel, descriptors, profiled
 from models.replay import Example, Replay, read_log, replay
-from models.uplift import UpliftError, UpliftModel, compare, fit_uplift
+from models.uplift import UpliftError, UpliftModel, compare, fit_uplift, qini_gain
 from policy.config import Catalog, ContactPolicy
 
 DAY = 86400.0
@@ -131,13 +133,18 @@ def train_uplift(
         "heuristic": np.array([e.heuristic for e in validation]),
     }
     summary["metrics"] = compare(y_val, treated_val, rankings)
-    qini = {name: row["qini"] for name, row in summary["metrics"].items()}
-    if qini["uplift"] > max(0.0, qini["propensity"]):
+    gain, low, high = qini_gain(y_val, treated_val, rankings["uplift"], rankings["propensity"])
+    summary["qini_gain_over_propensity"] = {
+        "gain": round(gain, 6),
+        "low": round(low, 6),
+        "high": round(high, 6),
+    }
+    if low > 0 and summary["metrics"]["uplift"]["qini"] > 0:
         summary["served"] = True
         return model, summary
     summary["why_not_served"] = (
-        f"held-out Qini {qini['uplift']:.5f} is not above the propensity model's"
-        f" {qini['propensity']:.5f} and 0"
+        f"its held-out Qini is not surely above the propensity model's: the gain is"
+        f" {gain:+.5f}, 95% interval [{low:+.5f}, {high:+.5f}] includes or is below 0"
     )
     return None, summary
 
@@ -319,6 +326,12 @@ def uplift_report(summary: dict[str, Any] | None) -> list[str]:
         lines.append(
             f"  held-out Qini {row['qini']:+.5f} [{row['qini_low']:+.5f}, {row['qini_high']:+.5f}]"
             f"  uplift {at}   ranked by {name}"
+        )
+    gain = summary.get("qini_gain_over_propensity")
+    if gain is not None:
+        lines.append(
+            f"  uplift's Qini over propensity's {gain['gain']:+.5f}"
+            f" [{gain['low']:+.5f}, {gain['high']:+.5f}] (95%, paired bootstrap)"
         )
     served = "served" if summary["served"] else f"not served: {summary['why_not_served']}"
     lines.append(f"  uplift model {served}")

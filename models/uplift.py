@@ -110,13 +110,31 @@ def uplift_at(
     return float(outcome[t].mean() - outcome[~t].mean())
 
 
+def _resamples(n: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, n, n) for _ in range(BOOTSTRAP)]
+
+
+def qini_gain(
+    y: np.ndarray, treated: np.ndarray, better: np.ndarray, than: np.ndarray, seed: int = 0
+) -> tuple[float, float, float]:
+    """How much higher one ranking's Qini coefficient is than another's on the
+    same examples, with a 95% paired bootstrap interval: (gain, low, high)."""
+    spread = [
+        qini_coefficient(better[i], y[i], treated[i]) - qini_coefficient(than[i], y[i], treated[i])
+        for i in _resamples(len(y), seed)
+    ]
+    low, high = np.percentile(spread, [2.5, 97.5])
+    gain = qini_coefficient(better, y, treated) - qini_coefficient(than, y, treated)
+    return gain, float(low), float(high)
+
+
 def compare(
     y: np.ndarray, treated: np.ndarray, rankings: dict[str, np.ndarray], seed: int = 0
 ) -> dict[str, dict[str, float | None]]:
     """Qini coefficient (with a 95% bootstrap interval, the same resamples for
     every ranking) and uplift-at-k of each ranking on the same examples."""
-    rng = np.random.default_rng(seed)
-    resamples = [rng.integers(0, len(y), len(y)) for _ in range(BOOTSTRAP)]
+    resamples = _resamples(len(y), seed)
     table: dict[str, dict[str, float | None]] = {}
     for name, score in rankings.items():
         spread = [qini_coefficient(score[i], y[i], treated[i]) for i in resamples]

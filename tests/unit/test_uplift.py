@@ -27,6 +27,7 @@ from models.uplift import (
     fit_uplift,
     qini_coefficient,
     qini_curve,
+    qini_gain,
     uplift_at,
 )
 from nudge.cli import main as cli_main
@@ -75,6 +76,10 @@ def test_t_learner_recovers_the_effect_where_propensity_ranks_the_wrong_segment_
     assert table["uplift"]["qini"] > 0.012
     assert table["propensity"]["qini"] < -0.012
     assert table["uplift"]["uplift_at_0.3"] == pytest.approx(0.20, abs=0.05)
+    gain, low, high = qini_gain(
+        y_new, t_new, model.predict(X_new), propensity.predict_proba(X_new)[:, 1]
+    )
+    assert 0 < low < gain < high  # surely better, so training would serve it
     assert table["propensity"]["uplift_at_0.3"] == pytest.approx(0.0, abs=0.05)
 
 
@@ -311,9 +316,9 @@ def test_training_reports_qini_against_propensity_for_both_arms(holdout_log) -> 
     assert summary["train"]["holdout"] > 0 and summary["train"]["treatment"] > 0
     if "metrics" in summary:  # the held-out days had decisions of both arms
         assert set(summary["metrics"]) == {"uplift", "propensity", "heuristic"}
-        served = summary["metrics"]["uplift"]["qini"] > max(
-            0.0, summary["metrics"]["propensity"]["qini"]
-        )
+        gain = summary["qini_gain_over_propensity"]
+        assert gain["low"] <= gain["gain"] <= gain["high"]
+        served = gain["low"] > 0 and summary["metrics"]["uplift"]["qini"] > 0
         assert summary["served"] is served
     assert (result.uplift is not None) is summary["served"]
     text = "\n".join(uplift_report(summary))
