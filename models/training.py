@@ -133,12 +133,11 @@ def train_uplift(
         "heuristic": np.array([e.heuristic for e in validation]),
     }
     summary["metrics"] = compare(y_val, treated_val, rankings)
-    gain, low, high = qini_gain(y_val, treated_val, rankings["uplift"], rankings["propensity"])
-    summary["qini_gain_over_propensity"] = {
-        "gain": round(gain, 6),
-        "low": round(low, 6),
-        "high": round(high, 6),
-    }
+    gain, low, high = (
+        round(value, 6)
+        for value in qini_gain(y_val, treated_val, rankings["uplift"], rankings["propensity"])
+    )
+    summary["qini_gain_over_propensity"] = {"gain": gain, "low": low, "high": high}
     if low > 0 and summary["metrics"]["uplift"]["qini"] > 0:
         summary["served"] = True
         return model, summary
