@@ -16,8 +16,10 @@ reach only the label (see models.training).
 The replayed state holds exactly the contacts that really happened. A trigger
 with a logged action, or with a logged holdout suppression naming what would
 have been sent (`would_be`), is decided again, at the logged decision time, by an
-engine whose scorer lets the logged action win (exploration off), whatever
-scorer made the log. Every other event only updates state, through an engine
+engine whose scorer lets the logged action win, whatever scorer made the
+log; with the log's own exploration, whose draws are hashed from the event
+id, so where the log explored (an action or a channel) the replay picks the
+same pair. Every other event only updates state, through an engine
 with an empty catalog: the processing clock of those events is not in the
 log, and they sent nothing. A logged decision the replay cannot reproduce
 (another catalog or policy) is counted and left out. An action that was held
@@ -40,7 +42,7 @@ from pathlib import Path
 import msgspec
 
 from models.features import FeatureBuilder
-from policy.config import Catalog, ContactPolicy, ExplorationPolicy
+from policy.config import Catalog, ContactPolicy
 from policy.engine import Engine
 from policy.holds import DueHolds
 from policy.processor import HOLDS_KIND, MERGE_KIND, Processor, Result
@@ -189,10 +191,9 @@ def replay(records: list[LogRecord], catalog: Catalog, policy: ContactPolicy) ->
     if not logged:
         raise LogError("the log holds no actions to learn from")
     scorer = _ReplayScorer(FeatureBuilder(policy.quiet_hours))
-    replay_policy = msgspec.structs.replace(policy, exploration=ExplorationPolicy(epsilon=0.0))
-    deciding = Processor(Engine(catalog, replay_policy, scorer))
+    deciding = Processor(Engine(catalog, policy, scorer))
     # Built directly, since a catalog file must name at least one action.
-    silent = Processor(Engine(Catalog(actions=[]), replay_policy))
+    silent = Processor(Engine(Catalog(actions=[]), policy))
     tables: dict[str, dict[bytes, bytes]] = {table: {} for table in TABLES}
     due = DueHolds()
 
