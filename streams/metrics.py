@@ -52,7 +52,7 @@ SUPPRESSIONS = Counter(
 )
 ORDER_ENFORCED = Counter(
     "nudge_order_enforced",
-    "Events decided while a topic of their partition still had unread records after "
+    "Events decided while a topic of their partition still had unread messages after "
     "NUDGE_MAX_TASK_IDLE_MS (streams/ordering.py).",
 )
 DEADLETTERS = Counter("nudge_deadletters", "Records written to the deadletter topic.")
