@@ -461,16 +461,24 @@ class Engine:
         chance this policy picks it; the chances sum to 1. The highest score
         on its chosen channel wins, except for an epsilon share of decisions
         that pick uniformly among all pairs. Only pairs that passed every rule
-        are here, so exploring never breaks one; and where the person's
-        preferred channel is usable it is a candidate's only channel: a stated
-        preference is honoured, exploring or not."""
+        are here, so exploring never breaks one; where the person's preferred
+        channel is usable it is a candidate's only channel (a stated preference
+        is honoured, exploring or not); and a transactional message is never
+        explored, neither away nor onto another channel."""
         best = min(viable, key=lambda c: (-c.score, c.action.id))
+        if best.action.message_class == "transactional":
+            # A receipt is owed, on its best channel: never explored away.
+            return [Choice(best, best.channel or "", 1.0, True)]
+
+        def channels(c: CandidateTrace) -> list[str]:
+            if preferred in c.send_times:
+                return [preferred]
+            if c.action.message_class == "transactional":
+                return [c.channel or ""]
+            return list(c.send_times)
+
         pairs = sorted(
-            (
-                (c, channel)
-                for c in viable
-                for channel in ([preferred] if preferred in c.send_times else c.send_times)
-            ),
+            ((c, channel) for c in viable for channel in channels(c)),
             key=lambda pair: (pair[0].action.id, pair[1]),
         )
         n = len(pairs)

@@ -124,3 +124,22 @@ def test_a_suppression_is_certain_and_offers_no_choice() -> None:
         outcome = person.send(click(person.id, T0 + MINUTE, event_id=f"view-{i}"))
         assert isinstance(outcome.decision, Suppression)
         assert outcome.choices == []
+
+
+def test_a_receipt_is_never_explored_onto_another_channel() -> None:
+    receipt = {
+        "id": "receipt",
+        "message_class": "transactional",
+        "channels": ["email", "sms"],
+        "triggers": [{"event": "purchase"}],
+        "value": 1.0,
+        "cooldown_hours": 0,
+    }
+    engine = Engine(catalog(receipt), policy(exploration={"epsilon": 0.5}), ChannelScorer())
+    channels = Counter()
+    for i in range(200):
+        person = Person(engine)
+        action = person.act(purchase(person.id, T0 + MINUTE, event_id=f"order-{i}"))
+        assert (action.explored, action.selection_probability) == (False, 1.0)
+        channels[action.channel] += 1
+    assert len(channels) == 1, channels
