@@ -96,9 +96,11 @@ TIE_BREAK: tuple[str, ...] = (
     "clickstream",
 )
 #: Events the agent takes from Faust ahead of processing while it waits:
-#: enough to find a record already fetched behind many others, few enough
-#: to keep Faust's back-pressure (Kafka Streams buffers 1,000 per partition).
-MAX_BUFFERED = 1_000
+#: enough to find a record fetched behind a backlog's worth of others (after
+#: a restart, a consent record came behind 2,000 queued views, and 1,000 was
+#: too few), few enough to bound memory (1-2 KB an event) and keep Faust's
+#: back-pressure. Kafka Streams buffers 1,000 per partition.
+MAX_BUFFERED = 10_000
 #: How long a topic-partition the agent has had nothing from since it was
 #: assigned is waited for (its high watermark may still be unknown, its
 #: offset resetting, its first fetch under way): only right after a start or
