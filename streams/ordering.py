@@ -107,6 +107,11 @@ MAX_BUFFERED = 10_000
 #: a rebalance, when the worker reads a backlog and order matters more than
 #: milliseconds. Measured: records known to be there took longer than 20 ms.
 FIRST_FETCH_WAIT = 2.0
+#: How far the idle clock may fall behind the wall clock. Time spent taking in
+#: a backlog does not count against a wait (a record awaited may be queued
+#: behind thousands of others), but a worker at capacity is never idle: without
+#: this bound a wait would hold its partition for as long as the load lasts.
+WALL_SLACK = 2.0
 
 
 @dataclass(slots=True)
@@ -297,7 +302,9 @@ async def in_time_order(
     Faust queue empty (or its buffer full). While events are queued, an
     awaited record may be among them, however far back a backlog put it;
     time spent taking them in, or deciding other partitions' events, is
-    not time the record failed to come."""
+    not time the record failed to come. The idle clock never lags the wall
+    clock by more than WALL_SLACK, so a worker that is never idle (at
+    capacity) still ends every wait within WALL_SLACK plus the wait itself."""
     source = stream.noack()
     incoming = aiter(source.events())
     delivered = source.channel.queue  # fetched, waiting for the agent
@@ -306,6 +313,7 @@ async def in_time_order(
     eager = order.max_idle > 0
     pending: asyncio.Future | None = None
     idle = 0.0  # seconds the agent waited with nothing to do: the clock waits run on
+    origin = time.monotonic()
 
     def take(event: faust.EventT) -> None:
         message = event.message
@@ -319,6 +327,7 @@ async def in_time_order(
                 if len(order) >= MAX_BUFFERED:
                     break
                 take(await anext(incoming))
+            idle = max(idle, time.monotonic() - origin - WALL_SLACK)
             event = order.pop(idle)
             if event is not None:
                 _current_event.set(weakref.ref(event))  # what Faust's tables write with

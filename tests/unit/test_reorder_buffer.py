@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from streams import ordering
 from streams.ordering import FIRST_FETCH_WAIT, TIE_BREAK, ReorderBuffer, in_time_order
 
 RANK = {kind: n for n, kind in enumerate(TIE_BREAK)}
@@ -275,3 +276,33 @@ def test_the_agent_loop_releases_a_waiting_event_at_its_deadline_and_acks_after_
     [(event, waited, acked_before)] = seen
     assert event is view and 0.04 < waited < 1.0  # released by the clock, no new input
     assert acked_before == [] and stream.acked == [view]  # acked once processed; stale never
+
+
+def test_a_worker_at_capacity_still_ends_a_wait_within_the_wall_slack(monkeypatch) -> None:
+    """A backlog on another partition keeps the agent busy, never idle; the
+    idle clock is kept within WALL_SLACK of the wall clock, so the waiting
+    view goes after its wait plus the slack, not after the backlog."""
+    monkeypatch.setattr(ordering, "WALL_SLACK", 0.2)
+    kafka = Kafka()
+    kafka.ends[("consent", 0)] = 1  # unread, and it will not come
+    order = make(kafka, max_idle=0.05, first_fetch_wait=0.05)
+    stream = FakeStream()
+    view = Event(Message("clickstream", 0, 0, 1.0))
+    stream.channel.queue.put_nowait(view)
+    for offset in range(20_000):  # about 2 s of work on partition 1
+        stream.channel.queue.put_nowait(Event(Message("clickstream", 1, offset, 2.0)))
+    released: list[tuple[float, int]] = []
+
+    async def agent() -> None:
+        started, processed = time.monotonic(), 0
+        async for event in in_time_order(fake_app(), stream, order):
+            if event is view:
+                released.append((time.monotonic() - started, processed))
+                return
+            processed += 1
+            time.sleep(0.0001)  # deciding takes time: the agent is never idle
+
+    asyncio.run(asyncio.wait_for(agent(), 20))
+    [(waited, processed)] = released
+    assert 0.2 < waited < 1.5, released
+    assert processed < 20_000  # it did not wait for the backlog to drain
