@@ -672,17 +672,8 @@ class Engine:
             f" {_utc(hold.due):%Y-%m-%d %H:%M} UTC (quiet hours); consent, snooze,"
             " cooldowns, fatigue and caps re-checked when due"
         )
-        holdout = self._holdout(state, subject)
         return Action(
-            decision_id=did,
-            customer_id=subject,
-            trigger_event_id=hold.trigger_event_id,
-            trigger_type=hold.trigger_type,
-            trigger_ts=_utc(hold.trigger_ts),
-            decided_at=now,
-            model_version=hold.model_version,
-            experiment_arm="holdout" if holdout else "treatment",
-            experiment=self.experiment,
+            **self._hold_header(hold, did, now, state, subject),
             action_id=action.id,
             channel=hold.channel,  # type: ignore[arg-type]
             message_class=action.message_class,
@@ -714,20 +705,27 @@ class Engine:
         did = decision_id(hold.trigger_event_id, hold.action_id)
         if state is not None:
             self._settle(state, hold, did, None)
-        holdout = self._holdout(state, subject)
         return Suppression(
-            decision_id=did,
-            customer_id=subject,
-            trigger_event_id=hold.trigger_event_id,
-            trigger_type=hold.trigger_type,
-            trigger_ts=_utc(hold.trigger_ts),
-            decided_at=now,
-            model_version=hold.model_version,
-            experiment_arm="holdout" if holdout else "treatment",
-            experiment=self.experiment,
+            **self._hold_header(hold, did, now, state, subject),
             reasons=list(reasons),
             candidates=[CandidateVerdict(action_id=hold.action_id, reasons=list(reasons))],
         )
+
+    def _hold_header(
+        self, hold: Hold, did: str, now: datetime, state: CustomerState | None, subject: str
+    ) -> dict[str, Any]:
+        """The decision header of a held action when it ends (released or withdrawn)."""
+        return {
+            "decision_id": did,
+            "customer_id": subject,
+            "trigger_event_id": hold.trigger_event_id,
+            "trigger_type": hold.trigger_type,
+            "trigger_ts": _utc(hold.trigger_ts),
+            "decided_at": now,
+            "model_version": hold.model_version,
+            "experiment_arm": "holdout" if self._holdout(state, subject) else "treatment",
+            "experiment": self.experiment,
+        }
 
     def _settle(self, state: CustomerState, hold: Hold, did: str, at: float | None) -> None:
         """Move a hold's reserved contact to `at`, when it reaches the person
