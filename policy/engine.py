@@ -165,6 +165,7 @@ class Engine:
         explain: bool = False,
         channels: frozenset[str] | None = None,
         produced: Produced | None = None,
+        release_as_of_due: bool = False,
     ) -> Outcome:
         """Update `state` with `event` and decide if the event is a trigger.
 
@@ -174,12 +175,14 @@ class Engine:
         asks for `web` only); actions offering none of them are no candidates.
         A repeated event (its id, or a purchase's order id, seen before) is a
         duplicate: it changes nothing, and its action is re-issued only if
-        `produced` does not know it reached Kafka (Engine._reissue)."""
+        `produced` does not know it reached Kafka (Engine._reissue).
+        `release_as_of_due`: see release_due."""
         variant = self._variant(state, subject_id)
         if variant is not self:  # the person's experiment arm decides, with its config
             return variant.process(
-                state, event, now, subject_id, explain=explain, channels=channels, produced=produced
-            )
+                state, event, now, subject_id, explain=explain, channels=channels,
+                produced=produced, release_as_of_due=release_as_of_due,
+            )  # fmt: skip
         if event.ts.timestamp() <= state.profile.erased_at:
             return Outcome(dropped="erased")  # from before an erasure: never stored
         forward_to = state.profile.alias_of
@@ -193,7 +196,7 @@ class Engine:
             return Outcome(duplicate=True, decision=decision)
         if isinstance(event, ErasureEvent):
             return self._erase(state, event, now, subject_id)
-        outcome = Outcome(released=self.release_due(state, now, subject_id))
+        outcome = Outcome(released=self.release_due(state, now, subject_id, release_as_of_due))
         self._remember(state, event_hash)
         self._apply(state, event, now, subject_id, outcome)
         if isinstance(event, IdentityEvent):
@@ -606,9 +609,14 @@ class Engine:
         state.holds.pending = sorted([*state.holds.pending, hold], key=_due)
         state.touch("holds")
 
-    def release_due(self, state: CustomerState, now: datetime, subject: str) -> list[Decision]:
+    def release_due(
+        self, state: CustomerState, now: datetime, subject: str, as_of_due: bool = False
+    ) -> list[Decision]:
         """Release the held actions due by `now`, earliest first, each after
-        re-running the rules on the person's state now: the action (same
+        re-running the rules on the person's state now (`as_of_due`: as of
+        its due time, as on the event clock, where `now` is the log's time
+        and a timer that fell behind a fast log must not judge a hold due at
+        08:00 by the time of the person's next event): the action (same
         decision id, deliverable on receipt), or a suppression with the same
         decision id naming what changed, whose contact reservation is given
         back. A hold whose channel is inside quiet hours again (the person
@@ -616,7 +624,7 @@ class Engine:
         never released twice, however often this is called."""
         variant = self._variant(state, subject)
         if variant is not self:  # held by the arm's engine: its catalog and policy
-            return variant.release_due(state, now, subject)
+            return variant.release_due(state, now, subject, as_of_due)
         now_ts = now.timestamp()
         pending = state.holds.pending
         if not pending or pending[0].due > now_ts:
@@ -627,7 +635,8 @@ class Engine:
             if hold.due > now_ts:
                 kept.append(hold)
                 continue
-            released = self._release(state, hold, now, subject)
+            at = datetime.fromtimestamp(hold.due, UTC) if as_of_due else now
+            released = self._release(state, hold, at, subject)
             if isinstance(released, Hold):
                 kept.append(released)
             else:

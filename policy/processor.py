@@ -174,7 +174,9 @@ class Processor:
             marker = self._marker(subject, load, now.timestamp())
             if marker is not None:
                 state.profile.erased_at = marker.erased_at
-        outcome = self.engine.process(state, event, now, subject, produced=produced)
+        outcome = self.engine.process(
+            state, event, now, subject, produced=produced, release_as_of_due=self.event_clock
+        )
         result = Result(
             event_type=getattr(event, "type", None),
             duplicate=outcome.duplicate,

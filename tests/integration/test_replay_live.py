@@ -207,20 +207,17 @@ class InOrder:
 
 
 def decision_key(record: dict) -> tuple:
-    """What must match: the decision, its action and channel, and every
-    reason but two lines that carry timing. A live worker on the event clock
-    can release a held action later than the replay does (its timer ticks on
-    the wall clock while the log's clock races ahead), so a held action's
-    "held from .. until .." line, and the score of a later decision whose
-    propensity counts it, can differ; the decisions themselves matched in
-    every run. A known gap, in the closing note of the session that found it."""
-    timing = ("score ", "held from ")
+    """What must match: the decision, its action and channel, every reason
+    (scores and "held from .. until .." lines included) and its hold. A live
+    worker's hold timer can fall behind the log's clock; a hold it missed is
+    then released at the person's next event, judged as of its due time as
+    the replay judges it (Engine.release_due)."""
     return (
         record["decision_id"],
         record["kind"],
         record.get("action_id"),
         record.get("channel"),
-        tuple(r for r in record["reasons"] if not r.startswith(timing)),
+        tuple(record["reasons"]),
         record.get("send_after"),
     )
 

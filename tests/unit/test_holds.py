@@ -200,16 +200,19 @@ def test_marketing_waits_only_while_few_are_held_transactional_always_goes_out()
     assert released == [f"promo_{k}" for k in kinds[:MAX_MARKETING_HOLDS]] + ["receipt"]
 
 
-def test_the_processor_releases_on_a_holds_due_message_and_deletes_the_empty_record() -> None:
-    processor = Processor(ENGINE, event_clock=True)
-    tables: dict[str, dict[str, bytes]] = {}
+class EventClockWorker:
+    """A Processor on the event clock over in-memory tables, as a worker uses it."""
 
-    def load(subject: str) -> dict[str, bytes | None]:
-        return dict(tables.get(subject, {}))
+    def __init__(self) -> None:
+        self.processor = Processor(ENGINE, event_clock=True)
+        self.tables: dict[str, dict[str, bytes]] = {}
 
-    def feed(kind: str, key: bytes, value: bytes, now: datetime):
-        result = processor.process(kind, key, value, (kind, 0, 0), load, now)
-        stored = tables.setdefault(result.subject or "", {})
+    def load(self, subject: str) -> dict[str, bytes | None]:
+        return dict(self.tables.get(subject, {}))
+
+    def feed(self, kind: str, key: bytes, value: bytes, now: datetime):
+        result = self.processor.process(kind, key, value, (kind, 0, 0), self.load, now)
+        stored = self.tables.setdefault(result.subject or "", {})
         for table, data in result.writes.items():
             if data is None:
                 stored.pop(table, None)
@@ -217,13 +220,19 @@ def test_the_processor_releases_on_a_holds_due_message_and_deletes_the_empty_rec
                 stored[table] = data
         return result
 
-    events = [
-        consent("c-9", EVENING - HOUR, "email"),
-        preferences("c-9", EVENING - HOUR, quiet_hours=NIGHT),
-        click("c-9", EVENING),
-    ]
-    for event in events:
-        result = feed(topic_of(event), key_of(event), json.dumps(event).encode(), EVENING)
+    def event(self, event: dict, now: datetime = EVENING):
+        return self.feed(topic_of(event), key_of(event), json.dumps(event).encode(), now)
+
+    def hold_one(self, subject: str):
+        self.event(consent(subject, EVENING - HOUR, "email"))
+        self.event(preferences(subject, EVENING - HOUR, quiet_hours=NIGHT))
+        return self.event(click(subject, EVENING))
+
+
+def test_the_processor_releases_on_a_holds_due_message_and_deletes_the_empty_record() -> None:
+    worker = EventClockWorker()
+    feed, load, tables = worker.feed, worker.load, worker.tables
+    result = worker.hold_one("c-9")
     assert [e.kind for e in result.emits] == []  # held: nothing published
     assert result.next_due == DUE.timestamp() and "holds" in tables["c-9"]
 
@@ -241,6 +250,22 @@ def test_the_processor_releases_on_a_holds_due_message_and_deletes_the_empty_rec
 
     bad = feed(HOLDS_KIND, b"c-9", b"\xc1", EVENING)
     assert bad.invalid_reason == "malformed"
+
+
+def test_on_the_event_clock_a_hold_the_timer_missed_is_judged_as_of_its_due_time() -> None:
+    """A fast log's clock can pass a due time before the worker's 1 s timer
+    asks for the release: the person's next event, the next night, then
+    releases it. Judged as of that event, it would be in quiet hours and held
+    again; `nudge replay` released it at 07:00. Judged as of its due time,
+    the worker agrees with the replay."""
+    worker = EventClockWorker()
+    worker.hold_one("c-8")
+    next_night = DUE + timedelta(hours=16)  # 23:00 again: quiet hours
+    result = worker.event(click("c-8", next_night, category="garden"), next_night)
+    [action] = [d for d in result.outcome.released if isinstance(d, Action)]
+    assert action.decided_at == DUE and action.send_after is None
+    assert decode_state(worker.load("c-8")).holds.pending[0].due > next_night.timestamp()
+    # ^ what stays held is the new click's promo, until the morning after
 
 
 def test_the_due_index_keeps_the_latest_due_time_per_subject() -> None:
