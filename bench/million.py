@@ -39,16 +39,17 @@ state legitimately reaches a worker:
 
 1. preload: before any worker runs, the topics are created as the worker
    creates them (streams.admin.ensure_topics, same settings), and N customers'
-   records are produced straight into the four changelog topics. The values
+   records are produced straight into the state changelog topic. The values
    are the real thing: each customer's events (a marketing consent grant on
    every channel, a session_start, a product_view, spread over the last six
    days) go through the real policy engine in-process (policy.processor,
    built by streams.worker.build_engine with the worker's policy), and the
-   final bytes of every table it wrote are produced, keyed by customer id, to
+   final bytes of every part it wrote are produced as one record
+   (policy/stored.py), keyed by customer id, to
    the partition the worker would use: Faust writes a table's changelog to
    the partition of the source message, which Kafka's default partitioner
    (murmur2 of the key, as kafka-python and aiokafka implement it) chose. One
-   record per customer and table written, i.e. a fully compacted changelog:
+   record per customer, i.e. a fully compacted changelog:
    the worker would also leave the intermediate writes of the three events,
    until compaction. Restore time grows with the records, not the customers,
    so it is a lower bound for a changelog holding more history; the restore
@@ -103,7 +104,7 @@ from bench.pipeline import (
 )
 from nudge.testing import WorkerProcess
 from policy.processor import Processor
-from policy.state import TABLES
+from policy.stored import STATE_TABLE, encode_record
 from streams.admin import changelog_topic, ensure_topics
 from streams.crash_journal import CLEAN_STOP_MARKER
 from streams.settings import Settings
@@ -356,7 +357,7 @@ def preload(settings: Settings, customers: int, seed: int = PRELOAD_SEED) -> dic
     time.sleep(2)  # new topics: let partition leadership settle before producing
     engine, _scorer = build_engine(settings)
     processor = Processor(engine, event_clock=settings.clock == "event")
-    topics = {table: changelog_topic(settings, table) for table in TABLES}
+    topics = {STATE_TABLE: changelog_topic(settings, STATE_TABLE)}
     began = time.perf_counter()
     stats = asyncio.run(_preload(settings.bootstrap_servers, topics, processor, customers, seed))
     seconds = time.perf_counter() - began
@@ -381,7 +382,7 @@ async def _preload(
         bootstrap_servers=bootstrap, acks=1, linger_ms=100, max_batch_size=BATCH_BYTES
     )
     await producer.start()
-    tables = {table: {"records": 0, "value_bytes": 0} for table in TABLES}
+    tables = {table: {"records": 0, "value_bytes": 0} for table in topics}
     outputs: dict[str, int] = {}
     per_partition = [0] * PARTITIONS
     builders: dict[tuple[str, int], object] = {}
@@ -398,9 +399,10 @@ async def _preload(
         rng = random.Random(seed)
         end = time.time()
         for i in range(customers):
-            key, records = customer_records(processor, i, rng, end, outputs)
+            key, parts = customer_records(processor, i, rng, end, outputs)
             partition = partition_for(key, PARTITIONS)
             per_partition[partition] += 1
+            records = {STATE_TABLE: encode_record(parts)}  # one record per customer
             for table, value in records.items():
                 builder = builders.get((table, partition))
                 if builder is None:
@@ -569,7 +571,7 @@ def run_preload(args: argparse.Namespace) -> dict:
             extra_env={"NUDGE_POLICY": str(POLICY), "NUDGE_MODEL_DIR": str(workdir / "none")},
         )  # fmt: skip
         tables = workdir / "worker" / "tables"
-        changelogs = [changelog_topic(settings, table) for table in TABLES]
+        changelogs = [changelog_topic(settings, STATE_TABLE)]
         result["preload"] = preload(settings, n)
         print(f"preload: {result['preload']}", flush=True)
         records = changelog_records(boot, changelogs)

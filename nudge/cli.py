@@ -25,6 +25,7 @@ COMMANDS = (
     "simulate",
     "evaluate",
     "experiments",
+    "state",
     "bench",
 )
 
@@ -59,9 +60,10 @@ def _is_user_error(exc: Exception) -> bool:
 
     from ops.local_kafka import LocalKafkaError
     from policy.config import ConfigError
-    from streams.admin import TopicMismatch
+    from streams.admin import TopicMismatch, UnmigratedState
 
-    user_errors = (ConfigError, TopicMismatch, LocalKafkaError, KafkaError, ValueError, OSError)
+    user_errors = (ConfigError, TopicMismatch, UnmigratedState, LocalKafkaError, KafkaError)
+    user_errors += (ValueError, OSError)
     return isinstance(exc, user_errors)
 
 

@@ -18,8 +18,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from policy.erasure import MARKER_TABLE
-from policy.state import TABLES
+from policy.stored import PARTS, STATE_TABLE
 from streams.settings import Settings
 from streams.topics import INPUT_KINDS, INTERNAL_KINDS, all_kinds, topic_name
 
@@ -109,8 +108,35 @@ def changelog_topic(settings: Settings, table: str) -> str:
     return f"{settings.app_id}-{table}-changelog"
 
 
-def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
-    """Create missing topics; return the names created."""
+class UnmigratedState(RuntimeError):
+    """State from before one record per customer that was not migrated."""
+
+
+def legacy_changelogs(settings: Settings, existing: set[str]) -> list[str]:
+    """The changelog topics of the table-per-part layout (before 2026-12) that exist."""
+    names = (changelog_topic(settings, part) for part in PARTS)
+    return [name for name in names if name in existing]
+
+
+def refuse_unmigrated_state(settings: Settings, existing: set[str]) -> None:
+    """A worker must not start on an empty state table while the old layout's
+    changelogs hold consent: it would contact people who opted out."""
+    if changelog_topic(settings, STATE_TABLE) in existing:
+        return
+    legacy = legacy_changelogs(settings, existing)
+    if legacy:
+        raise UnmigratedState(
+            f"found {len(legacy)} changelog topics of the table-per-part state layout "
+            f"({', '.join(sorted(legacy))}) and no {changelog_topic(settings, STATE_TABLE)}: "
+            "run `nudge state migrate` first (docs/operators.md, 'Upgrading state')"
+        )
+
+
+def ensure_topics(
+    settings: Settings, timeout_s: float = 30.0, *, allow_unmigrated: bool = False
+) -> list[str]:
+    """Create missing topics; return the names created. Refuses, unless
+    `allow_unmigrated` (the migration itself), state of the old layout."""
     check_credentials(settings)
     admin = KafkaAdminClient(
         bootstrap_servers=settings.bootstrap_servers,
@@ -122,10 +148,10 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
         wanted = {topic_name(settings.topic_prefix, kind): kind for kind in all_kinds()}
         # Changelogs too, before Faust would: a worker must never take events
         # while the topics its tables write to are still being created.
-        changelogs = {
-            changelog_topic(settings, table): "changelog" for table in (*TABLES, MARKER_TABLE)
-        }
+        changelogs = {changelog_topic(settings, STATE_TABLE): "changelog"}
         existing = set(admin.list_topics())
+        if not allow_unmigrated:
+            refuse_unmigrated_state(settings, existing)
         missing = [name for name in {**wanted, **changelogs} if name not in existing]
         if missing:
             new = [

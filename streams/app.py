@@ -1,9 +1,12 @@
-"""The Faust app: topics, the four RocksDB tables, and the one agent.
+"""The Faust app: topics, the one RocksDB table, and the one agent.
 
 One agent reads every input topic, so a customer's events are processed
 strictly one after another whatever topic they come from, in the time order
 of their records (streams/ordering.py), and the read -> decide -> write of
-their state never interleaves with another event.
+their state never interleaves with another event. Events are decided in
+batches of whatever is ready: each customer's record is read once and
+written once per batch (streams/batch.py), and the batch's outputs are
+handed to Kafka together (streams/delivery.py).
 """
 
 from __future__ import annotations
@@ -17,11 +20,11 @@ from datetime import UTC, datetime
 import faust
 
 from policy.engine import Engine, Produced
-from policy.erasure import MARKER_TABLE
 from policy.processor import Processor, Result
-from policy.state import TABLES
+from policy.stored import STATE_TABLE
 from schemas.outputs import Action
 from streams import holds, metrics, ordering, producer_buffer, seek_race, undecodable
+from streams.batch import BatchState
 from streams.crash_journal import CrashJournal
 from streams.delivery import Outbox
 from streams.holds import HoldTimer
@@ -30,8 +33,6 @@ from streams.settings import Settings
 from streams.topics import INPUT_KINDS, INTERNAL_KINDS, OUTPUT_KINDS, topic_name
 
 log = logging.getLogger("nudge.worker")
-#: What decide_one read, by key then table: what its writes replace.
-Loaded = dict[str, dict[str, bytes | None]]
 
 #: Changelog messages waiting in Faust's producer buffer before the consumer
 #: pauses. Faust's 100 is three or four events' worth of table writes, so the
@@ -55,6 +56,16 @@ class NudgeApp:
     journal: CrashJournal | None = None  # at_least_once: see streams/crash_journal.py
     produced: ProducedActions = field(default_factory=ProducedActions)
     holds: HoldTimer | None = None  # releases held actions when due (streams/holds.py)
+    kind_of: dict[str, str] = field(default_factory=dict)  # topic name -> kind
+
+
+@dataclass(slots=True)
+class Decided:
+    """One event of a batch and what deciding it gave."""
+
+    event: faust.EventT
+    kind: str
+    result: Result
 
 
 def faust_credentials(settings: Settings) -> faust.auth.Credentials | None:
@@ -76,7 +87,8 @@ def faust_credentials(settings: Settings) -> faust.auth.Credentials | None:
 
 def create_app(settings: Settings, engine: Engine) -> NudgeApp:
     seek_race.install()  # Faust 0.15 loses messages after a rebalance without it
-    brokers = ";".join(f"kafka://{server}" for server in settings.bootstrap_servers.split(","))
+    scheme = "kafka" if settings.transport == "aiokafka" else settings.transport
+    brokers = ";".join(f"{scheme}://{server}" for server in settings.bootstrap_servers.split(","))
     app = faust.App(
         settings.app_id,
         broker=brokers,
@@ -114,15 +126,14 @@ def create_app(settings: Settings, engine: Engine) -> NudgeApp:
         "max_write_buffer_number": 2,
     }
     tables = {
-        name: app.Table(
-            name,
+        STATE_TABLE: app.Table(
+            STATE_TABLE,  # one record per customer (policy/stored.py)
             default=None,
             key_type=bytes,
             value_type=bytes,
             partitions=settings.partitions,
-            options=dict(rocksdb_options),  # Faust pops keys from the dict it gets
+            options=rocksdb_options,
         )
-        for name in (*TABLES, MARKER_TABLE)
     }
     kind_of = {topic_name(settings.topic_prefix, k): k for k in (*INPUT_KINDS, *INTERNAL_KINDS)}
     # Raw bytes both ways: decoding is ours (schemas.codec), so a malformed
@@ -140,7 +151,8 @@ def create_app(settings: Settings, engine: Engine) -> NudgeApp:
         log.warning("NUDGE_ERASURE_KEY is unset: erasure markers use unkeyed hashes")
     processor = Processor(engine, event_clock=settings.clock == "event", erasure_key=erasure_key)
     exactly_once = settings.processing_guarantee == "exactly_once"
-    nudge = NudgeApp(app, settings, processor, tables, outputs, Outbox(app, outputs, exactly_once))
+    outbox = Outbox(app, outputs, exactly_once)
+    nudge = NudgeApp(app, settings, processor, tables, outputs, outbox, kind_of=kind_of)
     undecodable.install(nudge)  # a batch the client cannot decode: deadletter, not a crash loop
     nudge.holds = holds.install(nudge)  # held actions: released by the agent when due
 
@@ -148,49 +160,50 @@ def create_app(settings: Settings, engine: Engine) -> NudgeApp:
 
     @app.agent(sources, concurrency=1)
     async def decide(stream: faust.StreamT) -> None:
-        async for event in ordering.in_time_order(app, stream, order):  # acked when done
-            message = event.message
-            kind = kind_of.get(message.topic, message.topic)
-            source = (message.topic, message.partition, message.offset)
-            async with nudge.outbox.message(event):  # one transaction (exactly_once)
-                try:
-                    result, before = decide_one(nudge, kind, message.key, message.value, source)
-                except Exception as exc:  # never stall a partition on one message
-                    log.exception("unexpected error processing a %s message", kind)
-                    result, before = Processor.deadletter(
-                        message.key, message.value, source, "internal_error",
-                        f"{type(exc).__name__}: {exc}"[:300], datetime.now(UTC),
-                    ), {}  # fmt: skip
-                await deliver(nudge, result, before, message.timestamp, message.tp)
-            record_metrics(kind, result)
+        batches = ordering.batches_in_time_order(app, stream, order, settings.batch_max_events)
+        async for batch in batches:  # acked when done
+            async with outbox.batch(batch):  # one transaction (exactly_once)
+                decided, state = decide_batch(nudge, batch)
+                await deliver(nudge, decided, state)
+            for item in decided:
+                record_metrics(item.kind, item.result)
 
     return nudge
 
 
-def decide_one(
-    nudge: NudgeApp, kind: str, key: bytes | None, value: bytes | None, source: tuple
-) -> tuple[Result, Loaded]:
-    """Decide on one message from the customer's current state. Also returns
-    the table values it read, by key: what its writes will replace (for the
-    crash journal)."""
-    tables = nudge.tables
-    loaded: dict[str, dict[str, bytes | None]] = {}
-
-    def load(subject: str) -> dict[str, bytes | None]:
-        # Straight from the store: one RocksDB read per table, where table.get
-        # does two (`in`, then `[]`) and counts each in Faust's sensor.
-        subject_key = subject.encode()
-        values = {name: table.data.get(subject_key) for name, table in tables.items()}
-        loaded[subject] = values
-        return values
-
-    # The processing clock; with NUDGE_CLOCK=event the processor decides as of
-    # each event's own time instead (Processor.event_clock).
-    now = datetime.now(UTC)
-    result = nudge.processor.process(kind, key, value, source, load, now, produced_record(nudge))
-    if nudge.holds is not None:
-        nudge.holds.observe(source[1], result)
-    return result, loaded
+def decide_batch(nudge: NudgeApp, batch: list[faust.EventT]) -> tuple[list[Decided], BatchState]:
+    """Decide a batch's events in order, each on the state the ones before it
+    left (BatchState); nothing is written or sent yet."""
+    state = BatchState(nudge.tables[STATE_TABLE])
+    produced = produced_record(nudge)
+    decided = []
+    for event in batch:
+        message = event.message
+        ordering.make_current(event)  # its partition's store
+        kind = nudge.kind_of.get(message.topic, message.topic)
+        source = (message.topic, message.partition, message.offset)
+        # The processing clock; with NUDGE_CLOCK=event the processor decides
+        # as of each event's own time instead (Processor.event_clock).
+        now = datetime.now(UTC)
+        try:
+            result = nudge.processor.process(
+                kind, message.key, message.value, source, state.load, now, produced
+            )
+        except Exception as exc:  # never stall a partition on one message
+            log.exception("unexpected error processing a %s message", kind)
+            result = Processor.deadletter(
+                message.key, message.value, source, "internal_error",
+                f"{type(exc).__name__}: {exc}"[:300], now,
+            )  # fmt: skip
+        else:
+            state.apply(result, event)
+        if not nudge.outbox.exactly_once:
+            # Counted as sent now: a copy later in this batch is no re-issue.
+            nudge.produced.record(result.emits)
+        if nudge.holds is not None:
+            nudge.holds.observe(message.partition, result)
+        decided.append(Decided(event, kind, result))
+    return decided, state
 
 
 def produced_record(nudge: NudgeApp) -> Produced:
@@ -204,46 +217,28 @@ def _committed(decision_id: str) -> bool:
     return True
 
 
-def write_state(nudge: NudgeApp, result: Result, before: Loaded, partition: int) -> None:
-    """The tables an event changed; each write also queues its changelog
-    record. What they replace (`before`) is journaled first
-    (streams/crash_journal.py)."""
-    groups = dict(result.other_writes)
-    if result.subject is not None and result.writes:
-        groups[result.subject] = result.writes
+async def deliver(nudge: NudgeApp, decided: list[Decided], state: BatchState) -> None:
+    """A batch's outputs to Kafka and its state to the table, in the Outbox's
+    order; a failed send of an action forgets it was sent, so a copy of its
+    trigger re-issues it."""
     journal = nudge.journal
-    for key, writes in groups.items():
-        stored_key = key.encode()
-        if journal is not None:
-            if not journal.watching:
-                journal.watch_commits(nudge.app.consumer)
-            read = before.get(key, {})
-            journal.record(nudge.tables, partition, stored_key, {n: read.get(n) for n in writes})
-        for name, data in writes.items():
-            table = nudge.tables[name]
-            if data is None:
-                del table[stored_key]
-            else:
-                table[stored_key] = data
+    if journal is not None and not journal.watching:
+        journal.watch_commits(nudge.app.consumer)
 
+    def write_state() -> None:
+        state.flush(journal, nudge.tables)
 
-async def deliver(
-    nudge: NudgeApp,
-    result: Result,
-    before: Loaded,
-    trigger_timestamp: float | None,
-    source: faust.types.TP,
-) -> None:
-    """Outputs to Kafka and state to the tables, in the Outbox's order; an
-    action sent is recorded, so a copy of its trigger does not re-issue it."""
-    sends = await nudge.outbox.deliver(
-        result.emits, source, lambda: write_state(nudge, result, before, source.partition)
-    )
+    emits = [(emit, item.event.message.tp) for item in decided for emit in item.result.emits]
+    sends = await nudge.outbox.deliver(emits, write_state)
     if not nudge.outbox.exactly_once:
-        nudge.produced.record(result.emits, sends)
-    decided = result.outcome is not None and result.outcome.decision is not None
-    if decided and not result.duplicate and trigger_timestamp:
-        metrics.EVENT_TO_EMIT_SECONDS.observe(max(0.0, time.time() - trigger_timestamp))
+        nudge.produced.record([emit for emit, _ in emits], sends)
+    now = time.time()
+    for item in decided:
+        result = item.result
+        decided_one = result.outcome is not None and result.outcome.decision is not None
+        timestamp = item.event.message.timestamp
+        if decided_one and not result.duplicate and timestamp:
+            metrics.EVENT_TO_EMIT_SECONDS.observe(max(0.0, now - timestamp))
 
 
 def record_metrics(kind: str, result: Result) -> None:

@@ -41,7 +41,7 @@ defects, each seen in tests/reliability/test_crash.py, are worked around here:
 2. Faust commits transactions from a timer, concurrently with the agent, so a
    commit could fall between a message's first output and its ack: outputs
    committed without their offset, duplicated after a crash. Commits wait for
-   the message in progress (`Outbox.message` and the gate around
+   the batch in progress (`Outbox.batch` and the gate around
    TransactionManager.commit), and the message is acked inside the gate.
 3. Table writes reach the producer through Faust's ProducerBuffer, which the
    exactly-once commit does not flush (Consumer._commit_offsets flushes only
@@ -66,55 +66,62 @@ PROOFS = frozenset({"consent-log", "erasures"})
 #: Outputs that go out after their state: a redelivered message re-creates them.
 AFTER_STATE = frozenset({"actions", "erasures"})
 
+#: An output and the input partition whose event caused it.
+Sourced = tuple[Emit, TP]
+
+
+def after_state(kind: str) -> bool:
+    """Does this output go out after its state (actions on every channel topic)?"""
+    return kind in AFTER_STATE or kind.startswith("actions.")
+
 
 class Outbox:
     """Sends Emits to the output topics named by their kind."""
 
     def __init__(self, app: faust.App, topics: dict[str, faust.TopicT], exactly_once: bool):
         self.app = app
-        self.topics = topics
         self.names = {kind: topic.get_topic_name() for kind, topic in topics.items()}
         self.exactly_once = exactly_once
-        self._gate = asyncio.Lock()  # held by one message, or by one commit
+        self._gate = asyncio.Lock()  # held by one batch, or by one commit
         self._commits_gated = False
 
     async def deliver(
-        self, emits: list[Emit], source: TP, write_state: Callable[[], None]
+        self, emits: list[Sourced], write_state: Callable[[], None]
     ) -> list[Awaitable]:
-        """Send a message's outputs and write its state, in the order that
-        loses nothing in a crash (see the module docstring). Returns each
-        emit's send, done when Kafka has acknowledged it."""
-        if self.exactly_once or not any(emit.kind in AFTER_STATE for emit in emits):
-            sends = await self.send(emits, source)
+        """Send a batch's outputs and write its state, in the order that loses
+        nothing in a crash (see the module docstring): outputs that may repeat
+        first, then the state, then actions and erasure confirmations. The
+        sends are handed to the producer without waiting for Kafka; returns
+        one per emit, in order, each done when Kafka has acknowledged it."""
+        if self.exactly_once:
+            sends = await self._send(emits)
             write_state()
             return sends
+        before = [n for n, (emit, _) in enumerate(emits) if not after_state(emit.kind)]
+        after = [n for n, (emit, _) in enumerate(emits) if after_state(emit.kind)]
+        first = await self._send([emits[n] for n in before])
+        sends: dict[int, Awaitable] = dict(zip(before, first, strict=True))
         write_state()
-        await self._drain_table_writes()
-        if any(emit.kind in PROOFS for emit in emits):
-            await self.app.producer.flush()
-        return await self.send(emits, source)
+        if after:
+            await self._drain_table_writes()
+            if any(emits[n][0].kind in PROOFS for n in after):
+                await self.app.producer.flush()  # the erasure's tombstones before its proof
+            last = await self._send([emits[n] for n in after])
+            sends.update(zip(after, last, strict=True))
+        return [sends[n] for n in range(len(emits))]
 
-    async def send(self, emits: list[Emit], source: TP) -> list[Awaitable]:
-        if not self.exactly_once:
-            sends = [
-                await self.topics[emit.kind].send(key=emit.key, value=emit.value) for emit in emits
-            ]
-            if any(emit.kind in PROOFS for emit in emits):
-                await self.app.producer.flush()
-            return sends
-        transaction = self.transactional_id(source)
+    async def _send(self, emits: list[Sourced]) -> list[Awaitable]:
+        producer = self.app.producer
         sends = []
-        for emit in emits:
-            sent = await self.app.producer.send(
-                self.names[emit.kind],
-                emit.key,
-                emit.value,
-                None,
-                None,
-                None,
+        for emit, source in emits:
+            transaction = self.transactional_id(source) if self.exactly_once else None
+            sent = await producer.send(
+                self.names[emit.kind], emit.key, emit.value, None, None, None,
                 transactional_id=transaction,
-            )
+            )  # fmt: skip
             sends.append(sent)
+        if not self.exactly_once and any(emit.kind in PROOFS for emit, _ in emits):
+            await producer.flush()
         return sends
 
     def transactional_id(self, source: TP) -> str:
@@ -123,10 +130,10 @@ class Outbox:
         return f"{self.app.conf.id}-{group}-{source.partition}"
 
     @asynccontextmanager
-    async def message(self, event: faust.EventT) -> AsyncIterator[None]:
-        """Process one input message inside this block: with exactly_once, no
-        transaction commits until its outputs, its table writes and its offset
-        are all in the transaction."""
+    async def batch(self, events: list[faust.EventT]) -> AsyncIterator[None]:
+        """Process a batch of input messages inside this block: with
+        exactly_once, no transaction commits until the batch's outputs, its
+        table writes and its offsets are all in the transactions."""
         if not self.exactly_once:
             yield
             return
@@ -134,7 +141,8 @@ class Outbox:
         async with self._gate:
             yield
             await self._drain_table_writes()
-            event.ack()  # the stream's own ack that follows is then a no-op
+            for event in events:
+                event.ack()  # the stream's own ack that follows is then a no-op
 
     def _gate_commits(self) -> None:
         if self._commits_gated:

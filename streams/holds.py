@@ -12,9 +12,9 @@ due and changes nothing, so the same decision id is never released twice.
 
 Nothing here must survive a crash: the holds are in the tables. After every
 rebalance, once the tables are recovered, the index is rebuilt from the
-`holds` table of the active partitions, which has entries only for people
-with something held (not a scan of every customer). A kill -9 between a
-hold and its release therefore loses nothing; the next owner releases it.
+records of the active partitions (a scan of their customers; its cost at a
+million customers is in docs/performance.md). A kill -9 between a hold and
+its release therefore loses nothing; the next owner releases it.
 
 With NUDGE_CLOCK=event a hold is due when the worker's event clock (the
 latest event time it processed) passes it, and is released as of its due
@@ -33,6 +33,7 @@ import msgspec
 from policy.holds import DueHolds
 from policy.processor import HOLDS_KIND, Processor, Result
 from policy.state import Holds
+from policy.stored import STATE_TABLE, decode_record
 from streams.topics import topic_name
 
 if TYPE_CHECKING:
@@ -101,7 +102,7 @@ class HoldTimer:
 
     async def rebuild(self) -> None:
         """After recovery: the due times of the active partitions' holds."""
-        table = self.nudge.tables["holds"]
+        table = self.nudge.tables[STATE_TABLE]
         changelog = table.changelog_topic.get_topic_name()
         actives = {
             tp.partition
@@ -116,8 +117,9 @@ class HoldTimer:
             db = store._db_for_partition(partition)
             for key, value in store._visible_items(db):
                 try:
-                    pending = _holds_decoder.decode(value).pending
-                except msgspec.DecodeError:
+                    holds = decode_record(value)["holds"]
+                    pending = _holds_decoder.decode(holds).pending if holds else []
+                except (msgspec.DecodeError, ValueError):
                     log.warning("an unreadable holds record in partition %d was skipped", partition)
                     continue
                 if pending:
@@ -134,7 +136,7 @@ class HoldTimer:
 def install(nudge: NudgeApp) -> HoldTimer:
     """The timer and the rebuild-after-recovery hook of this worker."""
     timer = HoldTimer(nudge)
-    nudge.tables["holds"].on_recover(timer.rebuild)
+    nudge.tables[STATE_TABLE].on_recover(timer.rebuild)
 
     @nudge.app.timer(interval=TICK_SECONDS)
     async def release_due_holds() -> None:

@@ -24,6 +24,7 @@ from faust import web
 
 from policy import onsite
 from policy.state import decode_state
+from policy.stored import STATE_TABLE, decode_record
 from schemas.codec import InvalidEvent
 from streams import metrics
 from streams.app import NudgeApp
@@ -55,8 +56,7 @@ def register_onsite(nudge: NudgeApp) -> None:
 
             async def show() -> web.Response:
                 started = time.perf_counter()
-                tables = nudge.tables.items()
-                state = decode_state({name: table.get(subject) for name, table in tables})
+                state = decode_state(decode_record(nudge.tables[STATE_TABLE].get(subject)))
                 pending.lay_over(engine, state, subject.decode())
                 event_id = f"onsite-{uuid.uuid4().hex}"
                 now = datetime.now(UTC)

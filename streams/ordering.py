@@ -60,8 +60,9 @@ registered with Faust's flow control like Faust's own queues: a rebalance
 or a stop clears it, its events are read again from the committed offsets
 after the seek that follows, and nothing buffered holds up `wait_empty`.
 
-Batching (a later change) fits: calling `pop` until it returns None gives
-the events that may be processed now, in order.
+Batches: calling `pop` until it returns None gives the events that may be
+processed now, in order; the agent decides them as one batch
+(`batches_in_time_order`, streams/batch.py).
 """
 
 from __future__ import annotations
@@ -289,14 +290,22 @@ def for_topics(
     )
 
 
-async def in_time_order(
-    app: faust.App, stream: faust.StreamT, order: ReorderBuffer[faust.EventT]
-) -> AsyncIterator[faust.EventT]:
-    """The stream's events in time order (`order`). Each event is acked
-    when the loop body that received it is done, and is Faust's current
-    event meanwhile, so table writes go to its partition's changelog.
-    With `order.max_idle` 0 nothing waits and events come as Faust
-    delivers them (ordering off).
+def make_current(event: faust.EventT) -> None:
+    """Make `event` Faust's current event: its tables read from and write to
+    the event's partition (its store and its changelog), as in Faust's own
+    stream iteration. A private Faust variable (faust/streams.py)."""
+    _current_event.set(weakref.ref(event))
+
+
+async def batches_in_time_order(
+    app: faust.App, stream: faust.StreamT, order: ReorderBuffer[faust.EventT], max_events: int
+) -> AsyncIterator[list[faust.EventT]]:
+    """The stream's events in time order (`order`), in batches of up to
+    `max_events`: all that may be processed now, so a batch is one event
+    when the worker keeps up and grows with a backlog, adding no wait of its
+    own. Each event is acked when the loop body that received its batch is
+    done. With `order.max_idle` 0 nothing waits and events come in the order
+    of their timestamps among those delivered (ordering off).
 
     Waits run on an idle clock: the time the agent had nothing to do, its
     Faust queue empty (or its buffer full). While events are queued, an
@@ -310,7 +319,6 @@ async def in_time_order(
     delivered = source.channel.queue  # fetched, waiting for the agent
     flow = app.flow_control
     app.flow_control.manage_queue(order)  # type: ignore[arg-type]  # cleared with Faust's queues
-    eager = order.max_idle > 0
     pending: asyncio.Future | None = None
     idle = 0.0  # seconds the agent waited with nothing to do: the clock waits run on
     origin = time.monotonic()
@@ -323,16 +331,16 @@ async def in_time_order(
 
     try:
         while True:
-            while eager and pending is None and not delivered.empty():
-                if len(order) >= MAX_BUFFERED:
-                    break
+            while pending is None and not delivered.empty() and len(order) < MAX_BUFFERED:
                 take(await anext(incoming))
             idle = max(idle, time.monotonic() - origin - WALL_SLACK)
-            event = order.pop(idle)
-            if event is not None:
-                _current_event.set(weakref.ref(event))  # what Faust's tables write with
-                yield event
-                await source.ack(event)
+            batch: list[faust.EventT] = []
+            while len(batch) < max_events and (event := order.pop(idle)) is not None:
+                batch.append(event)
+            if batch:
+                yield batch
+                for event in batch:
+                    await source.ack(event)
                 continue
             started = time.monotonic()
             if order.deadline is None:  # nothing waits on the clock

@@ -182,6 +182,14 @@ class Settings:
             "(time order across topics, README 'Ordering'); 0 turns ordering off.",
         },
     )
+    batch_max_events: int = field(
+        default_factory=lambda: int(_env("NUDGE_BATCH_MAX_EVENTS", "500")),
+        metadata={
+            "env": "NUDGE_BATCH_MAX_EVENTS",
+            "doc": "Most events decided as one batch (one state write per customer, one "
+            "hand-over to Kafka); a batch is whatever is ready, never waited for.",
+        },
+    )
     faust_metrics: bool = field(
         default_factory=lambda: _env("NUDGE_FAUST_METRICS", "true").lower() in ("1", "true"),
         metadata={
@@ -189,16 +197,28 @@ class Settings:
             "doc": "Faust's own Prometheus sensor; false saves CPU on every message.",
         },
     )
+    transport: str = field(
+        default_factory=lambda: _env("NUDGE_TRANSPORT", "aiokafka"),
+        metadata={
+            "env": "NUDGE_TRANSPORT",
+            "doc": "Kafka client under Faust: aiokafka, or confluent (librdkafka; experimental,"
+            " see docs/performance.md).",
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.processing_guarantee not in ("at_least_once", "exactly_once"):
             raise ValueError("NUDGE_PROCESSING_GUARANTEE must be at_least_once or exactly_once")
+        if self.transport not in ("aiokafka", "confluent"):
+            raise ValueError("NUDGE_TRANSPORT must be aiokafka or confluent")
         if self.clock not in ("wall", "event"):
             raise ValueError("NUDGE_CLOCK must be wall or event")
         if self.partitions < 1:
             raise ValueError("NUDGE_PARTITIONS must be at least 1")
         if self.max_task_idle_ms < 0:
             raise ValueError("NUDGE_MAX_TASK_IDLE_MS must not be negative")
+        if self.batch_max_events < 1:
+            raise ValueError("NUDGE_BATCH_MAX_EVENTS must be at least 1")
         if self.advertised_url and not self.advertised_url.startswith(("http://", "https://")):
             raise ValueError("NUDGE_ADVERTISED_URL must be an http:// or https:// URL")
         if self.model_reload_seconds <= 0:

@@ -16,6 +16,7 @@ from faust import web
 
 from policy.explain import summarize_state, trace_outcome
 from policy.state import decode_state
+from policy.stored import STATE_TABLE, Parts, decode_record
 from schemas.codec import InvalidEvent, decode_event
 from streams.app import NudgeApp
 from streams.routing import OwnerRouter
@@ -99,9 +100,8 @@ def register_api(nudge: NudgeApp) -> None:
     engine = nudge.processor.engine
     owners = owner_router(nudge)
 
-    def load(subject: str) -> dict[str, bytes | None]:
-        key = subject.encode()
-        return {name: table.get(key) for name, table in nudge.tables.items()}
+    def load(subject: str) -> Parts:
+        return decode_record(nudge.tables[STATE_TABLE].get(subject.encode()))
 
     @app.page("/api/customers/{customer_id}")
     class CustomerState(web.View):

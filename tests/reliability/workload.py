@@ -32,6 +32,7 @@ from nudge.testing import EventPublisher, OutputReader, Received, WorkerProcess
 from policy.config import load_policy
 from policy.ids import decision_id
 from policy.state import Fatigue
+from policy.stored import STATE_TABLE, decode_record
 from streams.crash_journal import FAUST_OFFSET_KEY
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -370,12 +371,15 @@ def local_table(worker: WorkerProcess, table: str) -> dict[bytes, bytes]:
 
 
 def final_contacts(bootstrap: str, worker: WorkerProcess) -> dict[str, list[str]]:
-    """Customer -> short decision ids of every contact in the fatigue
-    changelog's latest record."""
+    """Customer -> short decision ids of every contact in the fatigue part
+    of the state changelog's latest record."""
     decoder = msgspec.msgpack.Decoder(Fatigue)
     contacts = {}
-    for key, value in changelog(bootstrap, worker, "fatigue").items():
-        fatigue = decoder.decode(value)
+    for key, value in changelog(bootstrap, worker, STATE_TABLE).items():
+        fatigue_part = decode_record(value)["fatigue"]
+        if not fatigue_part:
+            continue
+        fatigue = decoder.decode(fatigue_part)
         recorded = (*fatigue.contacts, *fatigue.transactional)
         contacts[key.decode()] = [contact.decision_id for contact in recorded]
     return contacts

@@ -13,7 +13,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from bench import million
 from policy.processor import Processor
-from policy.state import decode_state
+from policy.state import TABLES, decode_state
 from schemas.codec import decode_event
 from streams.worker import build_engine
 
@@ -39,7 +39,7 @@ def test_preloaded_records_are_the_engine_s_state_with_marketing_consent(tmp_pat
     for i in range(50):
         key, records = million.customer_records(processor, i, rng, end, outputs)
         assert key == million.customer_id(i).encode()
-        assert {"consent", "profile", "recency"} <= set(records) <= set(million.TABLES)
+        assert {"consent", "profile", "recency"} <= set(records) <= set(TABLES)
         state = decode_state(records)
         assert state.consent.entries["all:marketing"].status == "granted"
         assert len(state.profile.processed) == 3 * 4  # three events remembered

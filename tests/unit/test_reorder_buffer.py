@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from streams import ordering
-from streams.ordering import FIRST_FETCH_WAIT, TIE_BREAK, ReorderBuffer, in_time_order
+from streams.ordering import FIRST_FETCH_WAIT, TIE_BREAK, ReorderBuffer, batches_in_time_order
 
 RANK = {kind: n for n, kind in enumerate(TIE_BREAK)}
 INPUTS = ("consent", "purchases", "clickstream")
@@ -214,7 +214,7 @@ def test_max_idle_zero_means_no_waiting() -> None:
     assert order.pop(now=0) == view
 
 
-# -- the agent loop (in_time_order) with a stand-in for Faust's stream ----------------
+# -- the agent loop (batches_in_time_order) with a stand-in for Faust's stream ----------------
 
 
 @dataclass
@@ -232,7 +232,7 @@ class Event:
 
 
 class FakeStream:
-    """What in_time_order uses of a Faust stream: a no-ack clone, its events,
+    """What batches_in_time_order uses of a Faust stream: a no-ack clone, its events,
     the queue of delivered ones, and ack."""
 
     def __init__(self) -> None:
@@ -268,8 +268,9 @@ def test_the_agent_loop_releases_a_waiting_event_at_its_deadline_and_acks_after_
         stream.channel.queue.put_nowait(stale)
         stream.channel.queue.put_nowait(view)
         started = time.monotonic()
-        async for event in in_time_order(fake_app(), stream, order):
-            seen.append((event, time.monotonic() - started, list(stream.acked)))
+        async for batch in batches_in_time_order(fake_app(), stream, order, 100):
+            for event in batch:
+                seen.append((event, time.monotonic() - started, list(stream.acked)))
             stream.channel.queue.put_nowait(None)  # the stream ends
 
     asyncio.run(asyncio.wait_for(agent(), 5))
@@ -295,12 +296,13 @@ def test_a_worker_at_capacity_still_ends_a_wait_within_the_wall_slack(monkeypatc
 
     async def agent() -> None:
         started, processed = time.monotonic(), 0
-        async for event in in_time_order(fake_app(), stream, order):
-            if event is view:
-                released.append((time.monotonic() - started, processed))
-                return
-            processed += 1
-            time.sleep(0.0001)  # deciding takes time: the agent is never idle
+        async for batch in batches_in_time_order(fake_app(), stream, order, 100):
+            for event in batch:
+                if event is view:
+                    released.append((time.monotonic() - started, processed))
+                    return
+                processed += 1
+                time.sleep(0.0001)  # deciding takes time: the agent is never idle
 
     asyncio.run(asyncio.wait_for(agent(), 20))
     [(waited, processed)] = released

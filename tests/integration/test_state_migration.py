@@ -1,0 +1,103 @@
+"""Upgrading from a table per part to one record per customer, on a real
+broker with a real worker: the state of the old layout (its changelogs) is
+refused until migrated, and after `nudge state migrate` the worker finds
+every person's consent and preferences where they were."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.admin import NewTopic
+
+from nudge.cli import main
+from nudge.testing import WorkerProcess
+from policy.config import load_catalog, load_policy
+from policy.engine import Engine
+from policy.processor import Processor
+from streams.admin import changelog_topic
+from streams.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = 4
+TOKEN = "migration-test-token"
+POLICY = Path(__file__).parent / "policy.toml"
+
+
+def old_layout_parts(customer: str, at: datetime) -> dict[str, bytes]:
+    """A person's parts as the old worker stored them: email marketing
+    granted, preferred channel email (the real engine's bytes)."""
+    processor = Processor(Engine(load_catalog(Settings().catalog_path), load_policy(POLICY)))
+    parts: dict[str, bytes] = {}
+    events = [
+        ("consent", {"type": "consent", "channel": "email", "purpose": "marketing",
+                     "status": "granted", "source": "preference_centre"}),
+        ("preferences", {"type": "preferences", "preferred_channel": "email"}),
+    ]  # fmt: skip
+    for n, (kind, body) in enumerate(events):
+        event = {**body, "event_id": f"{customer}-{n}", "customer_id": customer,
+                 "ts": (at + timedelta(seconds=n)).isoformat()}  # fmt: skip
+        result = processor.process(
+            kind, customer.encode(), json.dumps(event).encode(), (kind, 0, n),
+            lambda _: dict(parts), at + timedelta(seconds=n),
+        )  # fmt: skip
+        assert result.invalid_reason is None, result.invalid_reason
+        parts.update({k: v for k, v in result.writes.items() if v is not None})
+    return parts
+
+
+def write_old_changelogs(bootstrap: str, settings: Settings, people: list[str]) -> None:
+    at = datetime.now(UTC) - timedelta(days=1)
+    stored = {person: old_layout_parts(person, at) for person in people}
+    parts = sorted({part for person_parts in stored.values() for part in person_parts})
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics(
+        [NewTopic(changelog_topic(settings, part), PARTITIONS, 1) for part in parts]
+    )
+    admin.close()
+    # Keyed like the customer's events (the default partitioner), as Faust
+    # wrote each part to the partition of the event that changed it.
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    for person, person_parts in stored.items():
+        for part, value in person_parts.items():
+            producer.send(changelog_topic(settings, part), key=person.encode(), value=value)
+    producer.flush()
+    producer.close()
+
+
+def test_old_state_is_refused_until_migrated_then_found_by_the_worker(
+    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prefix = f"m{uuid.uuid4().hex[:8]}."
+    worker = WorkerProcess(
+        kafka_bootstrap, prefix, tmp_path / "worker", partitions=PARTITIONS,
+        extra_env={"NUDGE_API_TOKEN": TOKEN, "NUDGE_POLICY": str(POLICY)},
+    )  # fmt: skip
+    for name, value in worker.env().items():
+        if name.startswith(("NUDGE_", "KAFKA_")):
+            monkeypatch.setenv(name, value)
+    settings = Settings()
+    people = [f"mig-{n}" for n in range(12)]
+    write_old_changelogs(kafka_bootstrap, settings, people)
+
+    with pytest.raises(RuntimeError, match="worker exited with 1"):
+        worker.start()
+    assert "run `nudge state migrate` first" in worker.tail()
+
+    assert main(["state", "migrate"]) == 0
+    assert main(["state", "migrate"]) == 1  # once only: the new changelog exists now
+
+    worker.start()
+    try:
+        for person in people:
+            status, summary = worker.get(f"/api/customers/{person}", token=TOKEN)
+            assert status == 200, (person, status, summary)
+            assert summary["marketing_allowed"]["email"] is True, person
+            assert summary["records"]["profile"]["preferred_channel"] == "email", person
+    finally:
+        worker.stop()
