@@ -209,6 +209,29 @@ class ReorderBuffer(Generic[T]):
             self.on_enforced()
         return item
 
+    def pop_batch(self, now: float, limit: int) -> list[T]:
+        """Up to `limit` items that may be processed at `now`, in order.
+        Each topic-partition's end is asked for once per batch: it only grows,
+        and a value a few microseconds old is as good as the one `pop` asks
+        for each time (Faust's consumer thread may update it meanwhile)."""
+        ask = self.highwater
+        ends: dict[tuple[str, int], int | None] = {}
+
+        def end_of(topic: str, partition: int) -> int | None:
+            key = (topic, partition)
+            if key not in ends:
+                ends[key] = ask(topic, partition)
+            return ends[key]
+
+        self.highwater = end_of
+        try:
+            batch: list[T] = []
+            while len(batch) < limit and (item := self.pop(now)) is not None:
+                batch.append(item)
+            return batch
+        finally:
+            self.highwater = ask
+
     def _waits(self, number: int, part: _Partition[T], now: float) -> tuple[float | None, bool]:
         """(until when partition `number` must wait, or None; whether it
         goes ahead only because a topic was waited for too long)."""
@@ -334,9 +357,7 @@ async def batches_in_time_order(
             while pending is None and not delivered.empty() and len(order) < MAX_BUFFERED:
                 take(await anext(incoming))
             idle = max(idle, time.monotonic() - origin - WALL_SLACK)
-            batch: list[faust.EventT] = []
-            while len(batch) < max_events and (event := order.pop(idle)) is not None:
-                batch.append(event)
+            batch = order.pop_batch(idle, max_events)
             if batch:
                 yield batch
                 for event in batch:

@@ -214,6 +214,23 @@ def test_max_idle_zero_means_no_waiting() -> None:
     assert order.pop(now=0) == view
 
 
+def test_a_batch_is_what_may_go_now_in_order_and_asks_each_end_once() -> None:
+    kafka = Kafka()
+    asked: list[tuple[str, int]] = []
+    order = make(kafka)
+    order.highwater = lambda topic, partition: (
+        asked.append((topic, partition)) or kafka.ends.get((topic, partition), 0)
+    )
+    for n in range(5):
+        published(kafka, order, "clickstream", 0, ts=10.0 + n)
+    revocation = published(kafka, order, "consent", 0, ts=12.5)
+    first = order.pop_batch(now=0.0, limit=4)
+    assert first == ["clickstream@0", "clickstream@1", "clickstream@2", revocation]
+    assert len(asked) == len(set(asked))  # each topic-partition's end once per batch
+    assert order.pop_batch(now=0.0, limit=4) == ["clickstream@3", "clickstream@4"]
+    assert order.pop_batch(now=0.0, limit=4) == []
+
+
 # -- the agent loop (batches_in_time_order) with a stand-in for Faust's stream ----------------
 
 
