@@ -2,8 +2,9 @@
 
     <root>/CURRENT               the version to serve (one line, replaced atomically)
     <root>/<version>/model.skops the estimators (skops, never pickle): the
-                                 propensity model, personas, and an uplift
-                                 model (two pipelines) when one was served
+                                 propensity model, personas, an uplift
+                                 model (two pipelines) when one was served,
+                                 and learned purchase cycles when fitted
     <root>/<version>/metadata.json
 
 The model file is loaded with skops against an explicit allow-list of types
@@ -30,6 +31,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from models.cycles import PurchaseCycles
 from models.features import FEATURE_NAMES, FEATURE_SCHEMA_VERSION
 from models.personas import PersonaModel
 from models.uplift import UpliftModel
@@ -40,7 +42,7 @@ METADATA_FILE = "metadata.json"
 CURRENT_FILE = "CURRENT"
 #: Types skops does not trust by default that an artifact may contain. skops
 #: itself trusts scikit-learn, numpy and scipy types; anything else is refused.
-TRUSTED_TYPES = frozenset({"models.personas.PersonaModel"})
+TRUSTED_TYPES = frozenset({"models.personas.PersonaModel", "models.cycles.PurchaseCycles"})
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -59,6 +61,7 @@ class Artifact:
     personas: PersonaModel | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     uplift: UpliftModel | None = None
+    cycles: PurchaseCycles | None = None  # None: the policy's fixed cooldowns apply
 
 
 def save(
@@ -68,6 +71,7 @@ def save(
     metadata: dict[str, Any],
     version: str | None = None,
     uplift: UpliftModel | None = None,
+    cycles: PurchaseCycles | None = None,
 ) -> Artifact:
     """Write a new version directory (complete, or not at all) and return it.
     The version defaults to the creation time plus the model's digest."""
@@ -76,7 +80,11 @@ def save(
     if uplift is not None:  # stored as plain pipelines: no type to add to the trust list
         arms = {"treatment": uplift.treatment, "control": uplift.control}
         _check_uplift(arms)
-    data = sio.dumps({"propensity": propensity, "personas": personas, "uplift": arms})
+    _check_cycles(cycles)
+    models = {"propensity": propensity, "personas": personas, "uplift": arms}
+    if cycles is not None:  # absent, not None: older readers see the same keys
+        models["cycles"] = cycles
+    data = sio.dumps(models)
     digest = hashlib.sha256(data).hexdigest()
     created = datetime.now(UTC)
     version = version or f"model-{created:%Y%m%d-%H%M%S}-{digest[:8]}"
@@ -100,7 +108,7 @@ def save(
     (staging / METADATA_FILE).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
     staging.chmod(0o755)
     os.rename(staging, target)
-    return Artifact(version, propensity, personas, full, uplift)
+    return Artifact(version, propensity, personas, full, uplift, cycles)
 
 
 def set_current(root: Path, version: str) -> None:
@@ -156,7 +164,9 @@ def load(root: Path, version: str | None = None) -> Artifact:
     if arms is not None:
         _check_uplift(arms)
         uplift = UpliftModel(arms["treatment"], arms["control"])
-    return Artifact(version, models["propensity"], models.get("personas"), metadata, uplift)
+    cycles = models.get("cycles")
+    _check_cycles(cycles)
+    return Artifact(version, models["propensity"], models.get("personas"), metadata, uplift, cycles)
 
 
 def _read_metadata(folder: Path) -> dict[str, Any]:
@@ -212,6 +222,14 @@ def _check_models(propensity: object, personas: object) -> None:
         )
     if personas is not None and not isinstance(personas, PersonaModel):
         raise ArtifactError("the persona model must be a models.personas.PersonaModel")
+
+
+def _check_cycles(cycles: object) -> None:
+    if cycles is not None and not (
+        isinstance(cycles, PurchaseCycles)
+        and isinstance(getattr(cycles, "categories_", None), dict)
+    ):
+        raise ArtifactError("the purchase cycles must be a fitted models.cycles.PurchaseCycles")
 
 
 def _check_version(version: str) -> None:

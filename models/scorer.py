@@ -35,6 +35,8 @@ class ModelScorer:
         self.uplift: tuple[tuple[np.ndarray, float], tuple[np.ndarray, float]] | None = None
         if artifact.uplift is not None:
             self.uplift = (fold(artifact.uplift.treatment), fold(artifact.uplift.control))
+        # Learned purchase cycles (policy/cycles.py asks them); None: fixed cooldowns.
+        self.cycles = artifact.cycles
 
     def propensities(self, requests: Sequence[ScoringRequest]) -> list[float]:
         if not requests:

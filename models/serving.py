@@ -22,6 +22,7 @@ from models.artifact import ArtifactError
 from models.features import FeatureBuilder
 from models.scorer import ModelScorer
 from policy.config import ContactPolicy
+from policy.cycles import CycleModel
 from policy.scoring import HeuristicScorer, Scorer, ScoringRequest
 
 log = logging.getLogger("nudge.models")
@@ -69,6 +70,11 @@ class ScorerHolder:
 
     def propensities(self, requests: Sequence[ScoringRequest]) -> list[float]:
         return self.active.propensities(requests)
+
+    @property
+    def cycles(self) -> CycleModel | None:
+        """The active artifact's learned purchase cycles; None: fixed cooldowns."""
+        return getattr(self.active, "cycles", None)
 
     def propensities_and_uplifts(
         self, requests: Sequence[ScoringRequest]

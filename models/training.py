@@ -34,6 +34,7 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from models.cycles import PurchaseCycles, fit_cycles
 from models.features import FEATURE_NAMES
 from models.personas import PersonaModel, descriptors, profiled
 from models.replay import Example, Replay, read_log, replay
@@ -57,6 +58,7 @@ class TrainingResult:
     personas: PersonaModel | None
     metadata: dict[str, Any]
     uplift: UpliftModel | None = None  # only one worth serving (metadata["uplift"])
+    cycles: PurchaseCycles | None = None  # learned purchase cycles (metadata["cycles"])
 
 
 def split(
@@ -225,7 +227,8 @@ def train(
 ) -> TrainingResult:
     """Replay, split by time, fit both models, evaluate on the held-out days
     (by default `default_holdout_days` of the log)."""
-    replayed = replay(read_log(log_path), catalog, policy)
+    records = read_log(log_path)
+    replayed = replay(records, catalog, policy)
     if holdout_days is None:
         holdout_days = round(default_holdout_days(replayed, label_window_days), 1)
     train_set, validation, cutoff = split(replayed, holdout_days, label_window_days)
@@ -248,6 +251,9 @@ def train(
     }
     customers = profiled(replayed.states)
     uplift, uplift_summary = train_uplift(replayed, propensity, cutoff, label_window_days)
+    # Purchase cycles learn from the whole log: they are judged on real
+    # histories split by time (models/cycles_check.py), not on this hold-out.
+    cycles, cycles_summary = fit_cycles(records, replayed.end)
     personas = None
     if len(customers) >= n_personas:
         matrix = np.array([descriptors(s, replayed.end) for s in customers])
@@ -270,8 +276,9 @@ def train(
         "metrics": metrics,
         "personas": personas.personas_ if personas is not None else [],
         "uplift": uplift_summary,
+        "cycles": cycles_summary,
     }
-    return TrainingResult(propensity, personas, metadata, uplift)
+    return TrainingResult(propensity, personas, metadata, uplift, cycles)
 
 
 def report(metadata: dict[str, Any]) -> str:
@@ -299,9 +306,25 @@ def report(metadata: dict[str, Any]) -> str:
         for row in val["reliability"]
     ]
     lines += uplift_report(metadata.get("uplift"))
+    lines += cycles_report(metadata.get("cycles"))
     lines.append(f"personas: {len(metadata['personas'])}")
     lines += [f"  {p['name']} ({p['size']}): {p['description']}" for p in metadata["personas"]]
     return "\n".join(lines)
+
+
+def cycles_report(summary: dict[str, Any] | None) -> list[str]:
+    """Whether purchase cycles are served, and each category's."""
+    if not summary:
+        return []
+    if not summary["served"]:
+        return [f"purchase cycles: not served ({summary['reason']}): fixed cooldowns apply"]
+    lines = [f"purchase cycles: from {summary['repeat_purchases']} repeat purchases"]
+    lines += [
+        f"  {name}: quiet {row['cooldown_days']:g} d, due {row['due_days']:g} d,"
+        f" {row['never_again']:.0%} never again"
+        for name, row in summary["categories"].items()
+    ]
+    return lines
 
 
 def uplift_report(summary: dict[str, Any] | None) -> list[str]:

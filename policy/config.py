@@ -35,7 +35,9 @@ class Trigger(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=T
     event: TriggerEvent
     cart_idle_minutes: NonNegative | None = None  # open cart untouched this long
     min_cart_value: NonNegative | None = None
-    replenish_after_days: NonNegative | None = None  # last purchase of category
+    # The action's category was last bought this long ago; with a learned
+    # purchase cycle for it, when the person's next need is due instead.
+    replenish_after_days: NonNegative | None = None
     # Decayed interest in the event's category: a view adds 1, add-to-cart 3,
     # a purchase 5, halving every 14 days.
     min_category_affinity: Annotated[float, Meta(gt=0)] | None = None
@@ -51,7 +53,8 @@ class CatalogAction(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fr
     triggers: Annotated[list[Trigger], Meta(min_length=1)]
     value: Annotated[float, Meta(gt=0)]
     description: str = ""
-    # A fixed category, or "$event" for the category of the triggering item.
+    # A fixed category, "$event" for the category of the triggering item, or
+    # "$cart" for the open cart's (so a purchase of it cools the reminder down).
     category: str | None = None
     lever: Annotated[float, Meta(gt=0, le=10)] = 1.0
     min_level: Level = "unknown"
@@ -98,10 +101,14 @@ class FatiguePolicy(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fr
 
 
 class CooldownPolicy(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
-    """After a purchase, no promotion of the same category for this long."""
+    """After a purchase, no promotion of the same category for this long:
+    the fixed days below when no learned purchase cycle is served (or it does
+    not know the category), else until the person's next need is near
+    (policy/cycles.py); never less than `floor_days` either way."""
 
     default_days: NonNegative = 14.0
     categories: dict[str, NonNegative] = {}
+    floor_days: NonNegative = 3.0  # never within this many days of buying
 
     def seconds_for(self, category: str) -> float:
         return self.categories.get(category, self.default_days) * 86400.0

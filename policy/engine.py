@@ -17,8 +17,9 @@ from typing import Any
 
 import msgspec
 
-from policy import identity, rules, updates
+from policy import content, identity, rules, updates
 from policy.config import Catalog, CatalogAction, ContactPolicy
+from policy.cycles import CycleModel, purchase_window
 from policy.experiments import NO_EXPERIMENTS, Experiments
 from policy.ids import decision_id, hash64, in_holdout, unit_draw
 from policy.scoring import HeuristicScorer, Scorer, ScoringRequest
@@ -48,6 +49,7 @@ from schemas.events import (
 from schemas.outputs import (
     Action,
     CandidateVerdict,
+    Content,
     Decision,
     ErasureConfirmation,
     ExperimentRef,
@@ -343,6 +345,7 @@ class Engine:
             state=state,
             policy=self.policy,
             in_holdout=self._assign_arm(state, subject),
+            cycles=self.cycles,
         )
         self._enrol(state)
         candidates = [
@@ -532,11 +535,15 @@ class Engine:
             "explored" if explored else f"highest score of {n_viable} eligible",
             f"channel {channel}: {winner.channel_why}",
         ]
+        cycle = self._cycle_line(action, winner.category, ctx.state, ctx.now)
+        if cycle:
+            why.append(cycle)
         if at > ctx.now:
             why.append(DEFERRED)
         expires = ctx.event.ts.timestamp() + action.expiry_hours * 3600
         if at >= expires:  # a transactional message deferred past its expiry
             expires = at + action.expiry_hours * 3600
+        shown = self._content(action, winner.category, channel, ctx.state, ctx.now)
         return Action(
             **self._header(did, ctx, now),
             action_id=action.id,
@@ -547,10 +554,42 @@ class Engine:
             propensity=round(winner.propensity, 6),
             selection_probability=round(probability, 6),
             explored=explored,
-            reasons=why,
+            reasons=[*why, f"shows {_content_line(shown)}"] if shown else why,
             send_after=_utc(at) if at > ctx.now else None,
             expires_at=_utc(expires),
+            content=shown,
         )
+
+    @property
+    def cycles(self) -> CycleModel | None:
+        """The served model's learned purchase cycles, if it has them; None:
+        the policy's fixed cooldowns and replenishment days apply."""
+        return getattr(self.scorer, "cycles", None)
+
+    def _content(
+        self,
+        action: CatalogAction,
+        category: str | None,
+        channel: str,
+        state: CustomerState,
+        now: float,
+    ) -> Content | None:
+        """What the action shows (policy/content.py)."""
+        return content.choose(action, category, channel, state, self.policy, self.cycles, now)
+
+    def _cycle_line(
+        self, action: CatalogAction, category: str | None, state: CustomerState, now: float
+    ) -> str | None:
+        """For a marketing action whose category the person bought: where its
+        purchase cycle stands (learned or fixed), so the action says why now."""
+        if action.message_class != "marketing" or category is None:
+            return None
+        profiled = updates.profiling_allowed(state)
+        window = purchase_window(state, self.policy, self.cycles, category, profiled)
+        if window is None:
+            return None
+        due = window.due_at is not None and now >= window.due_at
+        return f"{'next need due' if due else 'cooldown over'}: {window.explain()}"
 
     def _record_contact(
         self,
@@ -662,7 +701,7 @@ class Engine:
                 return self._withdraw(hold, ["expired"], now, subject, state)
             expires = now_ts + action.expiry_hours * 3600
         reasons = rules.held_reasons(
-            action, hold.channel, hold.category, state, self.policy, now_ts, did[:16]
+            action, hold.channel, hold.category, state, self.policy, now_ts, did[:16], self.cycles
         )
         if reasons:
             return self._withdraw(hold, reasons, now, subject, state)
@@ -699,6 +738,7 @@ class Engine:
             send_after=None,
             expires_at=_utc(expires),
             held_at=_utc(hold.decided_at),
+            content=self._content(action, hold.category, hold.channel, state, now_ts),
         )
 
     def _withdraw(
@@ -807,6 +847,8 @@ class Engine:
             if contact.at >= expires:  # as in _act: a deferred transactional message
                 expires = contact.at + action.expiry_hours * 3600
             holdout = self._holdout(state, subject)
+            category = {"$event": _event_category(event), "$cart": state.recency.cart_category}
+            category = category.get(action.category or "", action.category)
             return Action(
                 decision_id=did,
                 customer_id=subject,
@@ -820,7 +862,7 @@ class Engine:
                 action_id=action.id,
                 channel=contact.channel,  # type: ignore[arg-type]
                 message_class=action.message_class,
-                category=_event_category(event) if action.category == "$event" else action.category,
+                category=category,
                 score=0.0,
                 propensity=0.0,
                 selection_probability=1.0,
@@ -828,6 +870,7 @@ class Engine:
                 reasons=[REISSUE],
                 send_after=_utc(contact.at) if contact.deferred_s else None,
                 expires_at=_utc(expires),
+                content=self._content(action, category, contact.channel, state, now.timestamp()),
             )
         return None
 
@@ -870,6 +913,14 @@ class Engine:
             "experiment": self.experiment,
         }
 
+    def _cooldown_notes(self, candidate: CandidateTrace, ctx: rules.DecisionContext) -> list[str]:
+        """Until when a candidate's purchase cooldown runs, learned or fixed."""
+        if "purchase_cooldown" not in candidate.reasons or candidate.category is None:
+            return []
+        profiled = updates.profiling_allowed(ctx.state)
+        window = purchase_window(ctx.state, self.policy, self.cycles, candidate.category, profiled)
+        return [f"purchase_cooldown: {window.explain()}"] if window is not None else []
+
     def _suppress(
         self,
         candidates: list[CandidateTrace],
@@ -891,7 +942,12 @@ class Engine:
                     mine.append("no_channel")
             reasons.extend(r for r in mine if r not in reasons)
             verdicts.append(
-                CandidateVerdict(action_id=c.action.id, reasons=mine, channel_reasons=by_channel)
+                CandidateVerdict(
+                    action_id=c.action.id,
+                    reasons=mine,
+                    channel_reasons=by_channel,
+                    notes=self._cooldown_notes(c, ctx),
+                )
             )
         return Suppression(
             **self._header(decision_id(ctx.event.event_id, "suppress"), ctx, now),
@@ -923,16 +979,33 @@ def _trigger_holds(trigger, action: CatalogAction, ctx: rules.DecisionContext) -
             return False
     if trigger.min_cart_value is not None and recency.cart_value < trigger.min_cart_value:
         return False
-    if trigger.replenish_after_days is not None:
-        category = rules.resolve_category(action, ctx)
-        bought = recency.last_purchase.get(category or "")
-        if bought is None or now - bought < trigger.replenish_after_days * 86400:
-            return False
+    if trigger.replenish_after_days is not None and not _replenishment_due(trigger, action, ctx):
+        return False
     if trigger.min_category_affinity is not None:
         score = recency.affinity.get(ctx.event_category or "", 0.0)
         if score < trigger.min_category_affinity:
             return False
     return True
+
+
+def _replenishment_due(trigger, action: CatalogAction, ctx: rules.DecisionContext) -> bool:
+    """Has the person's next need of the action's category come? With a
+    learned cycle at its due time; else `replenish_after_days` after buying."""
+    category = rules.resolve_category(action, ctx)
+    state = ctx.state
+    bought = state.recency.last_purchase.get(category or "")
+    if bought is None or category is None:
+        return False
+    profiled = updates.profiling_allowed(state)
+    window = purchase_window(state, ctx.policy, ctx.cycles, category, profiled)
+    if window is not None and window.due_at is not None:
+        return ctx.now >= window.due_at
+    return ctx.now - bought >= trigger.replenish_after_days * 86400
+
+
+def _content_line(shown: Content) -> str:
+    products = f" ({len(shown.products)} products)" if shown.products else ""
+    return f"{shown.category or 'no category'}{products}: {shown.reason}"
 
 
 def _only_holdout(reasons: list[ReasonCode]) -> bool:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from policy.config import LEVELS, Caps, CatalogAction, ContactPolicy, Level, QuietHoursPolicy
+from policy.cycles import CycleModel, purchase_window
 from policy.locality import person_zone
 from policy.state import CONTACT_HORIZON, MAX_CONTACTS, Contact, CustomerState, QuietWindow
 from policy.updates import profiling_allowed
@@ -39,6 +40,7 @@ class DecisionContext:
     # (time, channel) of marketing contacts any cap window around now can see.
     recent: list[tuple[float, str]] = field(default_factory=list)
     quiet_end: float | None = None  # end of quiet hours, once computed
+    cycles: CycleModel | None = None  # learned purchase cycles, if a model serves them
 
     def __post_init__(self) -> None:
         self.level = relationship_level(self.state, self.now)
@@ -63,6 +65,8 @@ def relationship_level(state: CustomerState, now: float) -> Level:
 def resolve_category(action: CatalogAction, ctx: DecisionContext) -> str | None:
     if action.category == "$event":
         return ctx.event_category
+    if action.category == "$cart":
+        return ctx.state.recency.cart_category
     return action.category
 
 
@@ -82,7 +86,8 @@ def action_reasons(action: CatalogAction, ctx: DecisionContext) -> list[ReasonCo
     if marketing and now < state.profile.snooze_until:
         reasons.append("snooze")
     category = resolve_category(action, ctx)
-    if marketing and category is not None and in_purchase_cooldown(state, policy, category, now):
+    cycles = ctx.cycles
+    if marketing and category and in_purchase_cooldown(state, policy, category, now, cycles):
         reasons.append("purchase_cooldown")
     last = state.fatigue.last_action.get(action.id)
     if marketing and last is not None and now < last + action.cooldown_hours * 3600:
@@ -99,14 +104,16 @@ def action_reasons(action: CatalogAction, ctx: DecisionContext) -> list[ReasonCo
 
 
 def in_purchase_cooldown(
-    state: CustomerState, policy: ContactPolicy, category: str, now: float
+    state: CustomerState,
+    policy: ContactPolicy,
+    category: str,
+    now: float,
+    cycles: CycleModel | None = None,
 ) -> bool:
-    """Was the category bought too recently to promote it at `now`?"""
-    # A category missing from the bounded map may have been evicted: the
-    # newest evicted purchase is then the safe guess for when it was bought.
-    recency = state.recency
-    bought = recency.last_purchase.get(category, recency.forgotten_purchase_at or None)
-    return bought is not None and now < bought + policy.purchase_cooldown.seconds_for(category)
+    """Was the category bought too recently to promote it at `now`? With a
+    learned cycle, until the person's next need is near (policy/cycles.py)."""
+    window = purchase_window(state, policy, cycles, category, profiling_allowed(state))
+    return window is not None and now < window.cooldown_until
 
 
 def held_reasons(
@@ -117,6 +124,7 @@ def held_reasons(
     policy: ContactPolicy,
     now: float,
     own: str,
+    cycles: CycleModel | None = None,
 ) -> list[ReasonCode]:
     """Why a held action may not go out at `now` after all: what changed
     since it was decided (a revocation, opt-out or block, a snooze, a
@@ -131,7 +139,7 @@ def held_reasons(
         return reasons
     if now < state.profile.snooze_until:
         reasons.append("snooze")
-    if category is not None and in_purchase_cooldown(state, policy, category, now):
+    if category is not None and in_purchase_cooldown(state, policy, category, now, cycles):
         reasons.append("purchase_cooldown")
     if now < state.fatigue.backoff_until:
         reasons.append("fatigue")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import msgspec
 
 RECENT_VIEWS = 8
+CART_PRODUCTS = 5
 MAX_CATEGORIES = 16
 MAX_CONTACTS = 32
 MAX_PROCESSED_IDS = 32
@@ -39,6 +40,15 @@ class Recency(msgspec.Struct, kw_only=True, omit_defaults=True, array_like=True)
     # Ring of recent order id hashes (uint32): an order resent with a new event
     # id, or after the event id left `Profile.processed`, is counted once.
     order_ids: bytes = b""
+    # Own purchase intervals per category, [count, sum of log days]
+    # (policy/cycles.py): the person's cycle, shrunk toward the category's.
+    cycles: dict[str, list[float]] = {}
+    # Product ids in the open cart, newest last (at most CART_PRODUCTS), so a
+    # cart reminder can show them.
+    cart_products: list[str] = []
+    # The category of each of `recent_views`, aligned from the newest ("" if
+    # unknown), so content can show viewed products of a category.
+    view_categories: list[str] = []
 
 
 class Contact(msgspec.Struct, array_like=True, omit_defaults=True):

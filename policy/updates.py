@@ -14,9 +14,11 @@ from datetime import datetime
 from msgspec import UNSET
 
 from policy.config import ContactPolicy
+from policy.cycles import observe
 from policy.ids import hash64
 from policy.locality import merge_clocks, observe_activity
 from policy.state import (
+    CART_PRODUCTS,
     MAX_CATEGORIES,
     RECENT_VIEWS,
     ConsentEntry,
@@ -71,19 +73,23 @@ def apply_click(state: CustomerState, event: ClickEvent) -> None:
         recency.cart_value += (event.price or 0.0) * event.quantity
         recency.cart_category = event.category or recency.cart_category
         recency.cart_updated_at = ts
+        if event.product_id:
+            products = [p for p in recency.cart_products if p != event.product_id]
+            recency.cart_products = [*products, event.product_id][-CART_PRODUCTS:]
     elif event.type == "remove_from_cart":
         recency.cart_items = max(0, recency.cart_items - event.quantity)
         recency.cart_value = max(0.0, recency.cart_value - (event.price or 0.0) * event.quantity)
         recency.cart_updated_at = ts
+        if event.product_id in recency.cart_products:
+            recency.cart_products.remove(event.product_id)
     elif event.type == "checkout_started":
         recency.cart_updated_at = ts
     if profiling_allowed(state, BROWSING_CHANNEL):
         if event.type == "product_view" and event.product_id:
-            views = recency.recent_views
-            if event.product_id in views:
-                views.remove(event.product_id)
-            views.append(event.product_id)
-            del views[:-RECENT_VIEWS]
+            pairs = [p for p in viewed(recency) if p[0] != event.product_id]
+            pairs = [*pairs, (event.product_id, event.category or "")][-RECENT_VIEWS:]
+            recency.recent_views = [product for product, _ in pairs]
+            recency.view_categories = [category for _, category in pairs]
         if event.category and event.type in AFFINITY_WEIGHTS:
             add_affinity(state, event.category, AFFINITY_WEIGHTS[event.type], ts)
         observe_activity(state.profile, ts, event.time_zone)
@@ -92,6 +98,16 @@ def apply_click(state: CustomerState, event: ClickEvent) -> None:
         state.profile.device_zone = event.time_zone  # reported, not inferred: no profiling
         state.touch("profile")
     state.touch("recency")
+
+
+def viewed(recency: Recency) -> list[tuple[str, str]]:
+    """(product id, category or "") of the recent views, oldest first. The
+    categories align from the newest: views stored before they were kept
+    have none."""
+    views = recency.recent_views
+    categories = recency.view_categories[-len(views) :] if views else []
+    padded = [""] * (len(views) - len(categories)) + categories
+    return list(zip(views, padded, strict=True))
 
 
 def add_affinity(state: CustomerState, category: str, weight: float, ts: float) -> None:
@@ -125,9 +141,15 @@ def apply_purchase(state: CustomerState, event: PurchaseEvent) -> None:
     recency.cart_items = 0
     recency.cart_value = 0.0
     recency.cart_category = None
+    recency.cart_products = []
+    for category in dict.fromkeys(item.category for item in event.items):
+        last = recency.last_purchase.get(category)
+        if last is not None and ts < last:
+            continue  # an older order arriving late: neither a cycle nor the latest
+        if profiling_allowed(state):
+            observe(recency.cycles, category, last, ts)
+        recency.last_purchase[category] = ts
     for item in event.items:
-        if ts >= recency.last_purchase.get(item.category, 0.0):
-            recency.last_purchase[item.category] = ts
         if profiling_allowed(state):
             add_affinity(state, item.category, AFFINITY_WEIGHTS["purchase"], ts)
     _bound_purchases(recency)
@@ -147,6 +169,7 @@ def _bound_purchases(recency: Recency) -> None:
     oldest = sorted(purchases, key=purchases.__getitem__)
     for category in oldest[: len(purchases) - MAX_CATEGORIES]:
         recency.forgotten_purchase_at = max(recency.forgotten_purchase_at, purchases.pop(category))
+        recency.cycles.pop(category, None)
 
 
 def set_consent(
@@ -374,10 +397,13 @@ def _merge_recency(target: CustomerState, source: CustomerState) -> None:
     mine, theirs = target.recency, source.recency
     for kind, ts in theirs.last_seen.items():
         mine.last_seen[kind] = max(ts, mine.last_seen.get(kind, 0.0))
-    for product in theirs.recent_views:
-        if product not in mine.recent_views:
-            mine.recent_views.append(product)
-    del mine.recent_views[:-RECENT_VIEWS]
+    pairs = viewed(mine)
+    pairs += [p for p in viewed(theirs) if p[0] not in mine.recent_views]
+    mine.recent_views = [product for product, _ in pairs[-RECENT_VIEWS:]]
+    mine.view_categories = [category for _, category in pairs[-RECENT_VIEWS:]]
+    for category, own in theirs.cycles.items():
+        if own[0] > mine.cycles.get(category, (0.0, 0.0))[0]:
+            mine.cycles[category] = list(own)  # the longer own history speaks
     for category, score in theirs.affinity.items():
         add_affinity(target, category, score, theirs.affinity_at)
     for category, ts in theirs.last_purchase.items():
@@ -392,6 +418,7 @@ def _merge_recency(target: CustomerState, source: CustomerState) -> None:
         mine.cart_value = theirs.cart_value
         mine.cart_category = theirs.cart_category
         mine.cart_updated_at = theirs.cart_updated_at
+        mine.cart_products = list(theirs.cart_products)
 
 
 def _merge_fatigue(target: CustomerState, source: CustomerState) -> None:

@@ -50,6 +50,21 @@ class ExperimentRef(msgspec.Struct, kw_only=True, frozen=True):
     arm: Annotated[str, Meta(description="The person's arm in it, fixed for the experiment.")]
 
 
+class Content(msgspec.Struct, kw_only=True, frozen=True):
+    """What an action shows: a category and products chosen for the person,
+    never a category inside its purchase cooldown."""
+
+    category: Annotated[str | None, Meta(description="The category to show, if any.")]
+    products: Annotated[
+        list[str],
+        Meta(
+            description="Up to 5 product ids to show, best first: the cart's items for a cart"
+            " reminder, else products of the category the person viewed recently."
+        ),
+    ] = []
+    reason: Annotated[str, Meta(description="Why this category and these products.")]
+
+
 class DecisionHeader(msgspec.Struct, kw_only=True, frozen=True):
     """Fields shared by actions and suppressions."""
 
@@ -119,6 +134,10 @@ class Action(DecisionHeader, frozen=True, tag="action", tag_field="kind"):
             " released at `decided_at` after the rules ran again. Null: never held."
         ),
     ] = None
+    content: Annotated[
+        Content | None,
+        Meta(description="What to show; null for transactional messages and when none fits."),
+    ] = None
 
 
 Version = Annotated[int, Meta(description="Version of this contract.")]
@@ -133,6 +152,13 @@ class CandidateVerdict(msgspec.Struct, kw_only=True, frozen=True):
         dict[str, list[Reason]],
         Meta(description="Per channel, why that channel could not be used."),
     ] = {}
+    notes: Annotated[
+        list[str],
+        Meta(
+            description="Reasons in words where a code needs a date, e.g. until when a"
+            " purchase cooldown runs and whether it is learned or fixed."
+        ),
+    ] = []
 
 
 class WouldBeAction(msgspec.Struct, kw_only=True, frozen=True):

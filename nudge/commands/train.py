@@ -80,7 +80,12 @@ def run(args: argparse.Namespace) -> int:
         n_personas=args.personas,
     )
     saved = artifact.save(
-        out, result.propensity, result.personas, result.metadata, uplift=result.uplift
+        out,
+        result.propensity,
+        result.personas,
+        result.metadata,
+        uplift=result.uplift,
+        cycles=result.cycles,
     )
     print(report(saved.metadata))
     useful = beats_constant(saved.metadata)
