@@ -189,6 +189,7 @@ class AutopilotPolicy:
         self.worker = InMemoryWorker(Engine(shipped, contact))
         self.recommendation = _find(shipped, "category_inspiration")
         self.channels = list(contact.channel_order)
+        self.policy = contact
 
     def decide(self, kind: str, event: dict[str, Any], now: datetime) -> list[ActionDict]:
         result = self.worker.process(kind, event, now)
@@ -201,7 +202,7 @@ class AutopilotPolicy:
             return actions
         state = self.worker.state(customer)
         for channel in self.channels:
-            if rules.reachable(channel, state) and not rules.consent_reason(
+            if rules.reachable(channel, state, self.policy) and not rules.consent_reason(
                 self.recommendation, channel, state
             ):
                 reasons = [f"autopilot: more {category} after a {event['type']}"]

@@ -16,6 +16,7 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.cluster import KMeans
 from sklearn.preprocessing import StandardScaler
 
+from policy.personas import key_of
 from policy.state import CustomerState
 from policy.updates import profiling_allowed
 
@@ -48,6 +49,7 @@ WORDS: dict[tuple[str, bool], str] = {
     ("days_since_seen", True): "lapsing",
     ("days_since_seen", False): "recently active",
 }
+AVERAGE_NAME = "Average customers"
 DISTINCT = 0.5  # a centre this many standard deviations from average is distinctive
 
 
@@ -93,6 +95,36 @@ class PersonaModel(ClusterMixin, BaseEstimator):
         return self.kmeans_.predict(self.scaler_.transform(X))
 
 
+class FoldedPersonas:
+    """A fitted PersonaModel as plain lists: the nearest standardised centre in
+    pure Python, the same cluster as `predict` (a unit test holds them equal)
+    without scikit-learn's per-call validation, cheap enough to run on every
+    event that changes someone's behaviour."""
+
+    def __init__(self, model: PersonaModel) -> None:
+        self.mean = [float(v) for v in model.scaler_.mean_]
+        self.scale = [float(v) for v in model.scaler_.scale_]
+        self.centres = [[float(v) for v in c] for c in model.kmeans_.cluster_centers_]
+        self.keys = [persona_key(p["name"]) for p in model.personas_]
+
+    def cluster(self, state: CustomerState, now: float) -> int:
+        row = zip(descriptors(state, now), self.mean, self.scale, strict=True)
+        x = [(v - m) / s for v, m, s in row]
+        distances = [sum((a - b) ** 2 for a, b in zip(x, c, strict=True)) for c in self.centres]
+        return distances.index(min(distances))
+
+    def assign(self, state: CustomerState, now: float) -> str:
+        return self.keys[self.cluster(state, now)]
+
+
+def persona_key(name: str) -> str:
+    """The key the catalog targets (policy/personas.py) of a persona's name,
+    "Frequent buyers, big spenders (2)" -> "frequent_buyers+big_spenders"."""
+    if name.startswith(AVERAGE_NAME):
+        return key_of([])
+    return key_of(name.split(" (")[0].lower().split(", "))
+
+
 def assign(model: PersonaModel, state: CustomerState, now: float) -> dict | None:
     """The persona of one customer, or None when profiling is not allowed."""
     if not profiling_allowed(state):
@@ -109,7 +141,7 @@ def _describe(centres: np.ndarray, sizes: np.ndarray) -> list[dict]:
         order = np.argsort(-np.abs(centre))
         standout = [i for i in order if abs(centre[i]) >= DISTINCT][:2]
         words = [WORDS[(DESCRIPTORS[i], bool(centre[i] > 0))] for i in standout]
-        name = ", ".join(words).capitalize() if words else "Average customers"
+        name = ", ".join(words).capitalize() if words else AVERAGE_NAME
         if name in taken:
             name = f"{name} ({cluster})"
         taken.add(name)
@@ -118,6 +150,7 @@ def _describe(centres: np.ndarray, sizes: np.ndarray) -> list[dict]:
             {
                 "id": cluster,
                 "name": name,
+                "key": persona_key(name),
                 "description": f"{detail} from the average customer",
                 "size": int(sizes[cluster]),
                 "centre": {DESCRIPTORS[i]: round(float(centre[i]), 3) for i in order},

@@ -18,7 +18,9 @@ from sklearn.pipeline import Pipeline
 
 from models.artifact import Artifact
 from models.features import FeatureBuilder
+from models.personas import FoldedPersonas
 from policy.scoring import ScoringRequest
+from policy.state import CustomerState
 
 
 class ModelScorer:
@@ -37,6 +39,12 @@ class ModelScorer:
             self.uplift = (fold(artifact.uplift.treatment), fold(artifact.uplift.control))
         # Learned purchase cycles (policy/cycles.py asks them); None: fixed cooldowns.
         self.cycles = artifact.cycles
+        # The persona model, folded for the hot path; None: no persona is assigned.
+        self.personas = FoldedPersonas(artifact.personas) if artifact.personas else None
+
+    def persona(self, state: CustomerState, now: float) -> str | None:
+        """The person's persona key (policy/personas.py); None without a model."""
+        return self.personas.assign(state, now) if self.personas is not None else None
 
     def propensities(self, requests: Sequence[ScoringRequest]) -> list[float]:
         if not requests:

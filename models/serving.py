@@ -24,6 +24,7 @@ from models.scorer import ModelScorer
 from policy.config import ContactPolicy
 from policy.cycles import CycleModel
 from policy.scoring import HeuristicScorer, Scorer, ScoringRequest
+from policy.state import CustomerState
 
 log = logging.getLogger("nudge.models")
 
@@ -75,6 +76,11 @@ class ScorerHolder:
     def cycles(self) -> CycleModel | None:
         """The active artifact's learned purchase cycles; None: fixed cooldowns."""
         return getattr(self.active, "cycles", None)
+
+    def persona(self, state: CustomerState, now: float) -> str | None:
+        """The active artifact's persona for the person; None: no persona model."""
+        assign = getattr(self.active, "persona", None)
+        return assign(state, now) if assign is not None else None
 
     def propensities_and_uplifts(
         self, requests: Sequence[ScoringRequest]

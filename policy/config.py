@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
+from policy.personas import PersonaTrait
 from schemas.events import Channel, ClickType, FeedbackType
 from schemas.outputs import MessageClass
 
@@ -62,6 +63,12 @@ class CatalogAction(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fr
     cooldown_hours: NonNegative = 24.0
     max_per_week: Annotated[int, Meta(ge=1)] | None = None
     expiry_hours: Annotated[float, Meta(gt=0)] = 24.0
+    # Eligible only for people whose persona has one of these traits
+    # (policy/personas.py, e.g. "lapsing", "big_spenders"); [] for everyone.
+    personas: list[PersonaTrait] = []
+    # The lever for people whose persona has the trait (the first of the
+    # persona's traits listed here wins); `lever` for everyone else.
+    persona_levers: dict[PersonaTrait, Annotated[float, Meta(gt=0, le=10)]] = {}
 
 
 class Catalog(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -123,6 +130,24 @@ class ExplorationPolicy(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     epsilon: Annotated[float, Meta(ge=0, le=0.5)] = 0.05
 
 
+class EngagementPolicy(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """What each person responds to (policy/engagement.py): the best channel,
+    and the best hour to hold marketing to.
+
+    Rates are learned only from messages whose outcome is known, smoothed
+    toward a prior response rate (per channel if given) as if
+    `prior_strength` messages had been seen at it."""
+
+    prior_rate: Annotated[float, Meta(gt=0, lt=1)] = 0.2
+    channel_priors: dict[Channel, Annotated[float, Meta(gt=0, lt=1)]] = {}
+    prior_strength: Annotated[float, Meta(gt=0)] = 4.0
+    # Hold marketing to the person's best local hours, at most this long and
+    # never past the action's expiry; needs `min_observations` known outcomes.
+    send_hour: bool = True
+    max_delay_hours: NonNegative = 12.0
+    min_observations: Annotated[int, Meta(ge=1)] = 6
+
+
 class ContactPolicy(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     """How often, when and how gently nudge may contact anyone.
 
@@ -150,6 +175,12 @@ class ContactPolicy(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fr
     channel_order: list[Channel] = msgspec.field(
         default_factory=lambda: ["email", "push", "web", "sms"]
     )
+    engagement: EngagementPolicy = EngagementPolicy()
+    # Channels counted reachable for someone no identify or preferences event
+    # has told us the contact details of (an address learned from a consent
+    # grant or a delivery counts either way). A shop whose checkout requires
+    # an email address lists "email"; [] reaches nobody without details.
+    assumed_reachable: list[Channel] = msgspec.field(default_factory=lambda: ["email"])
 
 
 def _load(path: Path, cls: type) -> object:

@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from policy import content, identity, rules, updates
+from policy import content, engagement, identity, personas, rules, updates
 from policy.config import Catalog, CatalogAction, ContactPolicy
 from policy.cycles import CycleModel, purchase_window
 from policy.experiments import NO_EXPERIMENTS, Experiments
@@ -73,6 +73,8 @@ REISSUE = (
 
 #: The reason a decided action gives when it must wait (Engine._act).
 DEFERRED = "deferred to the end of quiet hours"
+#: How the reason starts when it waits for the person's best hours instead.
+BEST_HOUR = "held to the person's best hours"
 
 
 @dataclass(slots=True)
@@ -201,6 +203,7 @@ class Engine:
         outcome = Outcome(released=self.release_due(state, now, subject_id, release_as_of_due))
         self._remember(state, event_hash)
         self._apply(state, event, now, subject_id, outcome)
+        self._assign_persona(state, event, now)
         if isinstance(event, IdentityEvent):
             outcome.transfer_to = event.customer_id
             return outcome
@@ -301,6 +304,19 @@ class Engine:
         elif isinstance(event, FeedbackEvent):
             outcome.records.extend(updates.apply_feedback(state, subject, event, self.policy, now))
 
+    def _assign_persona(self, state: CustomerState, event: Event, now: datetime) -> None:
+        """The person's persona, from their behaviour as it changes, with the
+        served persona model; none without one, or once profiling is revoked."""
+        if not isinstance(event, (ClickEvent, PurchaseEvent, FeedbackEvent, ConsentEvent)):
+            return
+        assign = getattr(self.scorer, "persona", None)
+        persona = None
+        if assign is not None and updates.profiling_allowed(state):
+            persona = assign(state, now.timestamp())
+        if persona != state.profile.persona:
+            state.profile.persona = persona
+            state.touch("profile")
+
     def _erase(
         self, state: CustomerState, event: ErasureEvent, now: datetime, subject: str
     ) -> Outcome:
@@ -397,11 +413,11 @@ class Engine:
             if channels is not None and channel not in channels:
                 continue
             reasons: list[ReasonCode] = []
-            if not rules.reachable(channel, ctx.state):
-                reasons.append("no_channel")
             why = rules.consent_reason(action, channel, ctx.state)
             if why:
                 reasons.append(why)
+            elif not rules.reachable(channel, ctx.state, self.policy):
+                reasons.append("no_channel")  # allowed, but no address or device known
             at = rules.send_time(channel, ctx)
             held = len(ctx.state.holds.pending)
             # Deferred past the expiry a marketing message is pointless, and
@@ -413,6 +429,15 @@ class Engine:
                     reasons.append("quiet_hours")
             elif at > ctx.now and held >= MAX_HOLDS:
                 at = ctx.now
+            if (
+                not reasons
+                and action.message_class == "marketing"
+                and channel not in self.policy.quiet_hours.silent_channels
+                and held < MAX_MARKETING_HOLDS
+            ):  # held to the person's best hours, if that is allowed and not capped
+                better = rules.best_hour(ctx, at, expires)
+                if better is not None and not rules.cap_reason(action, channel, better[0], ctx):
+                    at = better[0]
             capped = rules.cap_reason(action, channel, at, ctx)
             if capped:
                 reasons.append(capped)
@@ -431,14 +456,17 @@ class Engine:
         if preferred in trace.send_times:
             return preferred, "preferred channel"
         order = self.policy.channel_order
+        learning = self.policy.engagement
 
         def rank(channel: str) -> tuple[bool, float, int]:
-            deferred = trace.send_times[channel] > ctx.now
+            # Waiting out quiet hours counts against a channel; waiting for
+            # the person's best hour does not (it is the same on every channel).
+            deferred = min(trace.send_times[channel], rules.send_time(channel, ctx)) > ctx.now
             position = order.index(channel) if channel in order else len(order)
-            return (deferred, -rules.engagement_rate(ctx.state, channel), position)
+            return (deferred, -engagement.channel_rate(ctx.state, channel, learning), position)
 
         best = min(trace.send_times, key=rank)
-        rate = rules.engagement_rate(ctx.state, best)
+        rate = engagement.channel_rate(ctx.state, best, learning)
         return best, f"best engagement ({rate:.2f})"
 
     def _score(self, candidates: list[CandidateTrace], ctx: rules.DecisionContext) -> None:
@@ -460,7 +488,8 @@ class Engine:
             candidate.propensity = propensities[i]
             candidate.uplift = None if uplifts is None else uplifts[i]
             basis = candidate.propensity if candidate.uplift is None else candidate.uplift
-            candidate.score = basis * candidate.action.value * candidate.action.lever
+            lever, _ = personas.lever(candidate.action, ctx.state.profile.persona)
+            candidate.score = basis * candidate.action.value * lever
 
     def choices(self, viable: list[CandidateTrace], preferred: str | None) -> list[Choice]:
         """Every (action, channel) pair of the viable candidates, with the
@@ -530,15 +559,21 @@ class Engine:
         at = winner.send_times[channel]
         did = decision_id(ctx.event.event_id, action.id)
         self._record_contact(ctx.state, action, channel, at, did, ctx.now)
+        persona = ctx.state.profile.persona
+        lever, trait = personas.lever(action, persona)
         why = [
-            _score_line(winner.score, winner.propensity, action, winner.uplift),
+            _score_line(winner.score, winner.propensity, action, winner.uplift, lever),
             "explored" if explored else f"highest score of {n_viable} eligible",
             f"channel {channel}: {winner.channel_why}",
         ]
+        if persona is not None:
+            why.append(f"persona {persona}" + (f": lever {lever:g} for {trait}" if trait else ""))
         cycle = self._cycle_line(action, winner.category, ctx.state, ctx.now)
         if cycle:
             why.append(cycle)
-        if at > ctx.now:
+        if at > rules.send_time(channel, ctx):
+            why.append(_best_hour_line(ctx, at))
+        elif at > ctx.now:
             why.append(DEFERRED)
         expires = ctx.event.ts.timestamp() + action.expiry_hours * 3600
         if at >= expires:  # a transactional message deferred past its expiry
@@ -558,6 +593,7 @@ class Engine:
             send_after=_utc(at) if at > ctx.now else None,
             expires_at=_utc(expires),
             content=shown,
+            persona=persona,
         )
 
     @property
@@ -644,6 +680,7 @@ class Engine:
             model_version=action.model_version,
             why=[r for r in action.reasons[1:] if r != DEFERRED],
             uplift=uplift,
+            persona=action.persona,
         )
         state.holds.pending = sorted([*state.holds.pending, hold], key=_due)
         state.touch("holds")
@@ -715,9 +752,11 @@ class Engine:
                 return msgspec.structs.replace(hold, due=later)
         self._settle(state, hold, did, now_ts)
         updates.record_contact_stats(state, hold.channel)
+        waited = "best hour" if any(w.startswith(BEST_HOUR) for w in hold.why) else "quiet hours"
+        lever, _ = personas.lever(action, hold.persona)
         held = (
             f"held from {_utc(hold.decided_at):%Y-%m-%d %H:%M} until"
-            f" {_utc(hold.due):%Y-%m-%d %H:%M} UTC (quiet hours); consent, snooze,"
+            f" {_utc(hold.due):%Y-%m-%d %H:%M} UTC ({waited}); consent, snooze,"
             " cooldowns, fatigue and caps re-checked when due"
         )
         return Action(
@@ -731,13 +770,14 @@ class Engine:
             selection_probability=hold.selection_probability,
             explored=hold.explored,
             reasons=[
-                _score_line(hold.score, hold.propensity, action, hold.uplift),
+                _score_line(hold.score, hold.propensity, action, hold.uplift, lever),
                 *hold.why,
                 held,
             ],
             send_after=None,
             expires_at=_utc(expires),
             held_at=_utc(hold.decided_at),
+            persona=hold.persona,
             content=self._content(action, hold.category, hold.channel, state, now_ts),
         )
 
@@ -1022,16 +1062,31 @@ def _event_category(event: Event) -> str | None:
 
 
 def _score_line(
-    score: float, propensity: float, action: CatalogAction, uplift: float | None = None
+    score: float,
+    propensity: float,
+    action: CatalogAction,
+    uplift: float | None = None,
+    lever: float | None = None,
 ) -> str:
+    lever = action.lever if lever is None else lever
     if uplift is not None:
         return (
             f"score {score:.4g} = uplift {uplift:+.4f} x value {action.value:g}"
-            f" x lever {action.lever:g} (propensity {propensity:.3f})"
+            f" x lever {lever:g} (propensity {propensity:.3f})"
         )
     return (
         f"score {score:.4g} = propensity {propensity:.3f}"
-        f" x value {action.value:g} x lever {action.lever:g}"
+        f" x value {action.value:g} x lever {lever:g}"
+    )
+
+
+def _best_hour_line(ctx: rules.DecisionContext, at: float) -> str:
+    """Why a marketing message waits for the person's best hours."""
+    rates = next(v for v in ctx.best_hours.values() if v is not None and v[0] == at)
+    local = datetime.fromtimestamp(at, rules.zone_of(ctx.state, ctx.policy))
+    return (
+        f"{BEST_HOUR} from {local:%H:%M} local: {rates[1]:.2f} of their messages get a"
+        f" response then, {rates[2]:.2f} at once"
     )
 
 

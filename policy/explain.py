@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from policy import rules
+from policy import engagement, rules
 from policy.config import ContactPolicy
 from policy.engine import Outcome
 from policy.ids import in_holdout
@@ -54,10 +54,35 @@ def summarize_state(
         "time_zone": dict(
             zip(("zone", "source"), person_zone(state.profile, policy.quiet_hours.tz), strict=True)
         ),
+        # Assigned from behaviour by the served persona model (policy/personas.py);
+        # null without one, or when profiling is not allowed.
+        "persona": state.profile.persona,
+        "engagement": _engagement(state, policy),
         "snoozed_until": (
             _iso(state.profile.snooze_until) if state.profile.snooze_until > now_ts else None
         ),
         "records": {table: _as_dict(getattr(state, table)) for table in TABLES},
+    }
+
+
+def _engagement(state: CustomerState, policy: ContactPolicy) -> dict[str, Any]:
+    """What the person responds to (policy/engagement.py): the smoothed rate
+    per channel, and per four-hour block of their local day once enough is known."""
+    learning = policy.engagement
+    per_channel, per_block = engagement.counts(state)
+    rates = engagement.block_rates(state, learning)
+    width = engagement.BLOCK_HOURS
+    return {
+        "known_outcomes": dict(zip(engagement.CHANNELS, per_channel, strict=True)),
+        "channel_rates": {
+            ch: round(engagement.channel_rate(state, ch, learning), 3) for ch in engagement.CHANNELS
+        },
+        "local_hour_rates": (
+            {f"{b * width:02d}-{b * width + width:02d}": round(r, 3) for b, r in enumerate(rates)}
+            if rates is not None
+            else None
+        ),
+        "local_hour_outcomes": [list(pair) for pair in per_block],
     }
 
 

@@ -12,6 +12,7 @@ import zoneinfo
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from policy import engagement, personas
 from policy.config import LEVELS, Caps, CatalogAction, ContactPolicy, Level, QuietHoursPolicy
 from policy.cycles import CycleModel, purchase_window
 from policy.locality import person_zone
@@ -40,6 +41,10 @@ class DecisionContext:
     # (time, channel) of marketing contacts any cap window around now can see.
     recent: list[tuple[float, str]] = field(default_factory=list)
     quiet_end: float | None = None  # end of quiet hours, once computed
+    # (earliest, latest) -> the person's best hour in it (best_hour), once computed
+    best_hours: dict[tuple[float, float], tuple[float, float, float] | None] = field(
+        default_factory=dict
+    )
     cycles: CycleModel | None = None  # learned purchase cycles, if a model serves them
 
     def __post_init__(self) -> None:
@@ -83,6 +88,8 @@ def action_reasons(action: CatalogAction, ctx: DecisionContext) -> list[ReasonCo
         reasons.append("relationship_level")
     if action.interests and not set(action.interests) & interests_of(state):
         reasons.append("not_interested")
+    if not personas.eligible(action, state.profile.persona):
+        reasons.append("persona")
     if marketing and now < state.profile.snooze_until:
         reasons.append("snooze")
     category = resolve_category(action, ctx)
@@ -194,11 +201,15 @@ def uses_profiling(action: CatalogAction) -> bool:
     return any(trigger.min_category_affinity is not None for trigger in action.triggers)
 
 
-def reachable(channel: str, state: CustomerState) -> bool:
-    """Do we hold contact details for the channel? Nothing on file means we
-    do not know, so every channel counts; on-site content needs none."""
-    known = state.profile.reachable
-    return not known or channel in known or channel == "web"
+def reachable(channel: str, state: CustomerState, policy: ContactPolicy) -> bool:
+    """Do we hold contact details for the channel? Known ones are on file
+    (stated, or learned from a grant or a delivery); until an identify or
+    preferences event has stated them, the policy's `assumed_reachable` count
+    too. On-site content needs none. Consent is checked apart."""
+    profile = state.profile
+    if channel == "web" or channel in profile.reachable:
+        return True
+    return not profile.reachable_stated and channel in policy.assumed_reachable
 
 
 def send_time(channel: str, ctx: DecisionContext) -> float:
@@ -210,6 +221,33 @@ def send_time(channel: str, ctx: DecisionContext) -> float:
     if ctx.quiet_end is None:
         ctx.quiet_end = quiet_hours_end(quiet_window(ctx.state, quiet), ctx.now)
     return ctx.quiet_end
+
+
+def best_hour(
+    ctx: DecisionContext, earliest: float, expires: float
+) -> tuple[float, float, float] | None:
+    """When to hold a marketing message to: the start of the person's best
+    local hours after `earliest` (the end of quiet hours, or now), within the
+    policy's max delay and before `expires`, with that block's response rate
+    and the rate at `earliest`; None to send at `earliest`. Learned hours are
+    behaviour: not used once profiling is revoked."""
+    learning = ctx.policy.engagement
+    if not learning.send_hour or not profiling_allowed(ctx.state):
+        return None
+    latest = min(earliest + learning.max_delay_hours * 3600, expires)
+    key = (earliest, latest)
+    if key not in ctx.best_hours:
+        quiet = quiet_window(ctx.state, ctx.policy.quiet_hours)
+        ctx.best_hours[key] = engagement.best_time(
+            ctx.state, earliest, latest, _zone(quiet.tz), learning,
+            lambda t: quiet_hours_end(quiet, t),
+        )  # fmt: skip
+    return ctx.best_hours[key]
+
+
+def zone_of(state: CustomerState, policy: ContactPolicy) -> zoneinfo.ZoneInfo:
+    """The person's own zone (policy/locality.py)."""
+    return _zone(person_zone(state.profile, policy.quiet_hours.tz)[0])
 
 
 def quiet_window(state: CustomerState, quiet: QuietHoursPolicy) -> QuietWindow:

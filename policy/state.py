@@ -62,6 +62,9 @@ class Contact(msgspec.Struct, array_like=True, omit_defaults=True):
     decision_id: str  # first 16 hex digits
     converted: bool = False
     deferred_s: int = 0
+    # What is known of how it landed (policy/engagement.py): 0 nothing yet,
+    # 1 negative, 2 positive; so each message is learned from once.
+    outcome: int = 0
 
 
 class Fatigue(msgspec.Struct, kw_only=True, omit_defaults=True, array_like=True):
@@ -79,6 +82,9 @@ class Fatigue(msgspec.Struct, kw_only=True, omit_defaults=True, array_like=True)
     # The last MAX_TRANSACTIONAL transactional messages, newest last: they are
     # no marketing contacts, but a redelivered trigger must find them too.
     transactional: list[Contact] = []
+    # [known, positive] outcome counters per channel and per four-hour block
+    # of the person's local day, 20 bytes (policy/engagement.py).
+    outcomes: bytes = b""
 
 
 class ConsentEntry(msgspec.Struct, array_like=True, omit_defaults=True):
@@ -143,6 +149,9 @@ class Profile(msgspec.Struct, kw_only=True, omit_defaults=True, array_like=True)
     # The experiment and arm (policy/experiments.py), stored at the first
     # decision and kept across a login like `arm`; None: in no experiment.
     experiment: Enrolment | None = None
+    # An identify or preferences event told us which channels have contact
+    # details (`reachable`): then no channel is assumed reachable.
+    reachable_stated: bool = False
 
 
 def seen(profile: Profile, event_hash: int) -> bool:
@@ -207,6 +216,7 @@ class Hold(msgspec.Struct, array_like=True, omit_defaults=True):
     model_version: str
     why: list[str] = []  # why it won (the decision's reasons, without the score line)
     uplift: float | None = None  # what the score was based on, if an uplift model scored it
+    persona: str | None = None  # the person's persona when decided (its lever scored it)
 
 
 class Holds(msgspec.Struct, kw_only=True, omit_defaults=True, array_like=True):

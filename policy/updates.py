@@ -10,13 +10,15 @@ change for `all` never overrides a newer change for one channel.
 from __future__ import annotations
 
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from msgspec import UNSET
 
+from policy import engagement
 from policy.config import ContactPolicy
 from policy.cycles import observe
 from policy.ids import hash64
-from policy.locality import merge_clocks, observe_activity
+from policy.locality import merge_clocks, observe_activity, person_zone
 from policy.state import (
     CART_PRODUCTS,
     MAX_CATEGORIES,
@@ -44,6 +46,7 @@ AFFINITY_WEIGHTS = {"product_view": 1.0, "add_to_cart": 3.0, "purchase": 5.0}
 CHANNELS = ("email", "sms", "push", "web")
 STATS_LIMIT = 64
 ENGAGEMENTS = ("opened", "clicked", "converted")
+DELIVERED = ("delivered", *ENGAGEMENTS)  # the channel reached the person
 NEGATIVE = ("ignored", "dismissed")
 
 
@@ -255,6 +258,10 @@ def block_channel(state: CustomerState, channel: str, why: str, ts: float) -> No
 def apply_consent(
     state: CustomerState, customer_id: str, event: ConsentEvent, now: datetime
 ) -> ConsentLogEntry:
+    # Opting in to a channel's messages means giving its address (a double
+    # opt-in confirms it): the channel is reachable from then on.
+    if event.status == "granted" and event.purpose != "profiling":
+        learn_address(state, event.channel)
     return set_consent(
         state,
         customer_id,
@@ -288,6 +295,9 @@ def apply_preferences(state: CustomerState, event: PreferencesEvent) -> None:
         profile.interests = list(event.interests or [])
     if not _unset(event.snooze_until):
         profile.snooze_until = event.snooze_until.timestamp() if event.snooze_until else 0.0
+    if not _unset(event.reachable_channels):  # the contact details on file now
+        profile.reachable = list(dict.fromkeys(event.reachable_channels or []))
+        profile.reachable_stated = True
     state.touch("profile")
 
 
@@ -298,7 +308,41 @@ def apply_identity(state: CustomerState, event: IdentityEvent) -> None:
     for channel in event.reachable_channels:
         if channel not in profile.reachable:
             profile.reachable.append(channel)
+    if event.reachable_channels:  # an empty list is the default: it says nothing
+        profile.reachable_stated = True
     state.touch("profile")
+
+
+def learn_address(state: CustomerState, channel: str) -> None:
+    """The person has contact details for the channel: they granted consent
+    on it, or a message on it was delivered (rules.reachable). Evidence only
+    counts until contact details are stated: then the statement is the truth."""
+    known = state.profile.reachable
+    if state.profile.reachable_stated:
+        return
+    if channel in CHANNELS and channel != BROWSING_CHANNEL and channel not in known:
+        known.append(channel)
+        state.touch("profile")
+
+
+def learn_outcome(state: CustomerState, event: FeedbackEvent, policy: ContactPolicy) -> None:
+    """Count a message's known outcome once (policy/engagement.py), in the
+    local block it reached the person; a receipt's opens teach nothing about
+    marketing, so transactional messages are left out."""
+    outcome = engagement.outcome_of(event.type)
+    if outcome == engagement.UNKNOWN:
+        return
+    short = _short(event.decision_id)
+    if short and any(c.decision_id == short for c in state.fatigue.transactional):
+        return
+    contact = next((c for c in state.fatigue.contacts if short and c.decision_id == short), None)
+    before = contact.outcome if contact is not None else engagement.UNKNOWN
+    at = contact.at if contact is not None else event.ts.timestamp()
+    zone, _ = person_zone(state.profile, policy.quiet_hours.tz)
+    block = engagement.block_of(datetime.fromtimestamp(at, ZoneInfo(zone)))
+    engagement.record(state, event.channel, block, before, outcome)
+    if contact is not None:
+        contact.outcome = max(contact.outcome, outcome)
 
 
 def apply_feedback(
@@ -315,6 +359,9 @@ def apply_feedback(
     channel = event.channel
     kind = event.type
     logs: list[ConsentLogEntry] = []
+    learn_outcome(state, event, policy)
+    if kind in DELIVERED:
+        learn_address(state, channel)
     if kind in ENGAGEMENTS:
         fatigue.engaged[channel] = min(
             fatigue.engaged.get(channel, 0) + 1, fatigue.sent.get(channel, 0) + 1
@@ -346,6 +393,9 @@ def apply_feedback(
             fatigue.backoff_until = max(fatigue.backoff_until, _complaint_backoff(state, policy))
     elif kind == "bounced":
         block_channel(state, channel, "bounced", ts)
+        if channel in state.profile.reachable:  # the address on file is dead
+            state.profile.reachable.remove(channel)
+            state.touch("profile")
     state.touch("fatigue")
     return logs
 
@@ -390,6 +440,9 @@ def merge_states(target: CustomerState, source: CustomerState) -> None:
         profile.quiet_hours = source.profile.quiet_hours
     merge_clocks(profile, source.profile)
     profile.snooze_until = max(profile.snooze_until, source.profile.snooze_until)
+    for channel in source.profile.reachable:
+        learn_address(target, channel)
+    profile.reachable_stated = profile.reachable_stated or source.profile.reachable_stated
     target.touch("recency", "fatigue", "consent", "profile")
 
 

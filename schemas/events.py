@@ -176,6 +176,14 @@ class PreferencesEvent(Event, frozen=True):
         TimeZoneName | UnsetType | None,
         Meta(description="The person's IANA time zone: quiet hours are read in it."),
     ] = UNSET
+    reachable_channels: Annotated[
+        Annotated[list[Channel], Meta(max_length=4)] | UnsetType | None,
+        Meta(
+            description="The channels we now hold contact details for (an email address,"
+            " a phone number, an app with push on): replaces the list on file; null or []:"
+            " none. Only these (and on-site `web`) may carry messages then."
+        ),
+    ] = UNSET
 
 
 class IdentityEvent(Event, frozen=True):

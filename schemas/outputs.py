@@ -25,6 +25,7 @@ ReasonCode = Literal[
     "channel_blocked",  # hard block after a bounce or a complaint
     "relationship_level",  # we do not know the person well enough yet
     "not_interested",  # outside the person's stated interests
+    "persona",  # meant for other personas (the catalog's `personas`), or none is known
     "holdout",  # the person is in the global control group
     "purchase_cooldown",  # the category was bought recently
     "action_cooldown",  # the same action was sent recently
@@ -137,6 +138,13 @@ class Action(DecisionHeader, frozen=True, tag="action", tag_field="kind"):
     content: Annotated[
         Content | None,
         Meta(description="What to show; null for transactional messages and when none fits."),
+    ] = None
+    persona: Annotated[
+        str | None,
+        Meta(
+            description="The person's persona when decided (traits joined by `+`, e.g."
+            " `frequent_buyers+big_spenders`); null: none served, or profiling not allowed."
+        ),
     ] = None
 
 

@@ -76,7 +76,10 @@ def test_a_revocation_rules_out_only_its_channel() -> None:
 def test_a_grant_for_all_covers_every_channel() -> None:
     p = Person(engine(marketing(channels=["sms"])))
     p.send(consent(p.id, T0, "all"))
-    assert p.act(click(p.id, T0 + MINUTE)).channel == "sms"
+    # A grant for `all` gives no phone number: sms needs one on file.
+    assert p.suppress(click(p.id, T0 + MINUTE)).reasons == ["no_channel"]
+    p.send(preferences(p.id, T0 + MINUTE, reachable_channels=["email", "sms"]))
+    assert p.act(click(p.id, T0 + 2 * MINUTE)).channel == "sms"
 
 
 def test_global_opt_out_stands_over_channel_grants_until_all_is_granted_again() -> None:
@@ -593,6 +596,7 @@ def test_quiet_hours_defer_a_transactional_message_but_never_drop_it() -> None:
 
 def test_a_revoked_transactional_consent_is_respected() -> None:
     p = Person(engine(transactional(channels=["email", "sms"])))
+    p.send(preferences(p.id, T0, reachable_channels=["email", "sms"]))
     p.send(consent(p.id, T0, "email", "revoked", "transactional"))
     assert p.act(purchase(p.id, T0 + MINUTE)).channel == "sms"
     p.send(consent(p.id, T0 + 2 * MINUTE, "all", "revoked", "transactional"))
@@ -619,7 +623,8 @@ def test_best_engagement_when_the_preferred_channel_is_not_usable() -> None:
     p.send(feedback(p.id, T0, "clicked", "web"))
     action = p.act(click(p.id, T0 + MINUTE))
     assert action.channel == "web"
-    assert "channel web: best engagement (0.50)" in action.reasons
+    # One click on web, none on email: (1 + 4 x 0.2) / (1 + 4), the prior's weight.
+    assert "channel web: best engagement (0.36)" in action.reasons
 
 
 def test_policy_order_breaks_engagement_ties() -> None:
