@@ -161,23 +161,33 @@ def create_app(settings: Settings, engine: Engine) -> NudgeApp:
     @app.agent(sources, concurrency=1)
     async def decide(stream: faust.StreamT) -> None:
         batches = ordering.batches_in_time_order(app, stream, order, settings.batch_max_events)
+        budget = settings.batch_max_ms / 1000
         async for batch in batches:  # acked when done
-            async with outbox.batch(batch):  # one transaction (exactly_once)
-                decided, state = decide_batch(nudge, batch)
-                await deliver(nudge, decided, state)
-            for item in decided:
-                record_metrics(item.kind, item.result)
+            while batch:  # in slices of at most `budget` seconds of deciding
+                async with outbox.batch() as handed_over:  # one transaction (exactly_once)
+                    decided, state, batch = decide_batch(nudge, batch, budget)
+                    await deliver(nudge, decided, state)
+                    handed_over.extend(item.event for item in decided)
+                for item in decided:
+                    record_metrics(item.kind, item.result)
 
     return nudge
 
 
-def decide_batch(nudge: NudgeApp, batch: list[faust.EventT]) -> tuple[list[Decided], BatchState]:
+def decide_batch(
+    nudge: NudgeApp, batch: list[faust.EventT], budget: float
+) -> tuple[list[Decided], BatchState, list[faust.EventT]]:
     """Decide a batch's events in order, each on the state the ones before it
-    left (BatchState); nothing is written or sent yet."""
+    left (BatchState), until `budget` seconds have gone on it: a large
+    backlog's outputs go out in slices instead of all at its end. Nothing is
+    written or sent yet. Returns the events left for the next slice."""
     state = BatchState(nudge.tables[STATE_TABLE])
     produced = produced_record(nudge)
     decided = []
-    for event in batch:
+    started = time.perf_counter()
+    for n, event in enumerate(batch):
+        if n and time.perf_counter() - started > budget:
+            return decided, state, batch[n:]
         message = event.message
         ordering.make_current(event)  # its partition's store
         kind = nudge.kind_of.get(message.topic, message.topic)
@@ -203,7 +213,7 @@ def decide_batch(nudge: NudgeApp, batch: list[faust.EventT]) -> tuple[list[Decid
         if nudge.holds is not None:
             nudge.holds.observe(message.partition, result)
         decided.append(Decided(event, kind, result))
-    return decided, state
+    return decided, state, []
 
 
 def produced_record(nudge: NudgeApp) -> Produced:

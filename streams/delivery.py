@@ -130,18 +130,20 @@ class Outbox:
         return f"{self.app.conf.id}-{group}-{source.partition}"
 
     @asynccontextmanager
-    async def batch(self, events: list[faust.EventT]) -> AsyncIterator[None]:
-        """Process a batch of input messages inside this block: with
+    async def batch(self) -> AsyncIterator[list[faust.EventT]]:
+        """Process a batch of input messages inside this block, adding each
+        to the list it gives once its outputs and state are handed over: with
         exactly_once, no transaction commits until the batch's outputs, its
         table writes and its offsets are all in the transactions."""
+        handed_over: list[faust.EventT] = []
         if not self.exactly_once:
-            yield
+            yield handed_over
             return
         self._gate_commits()
         async with self._gate:
-            yield
+            yield handed_over
             await self._drain_table_writes()
-            for event in events:
+            for event in handed_over:
                 event.ack()  # the stream's own ack that follows is then a no-op
 
     def _gate_commits(self) -> None:

@@ -190,6 +190,14 @@ class Settings:
             "hand-over to Kafka); a batch is whatever is ready, never waited for.",
         },
     )
+    batch_max_ms: float = field(
+        default_factory=lambda: float(_env("NUDGE_BATCH_MAX_MS", "10")),
+        metadata={
+            "env": "NUDGE_BATCH_MAX_MS",
+            "doc": "Longest a batch is decided before its outputs go out; the rest of a "
+            "backlog follows in the next slice.",
+        },
+    )
     faust_metrics: bool = field(
         default_factory=lambda: _env("NUDGE_FAUST_METRICS", "true").lower() in ("1", "true"),
         metadata={
@@ -219,6 +227,8 @@ class Settings:
             raise ValueError("NUDGE_MAX_TASK_IDLE_MS must not be negative")
         if self.batch_max_events < 1:
             raise ValueError("NUDGE_BATCH_MAX_EVENTS must be at least 1")
+        if self.batch_max_ms <= 0:
+            raise ValueError("NUDGE_BATCH_MAX_MS must be positive")
         if self.advertised_url and not self.advertised_url.startswith(("http://", "https://")):
             raise ValueError("NUDGE_ADVERTISED_URL must be an http:// or https:// URL")
         if self.model_reload_seconds <= 0:
