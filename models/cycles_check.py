@@ -106,7 +106,9 @@ class Tally:
     reminded_before: int = 0
     leads: list[float] = field(default_factory=list)  # days a reminder came before
     late_by: list[float] = field(default_factory=list)  # days the repurchase came first
-    reminders_unanswered: int = 0  # due before the end, no repurchase by then
+    # Reminders falling due after the cutoff: followed by a repurchase, or not by the end
+    reminders_answered: int = 0
+    reminders_unanswered: int = 0
     log_density: float = 0.0
     log_density_category: float = 0.0  # the same, ignoring the person's own intervals
 
@@ -127,15 +129,14 @@ def evaluate(
             last: float | None = None
             for ts in times:
                 if last is not None and ts > cutoff and ts - last >= MIN_GAP_DAYS * DAY:
-                    _judge(tally, model, category, own, (ts - last) / DAY, floor_days)
+                    due = _judge(tally, model, category, own, (ts - last) / DAY, floor_days)
+                    tally.reminders_answered += cutoff < last + due * DAY < ts
                 observe(own, category, last, ts)
                 last = ts
             assert last is not None
-            if last > cutoff - 400 * DAY:
-                n, log_days = own.get(category, (0.0, 0.0))
-                _, due = _window(model, category, n, log_days, floor_days)
-                if last + due * DAY < end:
-                    tally.reminders_unanswered += 1
+            n, log_days = own.get(category, (0.0, 0.0))
+            _, due = _window(model, category, n, log_days, floor_days)
+            tally.reminders_unanswered += cutoff < last + due * DAY <= end
     return tally
 
 
@@ -155,7 +156,8 @@ def _judge(
     own: dict[str, list[float]],
     days: float,
     floor_days: float,
-) -> None:
+) -> float:
+    """Count one repeat purchase `days` after the last; the due time (days)."""
     n, log_days = own.get(category, (0.0, 0.0))
     quiet, due = _window(model, category, n, log_days, floor_days)
     tally.repeats += 1
@@ -169,6 +171,7 @@ def _judge(
         tally.late_by.append(due - days)
     tally.log_density += model.log_density(category, n, log_days, days)
     tally.log_density_category += model.log_density(category, 0.0, 0.0, days)
+    return due
 
 
 def report(
@@ -202,7 +205,10 @@ def report(
         "reminder_before_repurchase_share": round(judged.reminded_before / n, 4) if n else None,
         "reminder_lead_days_median": _median(judged.leads),
         "reminder_late_days_median": _median(judged.late_by),
-        "reminders_unanswered": judged.reminders_unanswered,
+        "reminders_after_cutoff": {
+            "followed_by_repurchase": judged.reminders_answered,
+            "no_repurchase_by_end": judged.reminders_unanswered,
+        },
         "mean_log_density": {
             "honest": round(judged.log_density / n, 4) if n else None,
             "honest_category_only": round(judged.log_density_category / n, 4) if n else None,
@@ -237,14 +243,17 @@ def markdown(result: dict[str, Any]) -> str:
         f" {result['reminder_before_repurchase_share']:.1%} arrive before the real repurchase"
         f" (median {result['reminder_lead_days_median']} days before); the others come"
         f" a median {result['reminder_late_days_median']} days after it.",
-        f"Reminders due with no repurchase by the end: {result['reminders_unanswered']:,}.",
+        "Reminders falling due after the cutoff:"
+        f" {result['reminders_after_cutoff']['followed_by_repurchase']:,} were followed by a"
+        f" repurchase, {result['reminders_after_cutoff']['no_repurchase_by_end']:,} saw none"
+        " by the end of the data.",
         "",
         "Mean log predictive density of the judged repeats (higher is better): honest fit"
         f" {result['mean_log_density']['honest']} (the category's cycle alone:"
         f" {result['mean_log_density']['honest_category_only']}), a fit that saw the judged"
         f" period {result['mean_log_density']['whole_history_fit']} (leakage flatters).",
         "",
-        "| category | cooldown days | due days | median | never again | intervals |",
+        "| category | cooldown days | due days | median | purchases never followed | intervals |",
         "|---|---|---|---|---|---|",
     ]
     for name, row in cats.items():
