@@ -22,6 +22,7 @@ from policy_kit import (
 from models.cycles import Purchase, PurchaseCycles
 from policy.engine import Engine
 from policy.scoring import HeuristicScorer
+from schemas.outputs import Action
 
 MINUTE = timedelta(minutes=1)
 
@@ -197,3 +198,29 @@ def test_a_revoked_profiling_consent_drops_own_intervals_and_viewed_products() -
     assert p.state.recency.cycles == {}
     act = p.act(click(p.id, T0 + 50 * DAY + HOUR, "session_start", product_id="f-1"))
     assert act.content is not None and act.content.products == []
+
+
+def test_a_held_action_is_released_under_the_learned_cooldown_not_the_fixed_one() -> None:
+    """Bought 5 days ago: the fixed 14 days would still silence the category,
+    the learned 4 do not, when the decision is made and again at release."""
+    night = {"start": "21:00", "end": "08:00", "tz": "UTC"}
+    evening = T0.replace(hour=22) + 5 * DAY
+    for cycles in (None, Cycles(lighting=(4.0, 30.0))):
+        e = engine(
+            marketing(category="$event"),
+            cycles=cycles,
+            quiet_hours=night,
+            purchase_cooldown={"default_days": 14},
+        )
+        p = Person(e)
+        p.opt_in(T0)
+        p.send(purchase(p.id, T0, "lighting"))
+        view = click(p.id, evening, category="lighting", product_id="lamp")
+        if cycles is None:
+            assert p.suppress(view).reasons == ["purchase_cooldown"]
+            continue
+        held = p.hold(view)
+        assert held.content is not None and held.content.products == ["lamp"]
+        [released] = p.release(evening.replace(hour=8) + DAY)
+        assert isinstance(released, Action), released
+        assert released.content is not None and released.content.category == "lighting"
