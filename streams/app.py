@@ -87,8 +87,7 @@ def faust_credentials(settings: Settings) -> faust.auth.Credentials | None:
 
 def create_app(settings: Settings, engine: Engine) -> NudgeApp:
     seek_race.install()  # Faust 0.15 loses messages after a rebalance without it
-    scheme = "kafka" if settings.transport == "aiokafka" else settings.transport
-    brokers = ";".join(f"{scheme}://{server}" for server in settings.bootstrap_servers.split(","))
+    brokers = ";".join(f"kafka://{server}" for server in settings.bootstrap_servers.split(","))
     app = faust.App(
         settings.app_id,
         broker=brokers,

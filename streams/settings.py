@@ -205,20 +205,10 @@ class Settings:
             "doc": "Faust's own Prometheus sensor; false saves CPU on every message.",
         },
     )
-    transport: str = field(
-        default_factory=lambda: _env("NUDGE_TRANSPORT", "aiokafka"),
-        metadata={
-            "env": "NUDGE_TRANSPORT",
-            "doc": "Kafka client under Faust: aiokafka, or confluent (librdkafka; experimental,"
-            " see docs/performance.md).",
-        },
-    )
 
     def __post_init__(self) -> None:
         if self.processing_guarantee not in ("at_least_once", "exactly_once"):
             raise ValueError("NUDGE_PROCESSING_GUARANTEE must be at_least_once or exactly_once")
-        if self.transport not in ("aiokafka", "confluent"):
-            raise ValueError("NUDGE_TRANSPORT must be aiokafka or confluent")
         if self.clock not in ("wall", "event"):
             raise ValueError("NUDGE_CLOCK must be wall or event")
         if self.partitions < 1:
