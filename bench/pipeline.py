@@ -1,27 +1,37 @@
-"""Benchmark of the whole pipeline against the physical limit of this stack.
+"""Benchmark of the whole pipeline against its peers and the physical limit of this stack.
 
-    python -m bench.pipeline [--rates 1000,2000,5000 --seconds 20 --runs 3
-                              --out bench/results/pipeline.json]
+    python -m bench.pipeline [--systems nudge,echo,faust,quix --rates 1000,2000,5000
+                              --seconds 20 --runs 3 --out bench/results/pipeline.json]
 
 It starts its own Kafka broker (ops.local_kafka, free port, temp data dir)
-and a real worker (nudge.testing.WorkerProcess, real clock, the integration
-policy without quiet hours, so decisions are immediate), then for each run:
+and, each on its own topics (same input kinds, same 8 partitions), every
+system asked for:
 
-1. nudge at each fixed rate, then at its maximum sustainable rate;
-2. the baseline on the same broker: bench/echo.py, a bare aiokafka
-   consume -> produce echo over the same topics and partitions, at the same
-   rates and at its own maximum.
+- nudge: a real worker (nudge.testing.WorkerProcess, real clock, the
+  integration policy without quiet hours, so decisions are immediate);
+- echo: bench/echo.py, a bare aiokafka consume -> produce echo, the limit of
+  Kafka plus a Python client here;
+- faust: bench/peers/faust_peer.py, a minimal Faust agent (one RocksDB table
+  read and write per event, a send per decision);
+- quix: bench/peers/quix_peer.py, a minimal Quix Streams application
+  (confluent-kafka, Quix's RocksDB state with its changelog);
 
-With `--variant K=V` a second set of workers runs with those variables on
-its own topics, measured as "variant" at the fixed rates right after nudge
-(e.g. NUDGE_MAX_TASK_IDLE_MS=0: the cost of time ordering, in one run).
+the two peers making the same minimal decision (bench/peers/decision.py:
+consent, a 24 h contact cap, a 7-day category cooldown).
+
+Each run offers every rate to every system in turn, rate by rate (the order
+of the systems rotates from run to run, so none always goes first and a
+neighbour's burst of load lands on all of them alike), then searches each
+system's maximum sustainable rate. With `--variant K=V` a second set of
+workers runs with those variables on its own topics, measured as "variant"
+at the fixed rates (e.g. NUDGE_MAX_TASK_IDLE_MS=0: the cost of time ordering).
 
 Traffic is bench.engine's realistic mix (sessions, carts, purchases, consent,
 preferences, feedback, identity, redeliveries), re-stamped to the wall clock
 as it is sent. Every trial gets its own customers (ids prefixed with the
 trial's tag), whose marketing consent on every channel is granted first
-(untimed), so a good share of triggers become actions rather than consent
-suppressions.
+(untimed) to every system that decides, so a good share of triggers become
+actions rather than consent suppressions.
 
 Load and measurement each run in their own process, so neither shares a GIL
 with the system under test:
@@ -35,15 +45,22 @@ with the system under test:
   CreateTime minus the trigger's (worker + producer, without the reader's
   fetch).
 
+Processed events: nudge's `nudge_events_consumed_total`, the peers'
+`bench_peer_events_processed_total` (bench/peers/counting.py), both scraped
+once a second; the echo's outputs (one per input). CPU per event is the
+system's process CPU time (all its threads) over the trial / events processed.
+
 A rate is *sustained* when the generator offered at least 95% of it, the
 system finished the backlog within 1 s of the last send, and p99 latency over
 the second half of the trial stayed under 500 ms (a backlog that grows shows
 as latency that grows). The maximum is searched by growing the rate 1.5x
-until a trial fails, then bisecting. Worker (or echo) CPU and RSS come from
-/proc via psutil, sampled every 0.25 s.
+until a trial fails, then bisecting. CPU and RSS come from /proc via psutil,
+sampled every 0.25 s.
 
-Targets: at 5,000 events/s p50 < 5 ms and p99 < 25 ms event-to-action;
-maximum sustainable throughput >= 50% of the echo's.
+Targets (issue #15), each measured within a run and the median over runs
+taken: nudge's maximum sustainable rate >= the Faust agent's and >= half the
+Quix peer's; at 1,000 events/s offered, nudge's p50 event -> decision <= the
+echo's p50 + 5 ms and its p99 < 25 ms; nudge's CPU per event < 400 us.
 """
 
 from __future__ import annotations
@@ -54,6 +71,7 @@ import contextlib
 import functools
 import itertools
 import multiprocessing as mp
+import operator
 import os
 import statistics
 import subprocess
@@ -73,6 +91,7 @@ import msgspec
 import psutil
 
 from bench.engine import Generator, machine_info, write_json
+from bench.peers.counting import PROCESSED_METRIC
 from nudge.testing import WorkerProcess
 from ops import local_kafka
 from streams.admin import ensure_topics
@@ -88,10 +107,13 @@ SEED = 11
 SUSTAINED_OFFERED_SHARE = 0.95  # the generator must offer at least this share of the rate
 SUSTAINED_DRAIN_S = 1.0  # backlog gone within this long after the last send
 SUSTAINED_P99_MS = 500.0  # second-half p99: a growing backlog shows as growing latency
-TARGET_RATE = 5000
-TARGET_P50_MS = 5.0
+SYSTEMS = ("nudge", "echo", "faust", "quix")
+TARGET_RATE = 1000  # the latency and CPU targets are read at this offered rate
+TARGET_P50_OVER_ECHO_MS = 5.0  # nudge's p50 at most the echo's + this
 TARGET_P99_MS = 25.0
-TARGET_MAX_SHARE = 0.5
+TARGET_CPU_US = 400.0
+TARGET_MAX_VS_FAUST = 1.0  # nudge's maximum over the minimal Faust agent's
+TARGET_MAX_VS_QUIX = 0.5  # nudge's maximum over the Quix peer's
 
 
 # -- traffic --------------------------------------------------------------------------------
@@ -290,61 +312,113 @@ async def _read_outputs(
 # -- the systems under test -----------------------------------------------------------------
 
 
-class Echo:
-    """bench/echo.py in its own process."""
-
-    def __init__(self, bootstrap: str, prefix: str, workdir: Path, loop: str) -> None:
-        self.bootstrap, self.prefix = bootstrap, prefix
-        self.ready = workdir / "echo.ready"
-        self.log = workdir / "echo.log"
-        self.loop = loop
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        settings = Settings(
-            bootstrap_servers=self.bootstrap,
-            topic_prefix=self.prefix,
-            app_id=f"{self.prefix}echo",
-            partitions=PARTITIONS,
-        )
-        ensure_topics(settings)
-        time.sleep(2)  # new topics: let partition leadership settle before the consumer looks
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.echo", "--bootstrap", self.bootstrap,
-             "--prefix", self.prefix, "--loop", self.loop, "--ready-file", str(self.ready)],
-            cwd=REPO_ROOT, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while not self.ready.exists():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"echo did not start:\n{self.log.read_text()[-2000:]}")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(20)
-
-
 @dataclass
 class System:
     """What a trial needs to know about the system under test."""
 
-    name: str  # "nudge" or "echo"
+    name: str  # "nudge", "variant", "echo", "faust" or "quix"
     prefix: str
     pids: list[int]  # one per worker
     outputs: list[str]  # topics the latency reader reads
-    metrics_urls: list[str] = field(default_factory=list)  # nudge: processed from /metrics
+    metrics_urls: list[str] = field(default_factory=list)  # processed, from /metrics
+    metric: str = "nudge_events_consumed_total"  # the counter on those pages
 
     def processed(self, reader_count: int) -> int:
         """Input events handled so far (the echo: outputs, one per input)."""
         if not self.metrics_urls:
             return reader_count
-        return sum(events_consumed(url) for url in self.metrics_urls)
+        return sum(events_consumed(url, self.metric) for url in self.metrics_urls)
 
 
-def events_consumed(metrics_url: str) -> int:
-    return int(sum(metric_series(scrape(metrics_url), "nudge_events_consumed_total").values()))
+class PeerProcess:
+    """A system other than nudge (bench/echo.py, bench/peers/*) in its own
+    process, on its own topics (prefix `{name}.`); ready once its ready file
+    appears."""
+
+    def __init__(
+        self, name: str, module: str, bootstrap: str, workdir: Path, *args: str,
+        counted: bool = True, prefix: str | None = None, partitions: int = PARTITIONS,
+    ) -> None:  # fmt: skip
+        self.name, self.module, self.bootstrap = name, module, bootstrap
+        self.prefix = prefix or f"{name}."
+        self.partitions = partitions
+        self.ready = workdir / f"{name}.ready"
+        self.log = workdir / f"{name}.log"
+        self.args = list(args)
+        self.metrics_port = local_kafka.free_port() if counted else None
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 90) -> System:
+        settings = Settings(
+            bootstrap_servers=self.bootstrap,
+            topic_prefix=self.prefix,
+            app_id=f"{self.prefix}{self.name}",
+            partitions=self.partitions,
+        )
+        ensure_topics(settings)
+        time.sleep(2)  # new topics: let partition leadership settle before the consumer looks
+        command = [
+            sys.executable, "-m", self.module, "--bootstrap", self.bootstrap,
+            "--prefix", self.prefix, "--ready-file", str(self.ready), *self.args,
+        ]  # fmt: skip
+        if self.metrics_port is not None:  # the echo takes neither
+            command += ["--metrics-port", str(self.metrics_port)]
+            command += ["--partitions", str(self.partitions)]
+        self.process = subprocess.Popen(
+            command, cwd=REPO_ROOT, stdout=self.log.open("ab"), stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + timeout
+        while not self.ready.exists():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} did not start:\n{self.tail()}")
+            time.sleep(0.1)
+        return self.system()
+
+    def system(self) -> System:
+        """This process as a system under test: its decisions (or echoes) on `actions`."""
+        if self.process is None:
+            raise RuntimeError(f"{self.name} is not started")
+        port = self.metrics_port
+        return System(
+            self.name, self.prefix, [self.process.pid], [topic_name(self.prefix, "actions")],
+            metrics_urls=[] if port is None else [f"http://127.0.0.1:{port}/metrics"],
+            metric=PROCESSED_METRIC,
+        )  # fmt: skip
+
+    def tail(self, chars: int = 2000) -> str:
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+
+    def stop(self) -> None:
+        """SIGTERM (each commits and leaves its group), then SIGKILL if it will not go."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+
+def peer_process(
+    name: str, bootstrap: str, workdir: Path, echo_loop: str = "uvloop",
+    prefix: str | None = None, partitions: int = PARTITIONS,
+) -> PeerProcess:  # fmt: skip
+    """The echo or one of the peers, not yet started, on topics `prefix`
+    (default `{name}.`)."""
+    module, *args = {
+        "echo": ["bench.echo", "--loop", echo_loop],
+        "faust": ["bench.peers.faust_peer", "--data-dir", str(workdir / "faust-peer")],
+        "quix": ["bench.peers.quix_peer", "--state-dir", str(workdir / "quix-peer")],
+    }.get(name, [""])
+    if module:
+        return PeerProcess(name, module, bootstrap, workdir, *args, counted=name != "echo",
+                           prefix=prefix, partitions=partitions)  # fmt: skip
+    raise ValueError(f"not a peer: {name}")
+
+
+def events_consumed(metrics_url: str, metric: str = "nudge_events_consumed_total") -> int:
+    """A counter summed over its series: events processed, as the system counts them."""
+    return int(sum(metric_series(scrape(metrics_url), metric).values()))
 
 
 def scrape(metrics_url: str) -> str:
@@ -353,10 +427,11 @@ def scrape(metrics_url: str) -> str:
 
 
 def metric_series(text: str, name: str) -> dict[str, float]:
-    """Every labelled series of `name` on a Prometheus page, {labels: value}."""
+    """Every series of `name` on a Prometheus page, {labels: value} (labels
+    "" for an unlabelled one)."""
     series = {}
     for line in text.splitlines():
-        if line.startswith(name + "{"):
+        if line.startswith((name + "{", name + " ")):
             labels, value = line[len(name) :].rsplit(" ", 1)
             series[labels] = float(value)
     return series
@@ -472,7 +547,7 @@ def run_trial(
     processes = [psutil.Process(pid) for pid in system.pids]
     load_before = os.getloadavg()
     grants = None
-    if system.name == "nudge":
+    if system.metrics_urls:  # a system that decides: consent first (the echo needs none)
         grants = prefill(ctx, bootstrap, system, consent_grants(items, tag))
 
     with load(ctx, bootstrap, system, items, rate, tag) as running:
@@ -703,10 +778,17 @@ def broker(workdir: Path) -> Iterator[str]:
 def run(args: argparse.Namespace) -> dict:
     ctx = mp.get_context("spawn")
     started = time.time()
+    names = [*args.systems]
+    if args.variant:  # measured right after nudge, at the fixed rates
+        names.insert(names.index("nudge") + 1 if "nudge" in names else 0, "variant")
     result: dict = {
         "benchmark": "pipeline",
-        "description": "nudge worker vs bare aiokafka echo on one real Kafka broker",
+        "description": (
+            "nudge worker vs a minimal Faust agent, a minimal Quix Streams peer and a bare "
+            "aiokafka echo on one real Kafka broker, interleaved rate by rate"
+        ),
         "params": {
+            "systems": names,
             "rates": args.rates,
             "seconds": args.seconds,
             "search_seconds": args.search_seconds,
@@ -723,37 +805,40 @@ def run(args: argparse.Namespace) -> dict:
             ),
         },
         "trials": [],
-        "max": {"nudge": [], "echo": []},
+        "max": {name: [] for name in names if name != "variant"},
     }
     with tempfile.TemporaryDirectory(prefix="nudge-bench-") as tmp, broker(Path(tmp)) as bootstrap:
         workdir = Path(tmp)
         print(f"broker at {bootstrap}", flush=True)
-        workers = start_workers(bootstrap, workdir, args.workers, args.worker_env)
-        variants = []
-        if args.variant:
-            variant_env = [*args.worker_env, *args.variant]
-            variants = start_workers(bootstrap, workdir, args.workers, variant_env, "variant.")
-        echo = Echo(bootstrap, "echo.", workdir, args.echo_loop)
-        echo.start()
+        workers: list[WorkerProcess] = []
+        peers = [peer_process(n, bootstrap, workdir, args.echo_loop) for n in names
+                 if n not in ("nudge", "variant")]  # fmt: skip
         try:
-            nudge_system = nudge_workers("nudge", workers)
-            echo_system = System("echo", "echo.", [echo.process.pid], ["echo.actions"])
-            systems = [nudge_system, echo_system]
-            if variants:
-                systems.insert(1, nudge_workers("variant", variants))
-            warm_up(ctx, bootstrap, systems)
+            systems = {}
+            if "nudge" in names:
+                workers += start_workers(bootstrap, workdir, args.workers, args.worker_env)
+                systems["nudge"] = nudge_workers("nudge", workers)
+            if args.variant:
+                variant_env = [*args.worker_env, *args.variant]
+                variants = start_workers(bootstrap, workdir, args.workers, variant_env, "variant.")
+                workers += variants
+                systems["variant"] = nudge_workers("variant", variants)
+            for peer in peers:
+                systems[peer.name] = peer.start()
+            warm_up(ctx, bootstrap, [systems[n] for n in names])
             for run_index in range(args.runs):
-                for system in systems:
-                    for rate in args.rates:
-                        profile = None
-                        if args.profile and run_index == 0 and system.name == "nudge":
-                            profile = args.out.with_name(f"{args.out.stem}-profile-{rate}.txt")
-                        trial = run_trial(ctx, bootstrap, system, rate, args.seconds, profile)
-                        trial["run"] = run_index
-                        result["trials"].append(trial)
-                        print(render_trial(trial), flush=True)
-                    if args.no_max or system.name == "variant":
-                        continue
+                for rate, name in trial_order(names, args.rates, run_index):
+                    profile = None
+                    if args.profile and run_index == 0 and name == "nudge":
+                        profile = args.out.with_name(f"{args.out.stem}-profile-{rate}.txt")
+                    trial = run_trial(ctx, bootstrap, systems[name], rate, args.seconds, profile)
+                    trial["run"] = run_index
+                    result["trials"].append(trial)
+                    print(render_trial(trial), flush=True)
+                if args.no_max:
+                    continue
+                for name in rotated([n for n in names if n != "variant"], run_index):
+                    system = systems[name]
 
                     def one(rate: int, system: System = system, run_index: int = run_index) -> dict:
                         trial = run_trial(ctx, bootstrap, system, rate, args.search_seconds)
@@ -763,20 +848,39 @@ def run(args: argparse.Namespace) -> dict:
 
                     sustained = [
                         t["rate"] for t in result["trials"]
-                        if t["run"] == run_index and t["system"] == system.name and t["sustained"]
+                        if t["run"] == run_index and t["system"] == name and t["sustained"]
                     ]  # fmt: skip
                     best, trials = find_max(one, args.max_start, max(sustained, default=None))
                     result["trials"] += trials
-                    result["max"][system.name].append(best)
-                    print(f"  {system.name} run {run_index}: max sustained {best}/s", flush=True)
+                    result["max"][name].append(best)
+                    print(f"  {name} run {run_index}: max sustained {best}/s", flush=True)
         finally:
-            echo.stop()
-            for worker in workers + variants:
+            for peer in peers:
+                peer.stop()
+            for worker in workers:
                 worker.stop()
-            result["worker_log_tail"] = workers[0].tail(20)
+            if workers:
+                result["worker_log_tail"] = workers[0].tail(20)
+            result["peer_log_tails"] = {p.name: p.tail(1000) for p in peers}
     result["elapsed_seconds"] = round(time.time() - started)
     result["summary"] = summarize(result, args)
     return result
+
+
+def rotated(names: Sequence[str], run_index: int) -> list[str]:
+    """`names` starting at the run's index: each run a different system goes first."""
+    k = run_index % len(names) if names else 0
+    return [*names[k:], *names[:k]]
+
+
+def trial_order(
+    names: Sequence[str], rates: Sequence[int], run_index: int
+) -> list[tuple[int, str]]:
+    """A run's fixed-rate trials: rate by rate, every system at each rate, in
+    the run's rotated order, so systems measured against each other share the
+    machine's load of the same minutes."""
+    order = rotated(names, run_index)
+    return [(rate, name) for rate in rates for name in order]
 
 
 def start_workers(
@@ -814,39 +918,97 @@ def warm_up(ctx: mp.context.BaseContext, bootstrap: str, systems: list[System]) 
 
 
 def summarize(result: dict, args: argparse.Namespace) -> dict:
-    """Medians over runs per (system, rate), ratios to the echo, and the targets."""
+    """Medians over runs per (system, rate), each system's maximum, nudge's
+    ratios to the others, and the targets."""
+    names = result["params"].get("systems") or ["nudge", "echo"]
     out: dict = {"by_rate": {}, "max": {}}
     fixed = [t for t in result["trials"] if not t.get("search")]
     for rate in args.rates:
         row = {}
-        for name in ("nudge", "echo", *(["variant"] if args.variant else [])):
+        for name in names:
             trials = [t for t in fixed if t["system"] == name and t["rate"] == rate]
             row[name] = median_figures(trials)
-        row["ratio"] = {
-            key: _ratio(row["nudge"].get(key), row["echo"].get(key))
-            for key in ("p50_ms", "p99_ms", "create_p50_ms", "create_p99_ms", "cpu_cores")
-        }
+        if "nudge" in row and "echo" in row:
+            row["ratio"] = {
+                key: _ratio(row["nudge"].get(key), row["echo"].get(key))
+                for key in ("p50_ms", "p99_ms", "create_p50_ms", "create_p99_ms", "cpu_cores")
+            }
         out["by_rate"][str(rate)] = row
-    for name in ("nudge", "echo"):
-        values = [v for v in result["max"][name] if v is not None]
-        out["max"][name] = {
-            "runs": result["max"][name],
-            "median": statistics.median(values) if values else None,
-        }
+    for name, runs in result["max"].items():
+        values = [v for v in runs if v is not None]
+        best = statistics.median(values) if values else None
         at_max = [
             t for t in result["trials"]
-            if t["system"] == name and t["sustained"] and t["rate"] == out["max"][name]["median"]
+            if t["system"] == name and t["sustained"] and t["rate"] == best
         ]  # fmt: skip
-        out["max"][name]["at_max"] = median_figures(at_max)
-    nudge_max, echo_max = out["max"]["nudge"]["median"], out["max"]["echo"]["median"]
-    out["max"]["ratio"] = _ratio(nudge_max, echo_max)
-    at_target = out["by_rate"].get(str(TARGET_RATE), {}).get("nudge", {})
-    out["targets"] = {
-        "p50_ms_at_5000": _check(at_target.get("action_p50_ms"), "<", TARGET_P50_MS),
-        "p99_ms_at_5000": _check(at_target.get("action_p99_ms"), "<", TARGET_P99_MS),
-        "max_vs_echo": _check(out["max"]["ratio"], ">=", TARGET_MAX_SHARE),
+        out["max"][name] = {"runs": runs, "median": best, "at_max": median_figures(at_max)}
+    if "nudge" in out["max"] and "echo" in out["max"]:
+        out["max"]["ratio"] = _ratio(out["max"]["nudge"]["median"], out["max"]["echo"]["median"])
+    out["max"]["nudge_over"] = {
+        name: max_ratio(result["max"], name) for name in result["max"] if name != "nudge"
     }
+    out["targets"] = targets(result)
     return out
+
+
+def max_ratio(maxima: dict[str, list[int | None]], peer: str) -> float | None:
+    """Median over runs of nudge's maximum / `peer`'s in the same run. A run
+    where nudge sustained not even the lowest rate counts as 0; one where the
+    peer did not is left out."""
+    if "nudge" not in maxima or peer not in maxima:
+        return None
+    pairs = zip(maxima["nudge"], maxima[peer], strict=False)  # a run cut short has fewer
+    ratios = [(ours or 0) / theirs for ours, theirs in pairs if theirs]
+    return round(statistics.median(ratios), 2) if ratios else None
+
+
+def at_rate(result: dict, rate: int) -> dict[int, dict[str, dict]]:
+    """The fixed-rate trials at `rate`, by run, then by system."""
+    runs: dict[int, dict[str, dict]] = {}
+    for trial in result["trials"]:
+        if not trial.get("search") and trial["rate"] == rate:
+            runs.setdefault(trial.get("run", 0), {})[trial["system"]] = trial
+    return runs
+
+
+def targets(result: dict) -> dict:
+    """Issue #15's targets, each figure taken within a run (the systems
+    compared share its minutes), then the median over runs; a target whose
+    figures were not measured has `pass` None."""
+    p50_over_echo, p99, cpu = [], [], []
+    for trials in at_rate(result, TARGET_RATE).values():
+        nudge, echo = trials.get("nudge"), trials.get("echo")
+        if nudge is None:
+            continue
+        if echo is not None and None not in (nudge["latency_ms"]["p50"], echo["latency_ms"]["p50"]):
+            p50_over_echo.append(nudge["latency_ms"]["p50"] - echo["latency_ms"]["p50"])
+        if nudge["latency_ms"]["p99"] is not None:
+            p99.append(nudge["latency_ms"]["p99"])
+        if nudge["cpu_us_per_event"] is not None:
+            cpu.append(nudge["cpu_us_per_event"])
+    rate = f"{TARGET_RATE:,}/s"
+    return {
+        "max_vs_faust": _check(
+            max_ratio(result["max"], "faust"), ">=", TARGET_MAX_VS_FAUST,
+            "nudge's maximum sustainable rate / the minimal Faust agent's",
+        ),
+        "max_vs_quix": _check(
+            max_ratio(result["max"], "quix"), ">=", TARGET_MAX_VS_QUIX,
+            "nudge's maximum sustainable rate / the Quix peer's",
+        ),
+        "p50_over_echo_ms": _check(
+            _median(p50_over_echo), "<=", TARGET_P50_OVER_ECHO_MS,
+            f"nudge's p50 event -> decision minus the echo's, at {rate}",
+        ),
+        "p99_ms": _check(_median(p99), "<", TARGET_P99_MS, f"nudge's p99 at {rate}"),
+        "cpu_us_per_event": _check(
+            _median(cpu), "<", TARGET_CPU_US, f"nudge's CPU per event at {rate}"
+        ),
+    }  # fmt: skip
+
+
+def _median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 1) if values else None
 
 
 def median_figures(trials: list[dict]) -> dict:
@@ -873,6 +1035,7 @@ def median_figures(trials: list[dict]) -> dict:
         "create_p50_ms": med("create_time_latency_ms.p50"),
         "create_p99_ms": med("create_time_latency_ms.p99"),
         "cpu_cores": med("cpu_cores"),
+        "cpu_us_per_event": med("cpu_us_per_event"),
         "rss_mb_max": med("rss_mb_max"),
     }
 
@@ -881,9 +1044,11 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 2) if a is not None and b else None
 
 
-def _check(value: float | None, op: str, target: float) -> dict:
-    passed = value is not None and (value < target if op == "<" else value >= target)
-    return {"value": value, "target": f"{op} {target:g}", "pass": passed}
+def _check(value: float | None, op: str, target: float, what: str = "") -> dict:
+    """Met (True), not met (False) or not measured (None)."""
+    compare = {"<": operator.lt, "<=": operator.le, ">=": operator.ge}[op]
+    passed = None if value is None else compare(value, target)
+    return {"value": value, "target": f"{op} {target:g}", "pass": passed, "what": what}
 
 
 # -- output ---------------------------------------------------------------------------------
@@ -904,50 +1069,64 @@ def render_trial(t: dict) -> str:
 
 def render(result: dict) -> str:
     s = result["summary"]
+    names = result["params"].get("systems") or ["nudge", "echo"]
     lines = [
         f"nudge pipeline benchmark: {result['params']['runs']} runs, medians; "
-        f"{result['params']['partitions']} partitions, {result['params']['workers']} worker(s)",
+        f"{result['params']['partitions']} partitions, {result['params']['workers']} worker(s); "
+        f"systems {', '.join(names)}, interleaved rate by rate",
     ]
     machine = result.get("machine", {})
     if machine:
+        loads = [t["load_average"][0] for t in result["trials"]]
         lines.append(
             f"{machine['cpu_model']}, {machine['nproc']} CPUs, Python {machine['python']}, "
-            f"load average at start {machine.get('load_average')}"
+            f"load average at start {machine.get('load_average')}, at end "
+            f"{machine.get('load_average_end')}, at trial starts "
+            f"{min(loads, default=None)}-{max(loads, default=None)}"
         )
     header = (
-        f"{'rate/s':>7}  {'system':6} {'thr/s':>8} {'p50':>6} {'p95':>6} {'p99':>7} {'max':>7}"
-        f" {'act p50':>7} {'act p99':>7} {'CT p50':>6} {'CT p99':>6} {'cpu':>5} {'rss MB':>7}"
+        f"{'rate/s':>7}  {'system':7} {'thr/s':>8} {'p50':>6} {'p95':>6} {'p99':>7} {'max':>7}"
+        f" {'act p50':>7} {'act p99':>7} {'CT p50':>6} {'CT p99':>6} {'cpu':>5} {'µs/ev':>6}"
+        f" {'rss MB':>7}"
     )
     lines += ["", "latency in ms (CT: decision CreateTime - trigger CreateTime)", header]
     lines.append("-" * len(header))
     for rate, row in s["by_rate"].items():
-        for name in ("nudge", "variant", "echo"):
-            if name not in row:
-                continue
+        for name in names:
             f = row[name]
             lines.append(
-                f"{rate:>7}  {name:6} {_n(f['throughput_per_second'], 8, 0)} {_n(f['p50_ms'], 6)}"
+                f"{rate:>7}  {name:7} {_n(f['throughput_per_second'], 8, 0)} {_n(f['p50_ms'], 6)}"
                 f" {_n(f['p95_ms'], 6)} {_n(f['p99_ms'], 7)} {_n(f['max_ms'], 7)}"
                 f" {_n(f['action_p50_ms'], 7)} {_n(f['action_p99_ms'], 7)}"
                 f" {_n(f['create_p50_ms'], 6)} {_n(f['create_p99_ms'], 6)}"
-                f" {_n(f['cpu_cores'], 5, 2)} {_n(f['rss_mb_max'], 7, 0)}"
+                f" {_n(f['cpu_cores'], 5, 2)} {_n(f.get('cpu_us_per_event'), 6, 0)}"
+                f" {_n(f['rss_mb_max'], 7, 0)}"
             )
-        r = row["ratio"]
-        lines.append(
-            f"{'':7}  {'ratio':6} {'':8} {_x(r['p50_ms']):>6} {'':6} {_x(r['p99_ms']):>7}"
-            f" {'':7} {'':7} {'':7} {_x(r['create_p50_ms']):>6} {_x(r['create_p99_ms']):>6}"
-            f" {_x(r['cpu_cores']):>5}"
-        )
+        if "ratio" in row:
+            r = row["ratio"]
+            lines.append(
+                f"{'':7}  {'/echo':7} {'':8} {_x(r['p50_ms']):>6} {'':6} {_x(r['p99_ms']):>7}"
+                f" {'':7} {'':7} {'':7} {_x(r['create_p50_ms']):>6} {_x(r['create_p99_ms']):>6}"
+                f" {_x(r['cpu_cores']):>5}"
+            )
     m = s["max"]
-    lines += [
-        "",
-        f"max sustained: nudge {m['nudge']['median']}/s (runs {m['nudge']['runs']}), echo "
-        f"{m['echo']['median']}/s (runs {m['echo']['runs']}), ratio {_x(m['ratio'])}",
-        "",
-    ]
+    lines += ["", "max sustained (median of runs; runs; CPU per event there):"]
+    for name, best in m.items():
+        if name in ("ratio", "nudge_over"):
+            continue
+        over = m["nudge_over"].get(name)
+        lines.append(
+            f"  {name:7} {_n(best['median'], 8, 0)}/s  runs {best['runs']}  "
+            f"{_n(best['at_max'].get('cpu_us_per_event'), 6, 0)} µs/event"
+            + (f"  nudge/{name} {_x(over)} (median of per-run ratios)" if over is not None else "")
+        )
+    lines.append("")
     for name, check in s["targets"].items():
-        verdict = "PASS" if check["pass"] else "FAIL"
-        lines.append(f"{verdict}  {name}: {check['value']} (target {check['target']})")
+        verdict = {True: "MET", False: "NOT MET", None: "NOT MEASURED"}[check["pass"]]
+        lines.append(
+            f"{verdict:>12}  {name}: {check['value']} (target {check['target']}; "
+            f"{check.get('what', '')})"
+        )
     return "\n".join(lines)
 
 
@@ -959,35 +1138,60 @@ def _x(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
+#: One colour per system in the chart.
+COLOURS = {
+    "nudge": "tab:blue", "variant": "tab:orange", "echo": "tab:gray",
+    "faust": "tab:green", "quix": "tab:purple",
+}  # fmt: skip
+
+
+def chart_points(result: dict, name: str) -> list[tuple[float, float, float, bool]]:
+    """Per offered rate (fixed and search trials), medians over runs of
+    (processed/s, p50, p99) and whether every trial there was sustained."""
+    by_rate: dict[int, list[dict]] = {}
+    for trial in result["trials"]:
+        if trial["system"] == name and trial["latency_ms"]["p50"] is not None:
+            by_rate.setdefault(trial["rate"], []).append(trial)
+    return [
+        (
+            statistics.median(t["throughput_per_second"] for t in trials),
+            statistics.median(t["latency_ms"]["p50"] for t in trials),
+            statistics.median(t["latency_ms"]["p99"] for t in trials),
+            all(t["sustained"] for t in trials),
+        )
+        for _rate, trials in sorted(by_rate.items())
+    ]
+
+
 def chart(result: dict, path: Path) -> None:
-    """Latency (p50, p99) against offered rate, nudge and echo, medians over runs."""
+    """Latency (p50, p99) against processed rate, every system, medians over
+    runs per offered rate; hollow markers where the rate was not sustained."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    styles = {"nudge": "tab:blue", "variant": "tab:orange", "echo": "tab:gray"}
-    for name, colour in styles.items():
-        by_rate: dict[int, list[dict]] = {}
-        for trial in result["trials"]:
-            if trial["system"] == name and trial["sustained"]:
-                by_rate.setdefault(trial["rate"], []).append(trial)
-        rates = sorted(by_rate)
-        for point, style in (("p50", "-"), ("p99", "--")):
-            values = [statistics.median(t["latency_ms"][point] for t in by_rate[r]) for r in rates]
-            ax.plot(rates, values, style, marker="o", color=colour, label=f"{name} {point}")
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name in result["params"].get("systems") or ["nudge", "echo"]:
+        colour = COLOURS.get(name, "black")
+        points = chart_points(result, name)
+        for column, style in ((1, "-"), (2, "--")):
+            ax.plot([p[0] for p in points], [p[column] for p in points], style, color=colour,
+                    label=f"{name} {'p50' if column == 1 else 'p99'}", linewidth=1)  # fmt: skip
+            for point in points:
+                ax.plot(point[0], point[column], "o", color=colour, markersize=4,
+                        markerfacecolor=colour if point[3] else "none")  # fmt: skip
         best = result["summary"]["max"].get(name, {}).get("median")
         if best:
             ax.axvline(best, color=colour, linestyle=":", linewidth=1)
     ax.axhline(TARGET_P99_MS, color="tab:red", linewidth=0.8, linestyle=":")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("offered events/s (sustained trials; dotted: max sustained)")
+    ax.set_xlabel("processed events/s (hollow: rate not sustained; dotted: max sustained)")
     ax.set_ylabel("event -> decision at a consumer (ms)")
-    ax.set_title("nudge vs bare aiokafka echo, one broker, 2 cores")
+    ax.set_title("nudge, its peers and a bare aiokafka echo: one broker, one run set")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -1005,12 +1209,25 @@ def machine(load_before: tuple[float, float, float]) -> dict:
     }
 
 
+def systems_arg(text: str) -> list[str]:
+    """--systems: known names, each once, in the order given."""
+    names = list(dict.fromkeys(x.strip() for x in text.split(",") if x.strip()))
+    unknown = [n for n in names if n not in SYSTEMS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(SYSTEMS)}; got {text!r}")
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.pipeline",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument(
+        "--systems", type=systems_arg, default=list(SYSTEMS),
+        help=f"comma-separated, of {','.join(SYSTEMS)} (default: all)",
+    )  # fmt: skip
     parser.add_argument(
         "--rates", type=lambda s: [int(x) for x in s.split(",")], default=[1000, 2000, 5000]
     )
