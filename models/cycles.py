@@ -30,6 +30,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import msgspec
 import numpy as np
@@ -44,6 +45,7 @@ from schemas.events import PurchaseEvent
 #: The pooled fit's key in `categories_`: every category together.
 POOLED = "*"
 _MIN_SIGMA = 0.05
+_STANDARD = NormalDist()
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,8 +146,9 @@ class PurchaseCycles(BaseEstimator):
         with `intervals` own intervals whose log-days sum to `log_days`."""
         params = self.categories_.get(category) or self.categories_[POOLED]
         mu, scale = predictive(params, intervals, log_days)
-        z_quiet = stats.norm.ppf(self.cooldown_quantile)
-        z_due = stats.norm.ppf(self.due_quantile)
+        # On the decision path: NormalDist takes about a microsecond, scipy's ppf 50.
+        z_quiet = _STANDARD.inv_cdf(self.cooldown_quantile)
+        z_due = _STANDARD.inv_cdf(self.due_quantile)
         return math.exp(mu + z_quiet * scale), math.exp(mu + z_due * scale)
 
     def predict(self, X: Sequence[tuple[str, float, float]]) -> np.ndarray:
