@@ -179,10 +179,12 @@ def play(
     days: float,
     seed: int,
     progress: Callable[[float], None] | None = None,
+    make: Callable[[], DecisionPolicy] | None = None,
 ) -> dict[str, Any]:
     """Run one policy on the world of `seed` and tally the window. `progress`
-    gets the simulated days done, now and then."""
-    policy = POLICIES[name]()
+    gets the simulated days done, now and then. `make` builds a policy that
+    is not one of POLICIES (a catalog variant), tallied under `name`."""
+    policy = (make or POLICIES[name])()
     sim = Simulation(customers, days, seed)
     tally = Tally()
     harms = HarmCounter({customer: person.zone for customer, person in sim.by_id.items()})
