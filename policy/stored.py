@@ -26,6 +26,18 @@ STATE_TABLE = "customers"
 
 Parts = dict[str, bytes | None]
 
+#: Keys of the held-actions index: one small entry beside the record of each
+#: customer with something held, so a restarted worker finds every due time
+#: without reading every customer. Ids are [A-Za-z0-9._:@-] (schemas/events.py),
+#: so no customer key starts with a NUL byte.
+HOLD_INDEX_PREFIX = b"\x00held\x00"
+HOLD_INDEX_VALUE = b"\x01"
+
+
+def hold_index_key(subject: bytes) -> bytes:
+    return HOLD_INDEX_PREFIX + subject
+
+
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(list[bytes | None])
 

@@ -11,7 +11,9 @@ A record is written with the batch's last event of its key as Faust's
 current event: Faust's store and changelog take the partition from it, and
 every key an event writes belongs to that event's partition (a customer's
 events, and the erasure marker of a customer erased by one, all come
-through the customer's partition).
+through the customer's partition). A customer who comes to have held
+actions, or no longer has any, gets or loses an entry in the hold index
+(policy.stored.HOLD_INDEX_PREFIX) in the same flush.
 """
 
 from __future__ import annotations
@@ -21,7 +23,15 @@ from collections.abc import Mapping
 import faust
 
 from policy.processor import Result
-from policy.stored import STATE_TABLE, Parts, decode_record, encode_record, merge
+from policy.stored import (
+    HOLD_INDEX_VALUE,
+    STATE_TABLE,
+    Parts,
+    decode_record,
+    encode_record,
+    hold_index_key,
+    merge,
+)
 from streams import ordering
 from streams.crash_journal import CrashJournal
 
@@ -40,6 +50,7 @@ class BatchState:
         self._parts: dict[str, Parts] = {}
         self._stored: dict[str, bytes | None] = {}  # as read: what the writes replace
         self._writer: dict[str, faust.EventT] = {}  # the last event that changed the key
+        self._held: dict[str, bool] = {}  # had held actions when read
 
     def load(self, subject: str) -> Parts:
         """The subject's parts now (a copy: the processor's to keep)."""
@@ -71,12 +82,22 @@ class BatchState:
             if value == stored:
                 continue  # changed and changed back within the batch
             ordering.make_current(event)
-            if journal is not None:
-                journal.record(tables, event.message.partition, key, {STATE_TABLE: stored})
-            if value is None:
-                del self.table[key]
-            else:
-                self.table[key] = value
+            writes = {key: value}
+            held, was_held = bool(self._parts[subject]["holds"]), self._held[subject]
+            if held != was_held:
+                writes[hold_index_key(key)] = HOLD_INDEX_VALUE if held else None
+            for write_key, write_value in writes.items():
+                if journal is not None:
+                    replaced = (
+                        stored if write_key == key else (HOLD_INDEX_VALUE if was_held else None)
+                    )
+                    journal.record(
+                        tables, event.message.partition, write_key, {STATE_TABLE: replaced}
+                    )
+                if write_value is None:
+                    del self.table[write_key]
+                else:
+                    self.table[write_key] = write_value
             written += 1
         self._writer.clear()
         return written
@@ -85,4 +106,5 @@ class BatchState:
         raw = self.table.data.get(subject.encode())
         self._stored[subject] = raw
         parts = self._parts[subject] = decode_record(raw)
+        self._held[subject] = bool(parts["holds"])
         return parts

@@ -12,9 +12,11 @@ due and changes nothing, so the same decision id is never released twice.
 
 Nothing here must survive a crash: the holds are in the tables. After every
 rebalance, once the tables are recovered, the index is rebuilt from the
-records of the active partitions (a scan of their customers; its cost at a
-million customers is in docs/performance.md). A kill -9 between a hold and
-its release therefore loses nothing; the next owner releases it.
+hold index of the active partitions: an entry beside the record of each
+customer with something held (policy.stored.HOLD_INDEX_PREFIX, written with
+the record, changelogged like it), so a restart reads those customers, not
+every one. A kill -9 between a hold and its release therefore loses
+nothing; the next owner releases it.
 
 With NUDGE_CLOCK=event a hold is due when the worker's event clock (the
 latest event time it processed) passes it, and is released as of its due
@@ -26,14 +28,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import msgspec
+from rocksdict import Rdict
 
 from policy.holds import DueHolds
 from policy.processor import HOLDS_KIND, Processor, Result
 from policy.state import Holds
-from policy.stored import STATE_TABLE, decode_record
+from policy.stored import HOLD_INDEX_PREFIX, STATE_TABLE, decode_record
 from streams.topics import topic_name
 
 if TYPE_CHECKING:
@@ -115,15 +119,15 @@ class HoldTimer:
         for partition in sorted(actives):
             index = partitions[partition] = DueHolds()
             db = store._db_for_partition(partition)
-            for key, value in store._visible_items(db):
+            for subject in indexed_subjects(db):
                 try:
-                    holds = decode_record(value)["holds"]
+                    holds = decode_record(db.get(subject))["holds"]
                     pending = _holds_decoder.decode(holds).pending if holds else []
                 except (msgspec.DecodeError, ValueError):
                     log.warning("an unreadable holds record in partition %d was skipped", partition)
                     continue
                 if pending:
-                    index.note(key.decode(errors="replace"), pending[0].due)
+                    index.note(subject.decode(errors="replace"), pending[0].due)
         self.partitions = partitions
         log.info(
             "hold index: %d customers with held actions in %d partitions (%.3f s)",
@@ -131,6 +135,15 @@ class HoldTimer:
             len(partitions),
             time.perf_counter() - started,
         )
+
+
+def indexed_subjects(db: Rdict) -> Iterator[bytes]:
+    """The keys of the customers in one table partition's hold index: a
+    seek to the index's prefix, not a scan of every customer."""
+    for key in db.keys(from_key=HOLD_INDEX_PREFIX):
+        if not key.startswith(HOLD_INDEX_PREFIX):
+            return
+        yield key.removeprefix(HOLD_INDEX_PREFIX)
 
 
 def install(nudge: NudgeApp) -> HoldTimer:

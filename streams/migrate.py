@@ -27,7 +27,14 @@ from dataclasses import dataclass
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from policy.stored import PARTS, STATE_TABLE, Parts, encode_record
+from policy.stored import (
+    HOLD_INDEX_VALUE,
+    PARTS,
+    STATE_TABLE,
+    Parts,
+    encode_record,
+    hold_index_key,
+)
 from streams.admin import changelog_topic, ensure_topics, legacy_changelogs
 from streams.settings import Settings
 
@@ -70,17 +77,19 @@ def combine(
     old: dict[str, dict[tuple[int, bytes], bytes | None]],
 ) -> dict[tuple[int, bytes], bytes]:
     """One record per (partition, key) from the old tables' latest values
-    (part -> (partition, key) -> bytes, None: deleted); keys left with no
-    part are left out."""
+    (part -> (partition, key) -> bytes, None: deleted), and a hold index entry
+    for each customer with held actions; keys left with no part are left out."""
     merged: dict[tuple[int, bytes], Parts] = {}
     for part, values in old.items():
         for where, value in values.items():
             merged.setdefault(where, dict.fromkeys(PARTS))[part] = value
     records = {}
-    for where, parts in merged.items():
+    for (partition, key), parts in merged.items():
         record = encode_record(parts)
         if record is not None:
-            records[where] = record
+            records[(partition, key)] = record
+        if parts["holds"]:  # the hold index a restarted worker reads (streams/holds.py)
+            records[(partition, hold_index_key(key))] = HOLD_INDEX_VALUE
     return records
 
 

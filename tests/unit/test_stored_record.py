@@ -9,9 +9,18 @@ import msgspec
 import pytest
 
 from policy.processor import Result
-from policy.stored import PARTS, STATE_TABLE, decode_record, encode_record, merge
+from policy.stored import (
+    HOLD_INDEX_VALUE,
+    PARTS,
+    STATE_TABLE,
+    decode_record,
+    encode_record,
+    hold_index_key,
+    merge,
+)
 from streams import batch as batch_module
 from streams.batch import BatchState
+from streams.migrate import combine
 
 
 def test_a_record_round_trips_and_absent_trailing_parts_cost_nothing() -> None:
@@ -114,3 +123,31 @@ def test_an_erased_customer_is_deleted_once_and_the_pre_image_journaled(monkeypa
     assert state.flush(Journal(), {}) == 1  # type: ignore[arg-type]
     assert table.writes == [(b"ann", None)]
     assert journaled == [(2, b"ann", {STATE_TABLE: stored})]
+
+
+def test_the_hold_index_follows_whether_a_customer_has_something_held(monkeypatch) -> None:
+    monkeypatch.setattr(batch_module.ordering, "make_current", lambda event: None)
+    table = Table({b"ann": encode_record({"consent": b"c", "holds": b"h"})})  # type: ignore[dict-item]
+    state = BatchState(table)  # type: ignore[arg-type]
+    state.apply(result("bob", holds=b"h"), Event(Message(0)))  # comes to have one
+    state.apply(result("ann", holds=None), Event(Message(0)))  # released: none left
+    state.apply(result("cy", recency=b"r"), Event(Message(0)))  # nothing held either way
+    state.flush(None, {})
+    writes = dict(table.writes)
+    assert writes[hold_index_key(b"bob")] == HOLD_INDEX_VALUE
+    assert writes[hold_index_key(b"ann")] is None
+    assert hold_index_key(b"cy") not in writes
+
+
+def test_a_migration_keeps_every_part_and_indexes_the_held() -> None:
+    old = {
+        "consent": {(3, b"ann"): b"c", (1, b"bob"): b"c2"},
+        "holds": {(3, b"ann"): b"h", (1, b"bob"): None},
+        "profile": {(1, b"gone"): None},
+    }
+    records = combine(old)
+    assert decode_record(records[(3, b"ann")])["holds"] == b"h"
+    assert records[(3, hold_index_key(b"ann"))] == HOLD_INDEX_VALUE
+    assert decode_record(records[(1, b"bob")])["consent"] == b"c2"
+    assert (1, hold_index_key(b"bob")) not in records
+    assert (1, b"gone") not in records  # deleted in the old layout: nothing to carry
