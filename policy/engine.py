@@ -1082,8 +1082,10 @@ def _score_line(
 
 def _best_hour_line(ctx: rules.DecisionContext, at: float) -> str:
     """Why a marketing message waits for the person's best hours."""
-    rates = next(v for v in ctx.best_hours.values() if v is not None and v[0] == at)
+    rates = next((v for v in ctx.best_hours.values() if v is not None and v[0] == at), None)
     local = datetime.fromtimestamp(at, rules.zone_of(ctx.state, ctx.policy))
+    if rates is None:  # not expected: every later send time comes from best_hour
+        return f"{BEST_HOUR} from {local:%H:%M} local"
     return (
         f"{BEST_HOUR} from {local:%H:%M} local: {rates[1]:.2f} of their messages get a"
         f" response then, {rates[2]:.2f} at once"
