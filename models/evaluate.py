@@ -20,19 +20,30 @@ Targets, on the means over the seeds: nudge's incremental conversions at least
 60% of blast's, with at most 15% of blast's messages and at most 15% of its
 unsubscribes, and no promotion of a category its person bought within
 JUST_BOUGHT_DAYS, on any seed.
+
+nudge serves what a deployment would serve (`scorer="trained"`, the default):
+`nudge train`'s artifact (propensity, uplift if it earns serving, purchase
+cycles, personas), learned from another world in the month before the window
+and loaded as a worker loads it (`trained_scorer`). `scorer="heuristic"`
+plays it without any model, as a deployment does before its first training.
+The other policies use no model: blast and autopilot do no targeting.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from statistics import fmean
 from typing import Any
 
+from models import artifact
 from models.baselines import (
+    CATALOG,
+    POLICY,
     AutopilotPolicy,
     BlastPolicy,
     DecisionPolicy,
@@ -41,7 +52,11 @@ from models.baselines import (
 )
 from models.harms import JUST_BOUGHT_DAYS, NIGHT_FROM, NIGHT_UNTIL, HarmCounter
 from models.incremental import METHOD, paired_difference
-from models.simulator import DAY, START, Simulation
+from models.serving import ScorerHolder
+from models.simulator import DAY, START, Simulation, write_event_log
+from models.training import TrainingError, beats_constant, train
+from policy.config import load_catalog, load_policy
+from policy.scoring import HeuristicScorer, Scorer
 
 POLICIES: dict[str, Callable[[], DecisionPolicy]] = {
     "nudge": NudgePolicy,
@@ -50,6 +65,9 @@ POLICIES: dict[str, Callable[[], DecisionPolicy]] = {
     "silent": SilentPolicy,
 }
 CONTROL = "silent"
+SCORERS = ("trained", "heuristic")
+#: The world the trained scorer learns from: none of the evaluated seeds.
+TRAIN_SEED = 1
 DEFINITIONS = {
     "incremental_conversions": "all orders in the window minus those of `silent` (no marketing)"
     " on the same world and seed: what the messages added",
@@ -91,6 +109,7 @@ BREAKDOWNS = (
     "local_night_by_channel",
     "messages_by_action",
     "attributed_by_action",
+    "messages_by_model",
 )
 
 
@@ -103,6 +122,7 @@ class Tally:
     messages_by_action: dict[str, int] = field(default_factory=dict)
     messages_by_category: dict[str, int] = field(default_factory=dict)
     messages_by_persona: dict[str, int] = field(default_factory=dict)
+    messages_by_model: dict[str, int] = field(default_factory=dict)
     transactional_messages: int = 0
     local_night_messages: int = 0
     local_night_by_channel: dict[str, int] = field(default_factory=dict)
@@ -158,6 +178,7 @@ class Tally:
         if action.get("category"):  # checkout help names none
             _add(self.messages_by_category, action["category"])
         _add(self.messages_by_persona, persona)
+        _add(self.messages_by_model, action["model_version"])
 
     def harms(self, counter: HarmCounter) -> None:
         """Take the local-night and just-bought counts once the log has ended."""
@@ -211,16 +232,40 @@ def evaluate(
     days: float = 30,
     seeds: Sequence[int] = (7, 8, 9),
     progress: Callable[[int, str], Callable[[float], None]] | None = None,
+    scorer: str = "trained",
+    train_seed: int = TRAIN_SEED,
 ) -> dict[str, Any]:
     """Play every policy on the world of each seed; the report with targets.
-    `progress(seed, name)` may return a callback for that run's progress."""
+    `progress(seed, name)` may return a callback for that run's progress.
+    With `scorer="trained"` nudge serves the artifact `trained_scorer` learns
+    on world `train_seed`, which must not be one of `seeds`."""
     seeds = list(seeds)
     if not seeds:
         raise ValueError("at least one seed")
+    if scorer not in SCORERS:
+        raise ValueError(f"scorer must be one of {SCORERS}, not {scorer!r}")
+    if scorer == "trained" and train_seed in seeds:
+        raise ValueError(f"the training world (seed {train_seed}) is one of the evaluated ones")
     started = datetime.now(UTC)
+    served: Scorer = HeuristicScorer()
+    training = None
+    if scorer == "trained":
+        with tempfile.TemporaryDirectory(prefix="nudge-evaluate-") as work:
+            served, training = trained_scorer(customers, days, train_seed, Path(work))
+    policies: dict[str, Callable[[], DecisionPolicy]] = {
+        **POLICIES,
+        "nudge": lambda: NudgePolicy(served),
+    }
     runs = {
         seed: {
-            name: play(name, customers, days, seed, progress(seed, name) if progress else None)
+            name: play(
+                name,
+                customers,
+                days,
+                seed,
+                progress(seed, name) if progress else None,
+                make=policies[name],
+            )
             for name in POLICIES
         }
         for seed in seeds
@@ -229,12 +274,15 @@ def evaluate(
         control = results[CONTROL]["total_conversions"]
         for result in results.values():
             result["incremental_conversions"] = result["total_conversions"] - control
-    policies = {name: aggregate([runs[seed][name] for seed in seeds]) for name in POLICIES}
-    targets = check_targets(policies)
+    aggregated = {name: aggregate([runs[seed][name] for seed in seeds]) for name in POLICIES}
+    targets = check_targets(aggregated)
     command = f"nudge evaluate --customers {customers} --days {days:g} --seed {seeds[0]}"
+    command += f" --seeds {len(seeds)} --scorer {scorer}"
+    if scorer == "trained":
+        command += f" --train-seed {train_seed}"
     return {
         "evaluation": "what nudge adds over no contact, against naive policies, simulated",
-        "command": f"{command} --seeds {len(seeds)}",
+        "command": command,
         "world": {
             "customers": customers,
             "days": days,
@@ -242,11 +290,12 @@ def evaluate(
             "start": START.isoformat(),
             "catalog": "config/catalog.toml",
             "policy": "config/policy.toml",
-            "scorer": "heuristic-v1",
+            "scorer": served.version,
         },
+        "training": training,
         "method": METHOD,
         "definitions": DEFINITIONS,
-        "policies": policies,
+        "policies": aggregated,
         "gap": {name: where_it_adds(runs, name) for name in POLICIES if name != CONTROL},
         "per_seed": {str(seed): runs[seed] for seed in seeds},
         "targets": targets,
@@ -254,6 +303,72 @@ def evaluate(
         "wall_seconds": round((datetime.now(UTC) - started).total_seconds(), 1),
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+def trained_scorer(
+    customers: int, days: float, seed: int, work: Path, *, force: bool = False
+) -> tuple[Scorer, dict[str, Any]]:
+    """What a deployment would serve in the evaluated window, and how it was made.
+
+    nudge as shipped (the heuristic, as before any training) plays world
+    `seed` in the `days` before the window, logging the holdout's would-be
+    decisions as `nudge simulate --out` does; `nudge train` learns from that
+    log, its rule decides whether the artifact is deployed (a propensity model
+    no better than a constant is not), and the scorer is loaded as a worker
+    loads it (ScorerHolder: the artifact CURRENT names, else the heuristic);
+    `force` deploys it regardless, as `nudge train --force` does.
+    Other people, an earlier month: nothing of an evaluated world is seen."""
+    start = START - timedelta(days=days)
+    history = Simulation(customers, days, seed, start=start)
+    log = work / f"history-{seed}.jsonl"
+    write_event_log(history.run(NudgePolicy(log_would_be=True)), log)
+    policy = load_policy(POLICY)
+    summary: dict[str, Any] = {
+        "history": {
+            "seed": seed,
+            "customers": customers,
+            "days": days,
+            "start": start.isoformat(),
+            "end": START.isoformat(),
+            "played_by": f"nudge as shipped, {HeuristicScorer.version}",
+        },
+        "deployed": False,
+    }
+    try:
+        result = train(log, load_catalog(CATALOG), policy)
+    except TrainingError as exc:
+        summary["why_not_deployed"] = f"not trained: {exc}"
+        holder = ScorerHolder(work / "artifacts", policy)
+        summary["served"] = holder.version
+        return holder, summary
+    saved = artifact.save(
+        work / "artifacts",
+        result.propensity,
+        result.personas,
+        result.metadata,
+        uplift=result.uplift,
+        cycles=result.cycles,
+    )
+    summary["deployed"] = force or beats_constant(saved.metadata)
+    if summary["deployed"]:
+        artifact.set_current(work / "artifacts", saved.version)
+    else:
+        summary["why_not_deployed"] = "held-out Brier no better than a constant's"
+    validation = saved.metadata["metrics"]["validation"]
+    summary |= {
+        "trained_version": saved.version,
+        "log_end": saved.metadata["training_window"]["log_end"],
+        "held_out": {
+            key: validation[key]
+            for key in ("examples", "auc", "heuristic_auc", "brier", "constant_brier")
+        },
+        "uplift_served": saved.uplift is not None,
+        "cycles_served": saved.cycles is not None,
+        "personas": [p["name"] for p in saved.metadata["personas"]],
+    }
+    holder = ScorerHolder(work / "artifacts", policy)
+    summary["served"] = holder.version
+    return holder, summary
 
 
 def aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -405,12 +520,26 @@ ROWS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
 )
 
 
+def _trained_from(training: dict[str, Any] | None) -> str:
+    if training is None:
+        return " (no model: --scorer heuristic)"
+    history = training["history"]
+    made = f" (trained on world {history['seed']}, {history['start'][:10]} to {history['end'][:10]}"
+    if not training["deployed"]:
+        return f"{made}; not deployed: {training['why_not_deployed']})"
+    parts = ["propensity"] + ["uplift"] * training["uplift_served"]
+    parts += ["purchase cycles"] * training["cycles_served"]
+    parts += [f"{len(training['personas'])} personas"] * bool(training["personas"])
+    return f"{made}: {', '.join(parts)})"
+
+
 def render(report: dict[str, Any]) -> str:
     """The table, the verdicts and where nudge's messages add, as printed."""
     policies = report["policies"]
     seeds = report["world"]["seeds"]
     width = max(len(label) for label, _ in ROWS) + 2
     lines = [
+        f"nudge served {report['world']['scorer']}{_trained_from(report.get('training'))}",
         f"means over {len(seeds)} seed(s) {', '.join(map(str, seeds))}",
         f"{'':{width}}" + "".join(f"{name:>16}" for name in policies),
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,6 +41,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         " targets are stated for at least 3 (default 3)",
     )
     parser.add_argument(
+        "--scorer",
+        choices=("trained", "heuristic"),
+        default="trained",
+        help="what nudge serves: trained, the artifact `nudge train` makes from another world's"
+        " month before the window (as a deployment would serve it); heuristic, no model"
+        " (default trained)",
+    )
+    parser.add_argument(
+        "--train-seed",
+        type=int,
+        default=1,
+        help="the world the trained scorer learns from; not one of the evaluated (default 1)",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=DEFAULT_OUT,
@@ -71,7 +86,13 @@ def run(args: argparse.Namespace) -> int:
         return update
 
     seeds = range(args.seed, args.seed + args.seeds)
-    report = evaluate(args.customers, args.days, seeds, progress)
+    if args.scorer == "trained" and args.train_seed in seeds:
+        print(
+            f"nudge evaluate: --train-seed {args.train_seed} is one of the evaluated worlds",
+            file=sys.stderr,
+        )
+        return 2
+    report = evaluate(args.customers, args.days, seeds, progress, args.scorer, args.train_seed)
     json_path, png_path = args.out / "evaluation.json", args.out / "evaluation.png"
     write_json(report, json_path)
     plot(report, png_path)

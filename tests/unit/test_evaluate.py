@@ -1,5 +1,6 @@
 """`nudge evaluate` end to end on a tiny world over two seeds: the control sends
-nothing, incremental figures lead, the report, the verdicts and the chart."""
+nothing, incremental figures lead, the report, the verdicts and the chart; the
+trained scorer learns from another world's earlier month and is what nudge serves."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import json
 
 import pytest
 
-from models.baselines import SilentPolicy
-from models.evaluate import play
-from models.simulator import Simulation
+from models import evaluate as evaluation
+from models.baselines import NudgePolicy, SilentPolicy
+from models.evaluate import evaluate, play, trained_scorer
+from models.simulator import START, Simulation, read_event_log
 from nudge.cli import main as nudge
 
 ARGV = ["evaluate", "--customers", "60", "--days", "4", "--seed", "3", "--seeds", "2"]
@@ -42,7 +44,9 @@ def test_the_control_arm_sends_nothing() -> None:
 
 def test_incremental_is_measured_against_the_control_on_each_seed(run) -> None:
     report, _ = run
-    assert report["command"] == "nudge evaluate --customers 60 --days 4 --seed 3 --seeds 2"
+    assert report["command"] == (
+        "nudge evaluate --customers 60 --days 4 --seed 3 --seeds 2 --scorer trained --train-seed 1"
+    )
     assert report["world"]["seeds"] == [3, 4]
     assert set(report["policies"]) == {"nudge", "blast", "autopilot", "silent"}
     silent = report["policies"]["silent"]
@@ -106,5 +110,55 @@ def test_targets_are_checked_and_printed_with_incremental_figures_first(run) -> 
     assert report["targets"][1]["threshold"] == pytest.approx(0.15 * blast["messages"], abs=0.01)
     assert printed.count("PASS") + printed.count("FAIL") == 4
     table = printed.splitlines()
-    assert table[2].startswith("incremental orders vs no contact")
+    assert table[0].startswith("nudge served heuristic-v1 (trained on world 1")
+    assert table[3].startswith("incremental orders vs no contact")
     assert report["_png"] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_history_too_small_to_train_leaves_the_heuristic_served(run) -> None:
+    """As on a worker: no deployable artifact, the heuristic, and the report says why."""
+    report, _ = run
+    training = report["training"]
+    assert training["deployed"] is False and training["why_not_deployed"].startswith("not trained")
+    assert report["world"]["scorer"] == training["served"] == "heuristic-v1"
+    assert set(report["policies"]["nudge"]["messages_by_model"]) <= {"heuristic-v1"}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple:
+    """A forced artifact from a 300-person world over 10 days (too small to beat
+    a constant, so `nudge train --force`'s rule), with every world it simulated."""
+    built: list[tuple[int, float, float]] = []
+
+    class Recorded(Simulation):
+        def __init__(self, customers, days, seed, start=START) -> None:
+            super().__init__(customers, days, seed, start=start)
+            built.append((seed, self.start, self.end))
+
+    work = tmp_path_factory.mktemp("trained")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(evaluation, "Simulation", Recorded)
+        scorer, summary = trained_scorer(300, 10, 1, work, force=True)
+    return scorer, summary, built, work
+
+
+def test_training_never_sees_an_evaluated_world(trained) -> None:
+    _, summary, built, work = trained
+    assert built == [(1, START.timestamp() - 10 * 86400, START.timestamp())]
+    times = [event["ts"] for _, event in read_event_log(work / "history-1.jsonl") if "ts" in event]
+    assert times and max(times) < START.isoformat()
+    assert summary["history"]["end"] == START.isoformat() > summary["log_end"]
+    with pytest.raises(ValueError, match="training world"):
+        evaluate(60, 2, seeds=[1, 2], train_seed=1)
+    assert nudge(["evaluate", "--customers", "60", "--days", "2", "--seed", "1", "--quiet"]) == 2
+
+
+def test_the_trained_artifact_is_what_nudge_serves(trained) -> None:
+    scorer, summary, _, _ = trained
+    assert summary["deployed"] and summary["served"] == summary["trained_version"]
+    assert scorer.version == summary["trained_version"] != "heuristic-v1"
+    assert summary["cycles_served"] and scorer.cycles is not None
+    assert summary["personas"] and scorer.active.personas is not None
+    tally = play("nudge", 60, 4, 3, make=lambda: NudgePolicy(scorer))
+    assert tally["messages"] > 0
+    assert tally["messages_by_model"] == {scorer.version: tally["messages"]}
