@@ -23,7 +23,7 @@ from policy.engine import Engine, Produced
 from policy.processor import Processor, Result
 from policy.stored import STATE_TABLE
 from schemas.outputs import Action
-from streams import handoff, holds, metrics, ordering, producer_buffer, seek_race, undecodable
+from streams import holds, metrics, ordering, producer_buffer, seek_race, undecodable
 from streams.batch import BatchState
 from streams.crash_journal import CrashJournal
 from streams.delivery import Outbox
@@ -87,7 +87,6 @@ def faust_credentials(settings: Settings) -> faust.auth.Credentials | None:
 
 def create_app(settings: Settings, engine: Engine) -> NudgeApp:
     seek_race.install()  # Faust 0.15 loses messages after a rebalance without it
-    handoff.install()  # a message to the agent without four tasks per message
     brokers = ";".join(f"kafka://{server}" for server in settings.bootstrap_servers.split(","))
     app = faust.App(
         settings.app_id,
