@@ -162,3 +162,11 @@ def test_the_trained_artifact_is_what_nudge_serves(trained) -> None:
     tally = play("nudge", 60, 4, 3, make=lambda: NudgePolicy(scorer))
     assert tally["messages"] > 0
     assert tally["messages_by_model"] == {scorer.version: tally["messages"]}
+
+
+def test_the_heuristic_run_trains_nothing_and_says_so() -> None:
+    report = evaluate(60, 2, seeds=[1], scorer="heuristic", train_seed=1)
+    assert report["training"] is None and report["world"]["scorer"] == "heuristic-v1"
+    assert report["command"].endswith("--seeds 1 --scorer heuristic")
+    with pytest.raises(ValueError, match="scorer"):
+        evaluate(60, 2, seeds=[3], scorer="oracle")
