@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -88,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
             consumer.seek_to_beginning()
         else:
             consumer.seek_to_end()
+        if args.limit is None:  # on stderr: stdout stays the records alone
+            print(f"following {', '.join(args.kinds)} (Ctrl-C stops)", file=sys.stderr, flush=True)
         while args.limit is None or shown < args.limit:
             batch = consumer.poll(timeout_ms=500)
             records = sorted(

@@ -149,7 +149,9 @@ def test_tail_stops_cleanly_on_ctrl_c(worker: WorkerProcess) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    time.sleep(4)  # following by now
+    assert tail.stderr is not None
+    started = tail.stderr.readline()  # once it follows: a loaded machine may take seconds
+    assert started.startswith(b"following suppressions"), started
     tail.send_signal(signal.SIGINT)
     _, err = tail.communicate(timeout=20)
     assert tail.returncode == 0, err
