@@ -110,6 +110,12 @@ class Outbox:
             sends.update(zip(after, last, strict=True))
         return [sends[n] for n in range(len(emits))]
 
+    async def send(self, emits: list[Emit], source: TP) -> list[Awaitable]:
+        """Send outputs that change no state (a deadletter record of a batch
+        the client could not decode): into `source`'s transaction under
+        exactly_once."""
+        return await self._send([(emit, source) for emit in emits])
+
     async def _send(self, emits: list[Sourced]) -> list[Awaitable]:
         producer = self.app.producer
         sends = []
