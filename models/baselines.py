@@ -328,7 +328,7 @@ def _unrestricted_policy(policy: ContactPolicy) -> ContactPolicy:
             policy.fatigue, ignored_threshold=1_000_000, complaint_backoff_hours=0.0
         ),
         purchase_cooldown=msgspec.structs.replace(
-            policy.purchase_cooldown, default_days=0.0, categories={}
+            policy.purchase_cooldown, default_days=0.0, categories={}, floor_days=0.0
         ),
         holdout=msgspec.structs.replace(policy.holdout, share=0.0),
         exploration=msgspec.structs.replace(policy.exploration, epsilon=0.0),

@@ -53,6 +53,7 @@ class RepeatLimiter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not self._limited(record):
             return True
+        _one_line_network_error(record)
         key = (record.name, str(record.msg))
         now = self.clock()
         with self._lock:
@@ -95,6 +96,17 @@ class RepeatLimiter(logging.Filter):
             return False  # a summary: it passes, and opens no window
         name = record.name
         return any(name == root or name.startswith(root + ".") for root in self.loggers)
+
+
+def _one_line_network_error(record: logging.LogRecord) -> None:
+    """A client's network error (a connection reset while a broker restarts)
+    in one line: its traceback is the library's, not a fault to chase."""
+    error = record.exc_info[1] if record.exc_info else None
+    if isinstance(error, OSError):
+        summary = f"{type(error).__name__}: {error}".replace("%", "%%")
+        record.msg = f"{record.msg} ({summary})"
+        record.exc_info = None
+        record.exc_text = None
 
 
 def _add_count(record: logging.LogRecord, count: int, seconds: float) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import logging
+import sys
 import time
 from collections.abc import Iterator
 
@@ -148,3 +149,24 @@ def test_a_flushed_summary_is_stamped_when_it_is_logged(
     [summary] = limiter.flush()
     assert summary.created >= before
     assert summary.getMessage() == "refused (repeated 1 time in the last 10 s)"
+
+
+def test_a_client_network_error_is_one_line_without_its_traceback() -> None:
+    limiter = RepeatLimiter()
+    try:
+        raise ConnectionResetError(104, "Connection reset by peer")
+    except ConnectionResetError:
+        record = logging.LogRecord(
+            "kafka.net.transport", logging.ERROR, __file__, 1,
+            "Error receiving network data closing socket", (), sys.exc_info(),
+        )  # fmt: skip
+    assert limiter.filter(record)
+    line = logging.Formatter("%(levelname)s %(name)s %(message)s").format(record)
+    assert "Traceback" not in line
+    assert line.endswith(
+        "closing socket (ConnectionResetError: [Errno 104] Connection reset by peer)"
+    )
+    bug = logging.LogRecord(
+        "kafka.x", logging.ERROR, __file__, 1, "bug", (), (None, KeyError("k"), None)
+    )
+    assert limiter.filter(bug) and bug.exc_info is not None  # not a network error: kept
