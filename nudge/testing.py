@@ -134,6 +134,14 @@ def running_worker(**kwargs: object) -> Iterator[WorkerProcess]:
         worker.stop()
 
 
+def interruptible() -> None:
+    """A subprocess's `preexec_fn`: Ctrl-C (SIGINT) reaches it as it would from
+    a terminal. A shell starts background jobs with SIGINT ignored, children
+    inherit that, and a test run launched in the background (`make test &`)
+    would otherwise send Ctrl-C to processes that never notice it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def event_key(event: dict) -> bytes:
     """The partitioning key an upstream producer must use for this event."""
     if event.get("type") in ("identify", "alias"):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from nudge.testing import REPO_ROOT, WorkerProcess
+from nudge.testing import REPO_ROOT, WorkerProcess, interruptible
 
 pytestmark = pytest.mark.integration
 
@@ -144,6 +144,7 @@ def test_tail_stops_cleanly_on_ctrl_c(worker: WorkerProcess) -> None:
            "NUDGE_TOPIC_PREFIX": worker.prefix}  # fmt: skip
     tail = subprocess.Popen(
         [sys.executable, "-m", "nudge.cli", "tail", "suppressions"],
+        preexec_fn=interruptible,
         env=env,
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,

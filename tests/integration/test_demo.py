@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from nudge.testing import interruptible
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,6 +40,7 @@ def test_the_demo_decides_and_its_metrics_address_answers(
     command = [sys.executable, "-m", "nudge.cli", "demo", "--bootstrap", kafka_bootstrap]
     demo = subprocess.Popen(
         [*command, "--data-dir", str(tmp_path), "--keep-running"],
+        preexec_fn=interruptible,
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
