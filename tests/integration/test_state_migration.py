@@ -6,6 +6,8 @@ every person's consent and preferences where they were."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,8 +16,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
-from nudge.cli import main
-from nudge.testing import WorkerProcess
+from nudge.testing import REPO_ROOT, WorkerProcess
 from policy.config import load_catalog, load_policy
 from policy.engine import Engine
 from policy.processor import Processor
@@ -70,18 +71,26 @@ def write_old_changelogs(bootstrap: str, settings: Settings, people: list[str]) 
     producer.close()
 
 
+def migrate(worker: WorkerProcess) -> subprocess.CompletedProcess:
+    """`nudge state migrate` as an operator runs it: the workers' environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "nudge.cli", "state", "migrate"],
+        env=worker.env(), cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
 def test_old_state_is_refused_until_migrated_then_found_by_the_worker(
-    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     prefix = f"m{uuid.uuid4().hex[:8]}."
     worker = WorkerProcess(
         kafka_bootstrap, prefix, tmp_path / "worker", partitions=PARTITIONS,
         extra_env={"NUDGE_API_TOKEN": TOKEN, "NUDGE_POLICY": str(POLICY)},
     )  # fmt: skip
-    for name, value in worker.env().items():
-        if name.startswith(("NUDGE_", "KAFKA_")):
-            monkeypatch.setenv(name, value)
-    settings = Settings()
+    settings = Settings(
+        bootstrap_servers=kafka_bootstrap, app_id=f"{prefix}nudge", topic_prefix=prefix,
+        partitions=PARTITIONS,
+    )  # fmt: skip
     people = [f"mig-{n}" for n in range(12)]
     write_old_changelogs(kafka_bootstrap, settings, people)
 
@@ -89,8 +98,11 @@ def test_old_state_is_refused_until_migrated_then_found_by_the_worker(
         worker.start()
     assert "run `nudge state migrate` first" in worker.tail()
 
-    assert main(["state", "migrate"]) == 0
-    assert main(["state", "migrate"]) == 1  # once only: the new changelog exists now
+    done = migrate(worker)
+    assert done.returncode == 0, done.stderr
+    assert "wrote 12 customer records" in done.stdout, done.stdout
+    again = migrate(worker)  # once only: the new changelog exists now
+    assert again.returncode == 1 and "was migrated" in again.stderr, again.stderr
 
     worker.start()
     try:
