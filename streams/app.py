@@ -181,7 +181,12 @@ def decide_batch(
     backlog's outputs go out in slices instead of all at its end. Nothing is
     written or sent yet. Returns the events left for the next slice."""
     state = BatchState(nudge.tables[STATE_TABLE])
-    produced = produced_record(nudge)
+    sent_before = produced_record(nudge)
+    in_batch: set[str] = set()  # actions this batch sends: a later copy is no re-issue
+
+    def produced(decision_id: str) -> bool:
+        return decision_id in in_batch or sent_before(decision_id)
+
     decided = []
     started = time.perf_counter()
     for n, event in enumerate(batch):
@@ -206,9 +211,10 @@ def decide_batch(
             )  # fmt: skip
         else:
             state.apply(result, event)
-        if not nudge.outbox.exactly_once:
-            # Counted as sent now: a copy later in this batch is no re-issue.
-            nudge.produced.record(result.emits)
+        if result.outcome is not None:
+            for decision in (*result.outcome.released, result.outcome.decision):
+                if isinstance(decision, Action):
+                    in_batch.add(decision.decision_id)
         if nudge.holds is not None:
             nudge.holds.observe(message.partition, result)
         decided.append(Decided(event, kind, result))
