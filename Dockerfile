@@ -21,14 +21,12 @@ RUN pip install --no-deps . \
     && mkdir -p /data /models \
     && chown nudge /data /models
 
-# The installed package lives in site-packages: point it at the config files
-# copied above. RocksDB tables go to /data (a volume per container). Model
+# The shipped catalog, policy and experiments are package data (nudge.config);
+# mount your own and set NUDGE_CATALOG / NUDGE_POLICY / NUDGE_EXPERIMENTS to
+# change them. RocksDB tables go to /data (a volume per container). Model
 # artifacts are read from /models, a volume: the image ships no model, so
 # without one there the worker serves the heuristic (and says so in a metric).
-ENV NUDGE_CATALOG=/app/config/catalog.toml \
-    NUDGE_POLICY=/app/config/policy.toml \
-    NUDGE_EXPERIMENTS=/app/config/experiments.toml \
-    NUDGE_DATA_DIR=/data \
+ENV NUDGE_DATA_DIR=/data \
     NUDGE_MODEL_DIR=/models \
     NUDGE_WEB_HOST=0.0.0.0 \
     NUDGE_WEB_PORT=6066

@@ -60,12 +60,14 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The published figures (bench/results, docs/performance.md); a bare
+# `python -m bench.X` writes to the git-ignored .results/bench instead.
 bench: install  ## engine and pipeline benchmarks (about 40 min): docs/performance.md
-	$(BIN)/python -m bench.engine
-	$(BIN)/python -m bench.pipeline
+	$(BIN)/python -m bench.engine --out bench/results/engine.json
+	$(BIN)/python -m bench.pipeline --out bench/results/pipeline.json
 
 bench-million: install  ## state size, memory and restart with 500k customers (about 20 min)
-	$(BIN)/python -m bench.million
+	$(BIN)/python -m bench.million --out bench/results/million.json
 
 SOAK_MINUTES ?= 10
 SOAK_RATE    ?= 300
@@ -74,7 +76,7 @@ soak: install  ## SOAK_MINUTES (10) of traffic at SOAK_RATE (300/s): lag, RSS, l
 	  --out bench/results/soak.json
 
 schemas: install  ## regenerate schemas/json after changing a record
-	$(BIN)/python -m schemas.jsonschema
+	$(BIN)/python -m nudge.schemas.jsonschema
 
 kafka-start: install  ## a long-running local broker on 127.0.0.1:9092
 	$(BIN)/nudge kafka start

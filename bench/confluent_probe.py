@@ -22,7 +22,7 @@ import faust
 from faust.transport.drivers import confluent
 from faust.types import TP
 
-import streams.worker
+import nudge.streams.worker
 from nudge.cli import main as nudge_main
 
 log = logging.getLogger("nudge.probe")
@@ -127,7 +127,7 @@ def main() -> int:
         if number not in args.unpatched:
             patch()
     _confluent_app()
-    streams.worker._logging_config = _faust_logs_at_info
+    nudge.streams.worker._logging_config = _faust_logs_at_info
     return nudge_main(["worker"])
 
 

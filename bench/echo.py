@@ -19,7 +19,7 @@ import sys
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streams.topics import INPUT_KINDS, topic_name
+from nudge.streams.topics import INPUT_KINDS, topic_name
 
 OUTPUT_KIND = "actions"
 

@@ -54,16 +54,18 @@ from pathlib import Path
 
 import msgspec
 
-from policy.config import load_catalog, load_policy
-from policy.engine import Engine
-from policy.processor import MERGE_KIND, Processor
-from policy.state import TABLES, decode_state
-from schemas.outputs import Action, Suppression
+from nudge.policy.config import load_catalog, load_policy
+from nudge.policy.engine import Engine
+from nudge.policy.processor import MERGE_KIND, Processor
+from nudge.policy.state import TABLES, decode_state
+from nudge.schemas.outputs import Action, Suppression
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CATALOG = REPO_ROOT / "config" / "catalog.toml"
 POLICY = REPO_ROOT / "config" / "policy.toml"
-DEFAULT_OUT = REPO_ROOT / "bench" / "results" / "engine.json"
+DEFAULT_OUT = (
+    REPO_ROOT / ".results" / "bench" / "engine.json"
+)  # published figures: --out bench/results/...
 
 TARGET_DECISIONS_PER_SECOND = 20_000
 TARGET_P99_US = 1_000.0

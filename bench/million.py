@@ -102,17 +102,19 @@ from bench.pipeline import (
     scrape,
     templates,
 )
+from nudge.policy.processor import Processor
+from nudge.policy.stored import STATE_TABLE, encode_record
+from nudge.streams.admin import changelog_topic, ensure_topics
+from nudge.streams.crash_journal import CLEAN_STOP_MARKER
+from nudge.streams.settings import Settings
+from nudge.streams.worker import build_engine
 from nudge.testing import WorkerProcess
-from policy.processor import Processor
-from policy.stored import STATE_TABLE, encode_record
-from streams.admin import changelog_topic, ensure_topics
-from streams.crash_journal import CLEAN_STOP_MARKER
-from streams.settings import Settings
-from streams.worker import build_engine
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = REPO_ROOT / "bench" / "results" / "million.json"
-PRELOAD_OUT = REPO_ROOT / "bench" / "results" / "million-preload.json"
+DEFAULT_OUT = (
+    REPO_ROOT / ".results" / "bench" / "million.json"
+)  # published figures: --out bench/results/...
+PRELOAD_OUT = REPO_ROOT / ".results" / "bench" / "million-preload.json"
 PREFIX = "bench."  # topic prefix; the worker's app id is PREFIX + "nudge"
 PRELOAD_SEED = 6
 PRELOAD_DAYS = 6.0  # preloaded customers' events fall in the last six days

@@ -39,23 +39,25 @@ from pathlib import Path
 import msgspec
 
 from bench import engine as bench_engine
-from models import artifact
-from models.features import FeatureBuilder
-from models.scorer import ModelScorer
-from models.training import report, train
-from policy.config import load_catalog, load_policy
-from policy.engine import Engine
-from policy.holds import DueHolds
-from policy.processor import HOLDS_KIND, Processor
-from policy.scoring import HeuristicScorer, Scorer, ScoringRequest
-from policy.state import TABLES, decode_state
-from schemas.events import ClickEvent
-from schemas.outputs import Action
+from nudge.models import artifact
+from nudge.models.features import FeatureBuilder
+from nudge.models.scorer import ModelScorer
+from nudge.models.training import report, train
+from nudge.policy.config import load_catalog, load_policy
+from nudge.policy.engine import Engine
+from nudge.policy.holds import DueHolds
+from nudge.policy.processor import HOLDS_KIND, Processor
+from nudge.policy.scoring import HeuristicScorer, Scorer, ScoringRequest
+from nudge.policy.state import TABLES, decode_state
+from nudge.schemas.events import ClickEvent
+from nudge.schemas.outputs import Action
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CATALOG = REPO_ROOT / "config" / "catalog.toml"
 POLICY = REPO_ROOT / "config" / "policy.toml"
-DEFAULT_OUT = REPO_ROOT / "bench" / "results" / "model_latency.json"
+DEFAULT_OUT = (
+    REPO_ROOT / ".results" / "bench" / "model_latency.json"
+)  # published figures: --out bench/results/...
 TARGET_P99_US = 1_000.0
 
 START = datetime(2026, 3, 2, tzinfo=UTC).timestamp()  # a Monday

@@ -92,14 +92,16 @@ import psutil
 
 from bench.engine import Generator, machine_info, write_json
 from bench.peers.counting import PROCESSED_METRIC
+from nudge.ops import local_kafka
+from nudge.streams.admin import ensure_topics
+from nudge.streams.settings import Settings
+from nudge.streams.topics import topic_name
 from nudge.testing import WorkerProcess
-from ops import local_kafka
-from streams.admin import ensure_topics
-from streams.settings import Settings
-from streams.topics import topic_name
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = REPO_ROOT / "bench" / "results" / "pipeline.json"
+DEFAULT_OUT = (
+    REPO_ROOT / ".results" / "bench" / "pipeline.json"
+)  # published figures: --out bench/results/...
 POLICY = REPO_ROOT / "tests" / "integration" / "policy.toml"
 PARTITIONS = 8
 SEED = 11

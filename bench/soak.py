@@ -79,12 +79,14 @@ from bench.pipeline import (
     summary,
     templates,
 )
+from nudge.policy.processor import MERGE_KIND
+from nudge.streams.topics import topic_name
 from nudge.testing import WorkerProcess
-from policy.processor import MERGE_KIND
-from streams.topics import topic_name
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = REPO_ROOT / "bench" / "results" / "soak.json"
+DEFAULT_OUT = (
+    REPO_ROOT / ".results" / "bench" / "soak.json"
+)  # published figures: --out bench/results/...
 
 TARGET_RATE = 5000
 DEFAULT_RATE = 300

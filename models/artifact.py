@@ -31,10 +31,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from models.cycles import PurchaseCycles
-from models.features import FEATURE_NAMES, FEATURE_SCHEMA_VERSION
-from models.personas import PersonaModel
-from models.uplift import UpliftModel
+from nudge.models.cycles import PurchaseCycles
+from nudge.models.features import FEATURE_NAMES, FEATURE_SCHEMA_VERSION
+from nudge.models.personas import PersonaModel
+from nudge.models.uplift import UpliftModel
 
 ARTIFACT_FORMAT = 1
 MODEL_FILE = "model.skops"
@@ -42,7 +42,9 @@ METADATA_FILE = "metadata.json"
 CURRENT_FILE = "CURRENT"
 #: Types skops does not trust by default that an artifact may contain. skops
 #: itself trusts scikit-learn, numpy and scipy types; anything else is refused.
-TRUSTED_TYPES = frozenset({"models.personas.PersonaModel", "models.cycles.PurchaseCycles"})
+TRUSTED_TYPES = frozenset(
+    {"nudge.models.personas.PersonaModel", "nudge.models.cycles.PurchaseCycles"}
+)
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 

@@ -25,8 +25,11 @@ from typing import Any, Protocol
 
 import msgspec
 
-from policy import rules
-from policy.config import (
+from nudge.config import CATALOG as SHIPPED_CATALOG
+from nudge.config import POLICY as SHIPPED_POLICY
+from nudge.config import shipped
+from nudge.policy import rules
+from nudge.policy.config import (
     Caps,
     Catalog,
     CatalogAction,
@@ -34,19 +37,18 @@ from policy.config import (
     load_catalog,
     load_policy,
 )
-from policy.engine import Engine
-from policy.experiments import load_experiments
-from policy.holds import DueHolds
-from policy.ids import decision_id
-from policy.processor import HOLDS_KIND, MERGE_KIND, Processor, Result
-from policy.scoring import Scorer
-from policy.state import TABLES, CustomerState, decode_state
-from schemas.codec import encode
-from schemas.outputs import Action
+from nudge.policy.engine import Engine
+from nudge.policy.experiments import load_experiments
+from nudge.policy.holds import DueHolds
+from nudge.policy.ids import decision_id
+from nudge.policy.processor import HOLDS_KIND, MERGE_KIND, Processor, Result
+from nudge.policy.scoring import Scorer
+from nudge.policy.state import TABLES, CustomerState, decode_state
+from nudge.schemas.codec import encode
+from nudge.schemas.outputs import Action
 
-CONFIG = Path(__file__).resolve().parent.parent / "config"
-CATALOG = CONFIG / "catalog.toml"
-POLICY = CONFIG / "policy.toml"
+CATALOG = shipped(SHIPPED_CATALOG)
+POLICY = shipped(SHIPPED_POLICY)
 
 ActionDict = dict[str, Any]
 

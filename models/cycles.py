@@ -38,9 +38,9 @@ from scipy import optimize, stats
 from scipy.special import expit, log_expit
 from sklearn.base import BaseEstimator
 
-from models.replay import LogRecord
-from policy.cycles import DAY, MIN_GAP_DAYS, intervals
-from schemas.events import PurchaseEvent
+from nudge.models.replay import LogRecord
+from nudge.policy.cycles import DAY, MIN_GAP_DAYS, intervals
+from nudge.schemas.events import PurchaseEvent
 
 #: The pooled fit's key in `categories_`: every category together.
 POOLED = "*"

@@ -1,8 +1,8 @@
 """Check learned purchase cycles on real purchase histories, split by time.
 
-    python -m models.cycles_check --fetch                  # CDNOW, fetched once
-    python -m models.cycles_check --transactions FILE --cutoff 1997-12-31
-    python -m models.cycles_check --log events.jsonl       # a nudge event log
+    python -m nudge.models.cycles_check --fetch                  # CDNOW, fetched once
+    python -m nudge.models.cycles_check --transactions FILE --cutoff 1997-12-31
+    python -m nudge.models.cycles_check --log events.jsonl       # a nudge event log
 
 The model is fitted on the purchases before the cutoff only (open gaps are
 censored at the cutoff), then every repeat purchase after the cutoff is
@@ -41,9 +41,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from models.cycles import Purchase, PurchaseCycles, histories, purchases_from_log
-from models.replay import read_log
-from policy.cycles import DAY, MIN_GAP_DAYS, intervals, observe
+from nudge.models.cycles import Purchase, PurchaseCycles, histories, purchases_from_log
+from nudge.models.replay import read_log
+from nudge.policy.cycles import DAY, MIN_GAP_DAYS, intervals, observe
 
 LIFETIMES_WHEEL = "Lifetimes-0.11.3-py3-none-any.whl"
 LIFETIMES_SHA256 = "261e3dc89977c2b60767ca6728aaa29d429de0c814635070a749c36555895da8"
@@ -280,7 +280,9 @@ def _iso(ts: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m models.cycles_check", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m nudge.models.cycles_check", description=__doc__
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--fetch", action="store_true", help="CDNOW from the lifetimes wheel")
     source.add_argument("--transactions", type=Path, help="CDNOW-format transactions file")

@@ -40,8 +40,8 @@ from pathlib import Path
 from statistics import fmean
 from typing import Any
 
-from models import artifact
-from models.baselines import (
+from nudge.models import artifact
+from nudge.models.baselines import (
     CATALOG,
     POLICY,
     AutopilotPolicy,
@@ -50,13 +50,13 @@ from models.baselines import (
     NudgePolicy,
     SilentPolicy,
 )
-from models.harms import JUST_BOUGHT_DAYS, NIGHT_FROM, NIGHT_UNTIL, HarmCounter
-from models.incremental import METHOD, paired_difference
-from models.serving import ScorerHolder
-from models.simulator import DAY, START, Simulation, write_event_log
-from models.training import TrainingError, beats_constant, train
-from policy.config import load_catalog, load_policy
-from policy.scoring import HeuristicScorer, Scorer
+from nudge.models.harms import JUST_BOUGHT_DAYS, NIGHT_FROM, NIGHT_UNTIL, HarmCounter
+from nudge.models.incremental import METHOD, paired_difference
+from nudge.models.serving import ScorerHolder
+from nudge.models.simulator import DAY, START, Simulation, write_event_log
+from nudge.models.training import TrainingError, beats_constant, train
+from nudge.policy.config import load_catalog, load_policy
+from nudge.policy.scoring import HeuristicScorer, Scorer
 
 POLICIES: dict[str, Callable[[], DecisionPolicy]] = {
     "nudge": NudgePolicy,

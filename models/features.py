@@ -15,10 +15,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from policy import rules
-from policy.config import LEVELS, QuietHoursPolicy
-from policy.scoring import ScoringRequest
-from policy.updates import AFFINITY_HALF_LIFE, CHANNELS, profiling_allowed
+from nudge.policy import rules
+from nudge.policy.config import LEVELS, QuietHoursPolicy
+from nudge.policy.scoring import ScoringRequest
+from nudge.policy.updates import AFFINITY_HALF_LIFE, CHANNELS, profiling_allowed
 
 #: Bump whenever a name, its meaning or its order changes.
 FEATURE_SCHEMA_VERSION = 1

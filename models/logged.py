@@ -32,12 +32,12 @@ from typing import Any
 
 import msgspec
 
-from models.baselines import InMemoryWorker, subject_key
-from models.ope import LoggedDecision, Pair
-from policy.engine import Engine, Outcome
-from policy.processor import Processor, Result
-from schemas.events import EVENT_TYPES_BY_TOPIC
-from schemas.outputs import Action
+from nudge.models.baselines import InMemoryWorker, subject_key
+from nudge.models.ope import LoggedDecision, Pair
+from nudge.policy.engine import Engine, Outcome
+from nudge.policy.processor import Processor, Result
+from nudge.schemas.events import EVENT_TYPES_BY_TOPIC
+from nudge.schemas.outputs import Action
 
 #: Decisions this close to the log's end are left out: their conversions may
 #: not have come in yet.

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from policy.ids import hash64
+from nudge.policy.ids import hash64
 
 Z95 = 1.959963984540054
 #: A pair is "action_id@channel"; None: nothing sent.

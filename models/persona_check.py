@@ -1,6 +1,6 @@
 """Do persona-aware decisions add orders? Checked in the simulator.
 
-    python -m models.persona_check --customers 2000 --days 30 --seeds 7 8 9 \\
+    python -m nudge.models.persona_check --customers 2000 --days 30 --seeds 7 8 9 \\
         --out results/personas
 
 The simulator's people have hidden personas (models/simulator.py) that no
@@ -37,15 +37,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from models.baselines import CATALOG, POLICY, NudgePolicy, SilentPolicy
-from models.evaluate import aggregate, play
-from models.incremental import METHOD, paired_difference
-from models.personas import FoldedPersonas, PersonaModel
-from models.simulator import Simulation, write_event_log
-from models.training import train
-from policy.config import load_catalog, load_policy
-from policy.scoring import HeuristicScorer
-from policy.state import CustomerState
+from nudge.models.baselines import CATALOG, POLICY, NudgePolicy, SilentPolicy
+from nudge.models.evaluate import aggregate, play
+from nudge.models.incremental import METHOD, paired_difference
+from nudge.models.personas import FoldedPersonas, PersonaModel
+from nudge.models.simulator import Simulation, write_event_log
+from nudge.models.training import train
+from nudge.policy.config import load_catalog, load_policy
+from nudge.policy.scoring import HeuristicScorer
+from nudge.policy.state import CustomerState
 
 #: Traits of the learned personas the extra action is for: people who answer
 #: messages and buy. Chosen from the trait vocabulary after seeing which
@@ -130,7 +130,7 @@ def run(
     return {
         "check": "persona-aware against persona-blind decisions, simulated",
         "command": (
-            f"python -m models.persona_check --customers {customers} --days {days:g}"
+            f"python -m nudge.models.persona_check --customers {customers} --days {days:g}"
             f" --seeds {' '.join(map(str, seeds))} --train-seed {train_seed}"
         ),
         "world": {"customers": customers, "days": days, "seeds": list(seeds)},

@@ -16,9 +16,9 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.cluster import KMeans
 from sklearn.preprocessing import StandardScaler
 
-from policy.personas import key_of
-from policy.state import CustomerState
-from policy.updates import profiling_allowed
+from nudge.policy.personas import key_of
+from nudge.policy.state import CustomerState
+from nudge.policy.updates import profiling_allowed
 
 DAY = 86400.0
 

@@ -41,15 +41,15 @@ from pathlib import Path
 
 import msgspec
 
-from models.features import FeatureBuilder
-from policy.config import Catalog, ContactPolicy
-from policy.engine import Engine
-from policy.holds import DueHolds
-from policy.processor import HOLDS_KIND, MERGE_KIND, Processor, Result
-from policy.scoring import HeuristicScorer, ScoringRequest
-from policy.state import TABLES, CustomerState, decode_state, encode_profile
-from schemas.events import EVENT_TYPES_BY_TOPIC
-from schemas.outputs import Action, Suppression
+from nudge.models.features import FeatureBuilder
+from nudge.policy.config import Catalog, ContactPolicy
+from nudge.policy.engine import Engine
+from nudge.policy.holds import DueHolds
+from nudge.policy.processor import HOLDS_KIND, MERGE_KIND, Processor, Result
+from nudge.policy.scoring import HeuristicScorer, ScoringRequest
+from nudge.policy.state import TABLES, CustomerState, decode_state, encode_profile
+from nudge.schemas.events import EVENT_TYPES_BY_TOPIC
+from nudge.schemas.outputs import Action, Suppression
 
 POSITIVE = ("clicked", "converted")
 LOGGED_DECISIONS = ("actions", "suppressions")

@@ -16,11 +16,11 @@ import numpy as np
 from scipy.special import expit
 from sklearn.pipeline import Pipeline
 
-from models.artifact import Artifact
-from models.features import FeatureBuilder
-from models.personas import FoldedPersonas
-from policy.scoring import ScoringRequest
-from policy.state import CustomerState
+from nudge.models.artifact import Artifact
+from nudge.models.features import FeatureBuilder
+from nudge.models.personas import FoldedPersonas
+from nudge.policy.scoring import ScoringRequest
+from nudge.policy.state import CustomerState
 
 
 class ModelScorer:

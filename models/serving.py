@@ -17,14 +17,14 @@ from pathlib import Path
 
 from prometheus_client import Counter, Gauge
 
-from models import artifact
-from models.artifact import ArtifactError
-from models.features import FeatureBuilder
-from models.scorer import ModelScorer
-from policy.config import ContactPolicy
-from policy.cycles import CycleModel
-from policy.scoring import HeuristicScorer, Scorer, ScoringRequest
-from policy.state import CustomerState
+from nudge.models import artifact
+from nudge.models.artifact import ArtifactError
+from nudge.models.features import FeatureBuilder
+from nudge.models.scorer import ModelScorer
+from nudge.policy.config import ContactPolicy
+from nudge.policy.cycles import CycleModel
+from nudge.policy.scoring import HeuristicScorer, Scorer, ScoringRequest
+from nudge.policy.state import CustomerState
 
 log = logging.getLogger("nudge.models")
 

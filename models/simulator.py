@@ -44,7 +44,7 @@ import msgspec
 import numpy as np
 
 if TYPE_CHECKING:
-    from models.baselines import DecisionPolicy
+    from nudge.models.baselines import DecisionPolicy
 
 MINUTE = 60.0
 HOUR = 3600.0

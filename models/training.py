@@ -34,12 +34,12 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from models.cycles import PurchaseCycles, fit_cycles
-from models.features import FEATURE_NAMES
-from models.personas import PersonaModel, descriptors, profiled
-from models.replay import Example, Replay, read_log, replay
-from models.uplift import UpliftError, UpliftModel, compare, fit_uplift, qini_gain
-from policy.config import Catalog, ContactPolicy
+from nudge.models.cycles import PurchaseCycles, fit_cycles
+from nudge.models.features import FEATURE_NAMES
+from nudge.models.personas import PersonaModel, descriptors, profiled
+from nudge.models.replay import Example, Replay, read_log, replay
+from nudge.models.uplift import UpliftError, UpliftModel, compare, fit_uplift, qini_gain
+from nudge.policy.config import Catalog, ContactPolicy
 
 DAY = 86400.0
 RELIABILITY_BINS = 10

@@ -52,7 +52,7 @@ class UpliftModel:
 
 def fit_uplift(X: np.ndarray, y: np.ndarray, treated: np.ndarray, C: float = 1.0) -> UpliftModel:
     """T-learner: fit one logistic regression per arm on the same features."""
-    from models.training import fit_propensity  # the same pipeline, one per arm
+    from nudge.models.training import fit_propensity  # the same pipeline, one per arm
 
     models = {}
     for name, mask in (("treatment", treated), ("control", ~treated)):

@@ -20,7 +20,7 @@ from typing import IO, Any
 
 import msgspec
 
-from schemas.events import EVENT_TYPES_BY_TOPIC
+from nudge.schemas.events import EVENT_TYPES_BY_TOPIC
 
 
 def _kind_of_type() -> dict[str, str]:

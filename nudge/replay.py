@@ -35,15 +35,15 @@ from typing import Any, Literal, Protocol
 import msgspec
 
 from nudge.eventlog import Item
-from policy.engine import Engine
-from policy.erasure import MARKER_TABLE
-from policy.holds import DueHolds
-from policy.onsite import IMPRESSION_KIND
-from policy.processor import FORWARD_KIND, HOLDS_KIND, MERGE_KIND, Processor, Result
-from policy.state import TABLES, decode_state
-from schemas.events import EVENT_TYPES_BY_TOPIC, UtcTime
-from schemas.outputs import Action, Decision, Suppression
-from streams.produced import ProducedActions
+from nudge.policy.engine import Engine
+from nudge.policy.erasure import MARKER_TABLE
+from nudge.policy.holds import DueHolds
+from nudge.policy.onsite import IMPRESSION_KIND
+from nudge.policy.processor import FORWARD_KIND, HOLDS_KIND, MERGE_KIND, Processor, Result
+from nudge.policy.state import TABLES, decode_state
+from nudge.schemas.events import EVENT_TYPES_BY_TOPIC, UtcTime
+from nudge.schemas.outputs import Action, Decision, Suppression
+from nudge.streams.produced import ProducedActions
 
 Clock = Literal["event", "recorded"]
 #: Log kinds a replay feeds to the processor; anything else (e.g. the

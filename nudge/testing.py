@@ -22,10 +22,8 @@ from pathlib import Path
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.producer.future import FutureRecordMetadata
 
-from ops.local_kafka import free_port
-from streams.topics import topic_name
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from nudge.ops.local_kafka import free_port
+from nudge.streams.topics import topic_name
 
 
 @dataclass
@@ -69,7 +67,7 @@ class WorkerProcess:
             env=self.env(),
             stdout=log,
             stderr=subprocess.STDOUT,
-            cwd=REPO_ROOT,
+            cwd=self.data_dir,
             start_new_session=True,
         )
         self.wait_ready(ready_timeout)

@@ -9,7 +9,7 @@ Development and integration tests need a genuine broker (consumer groups, transa
 topic admin), and this machine reaches Maven Central but no container registry, so the
 broker jars are fetched once with Maven and the JVM is started directly.
 
-Usage: ``python -m ops.local_kafka start --port 9092 --data-dir .data/kafka``,
+Usage: ``python -m nudge.ops.local_kafka start --port 9092 --data-dir .data/kafka``,
 ``... stop --data-dir .data/kafka`` and ``... status --data-dir .data/kafka``.
 """
 
@@ -37,11 +37,12 @@ from pathlib import Path
 
 KAFKA_VERSION = "4.1.2"
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-KAFKA_OPS_DIR = REPO_ROOT / "ops" / "kafka"
+#: The pom and log4j configuration, installed with the package.
+KAFKA_OPS_DIR = Path(__file__).resolve().parent / "kafka"
 POM = KAFKA_OPS_DIR / "pom.xml"
 LOG4J2_CONFIG = KAFKA_OPS_DIR / "log4j2.properties"
-CACHE_DIR = REPO_ROOT / ".cache" / "kafka"
+#: Where the broker jars are kept between runs (shared by every checkout and install).
+CACHE_DIR = Path(os.environ.get("NUDGE_CACHE_DIR", Path.home() / ".cache" / "nudge")) / "kafka"
 
 HOST = "127.0.0.1"
 # Small heap: the machine has 2 cores and other services; a dev broker needs little.
@@ -533,7 +534,7 @@ def running_port(data_dir: Path) -> int | None:
 def main(argv: Sequence[str] | None = None) -> int:
     """``start`` / ``stop`` / ``status`` for a broker kept in a data dir."""
     parser = argparse.ArgumentParser(
-        prog="python -m ops.local_kafka", description=__doc__.splitlines()[0]
+        prog="python -m nudge.ops.local_kafka", description=__doc__.splitlines()[0]
     )
     commands = parser.add_subparsers(dest="command", required=True)
     start_cmd = commands.add_parser("start", help="start a broker and wait until it serves clients")

@@ -14,9 +14,9 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from policy.personas import PersonaTrait
-from schemas.events import Channel, ClickType, FeedbackType
-from schemas.outputs import MessageClass
+from nudge.policy.personas import PersonaTrait
+from nudge.schemas.events import Channel, ClickType, FeedbackType
+from nudge.schemas.outputs import MessageClass
 
 Level = Literal["unknown", "identified", "known", "engaged"]
 LEVELS: tuple[Level, ...] = ("unknown", "identified", "known", "engaged")

@@ -10,12 +10,12 @@ out an action whose own category is; here the same check guards the choice).
 
 from __future__ import annotations
 
-from policy import rules
-from policy.config import CatalogAction, ContactPolicy
-from policy.cycles import CycleModel, purchase_window
-from policy.state import CART_PRODUCTS, CustomerState
-from policy.updates import profiling_allowed, viewed
-from schemas.outputs import Content
+from nudge.policy import rules
+from nudge.policy.config import CatalogAction, ContactPolicy
+from nudge.policy.cycles import CycleModel, purchase_window
+from nudge.policy.state import CART_PRODUCTS, CustomerState
+from nudge.policy.updates import profiling_allowed, viewed
+from nudge.schemas.outputs import Content
 
 MAX_PRODUCTS = CART_PRODUCTS
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from policy.config import ContactPolicy
-from policy.state import CustomerState
+from nudge.policy.config import ContactPolicy
+from nudge.policy.state import CustomerState
 
 DAY = 86400.0
 #: Purchases of a category closer together than this are one need (a split

@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, tzinfo
 
-from policy.config import EngagementPolicy
-from policy.state import CustomerState
+from nudge.policy.config import EngagementPolicy
+from nudge.policy.state import CustomerState
 
 CHANNELS = ("email", "sms", "push", "web")
 BLOCK_HOURS = 4

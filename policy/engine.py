@@ -17,13 +17,13 @@ from typing import Any
 
 import msgspec
 
-from policy import content, engagement, identity, personas, rules, updates
-from policy.config import Catalog, CatalogAction, ContactPolicy
-from policy.cycles import CycleModel, purchase_window
-from policy.experiments import NO_EXPERIMENTS, Experiments
-from policy.ids import decision_id, hash64, in_holdout, unit_draw
-from policy.scoring import HeuristicScorer, Scorer, ScoringRequest
-from policy.state import (
+from nudge.policy import content, engagement, identity, personas, rules, updates
+from nudge.policy.config import Catalog, CatalogAction, ContactPolicy
+from nudge.policy.cycles import CycleModel, purchase_window
+from nudge.policy.experiments import NO_EXPERIMENTS, Experiments
+from nudge.policy.ids import decision_id, hash64, in_holdout, unit_draw
+from nudge.policy.scoring import HeuristicScorer, Scorer, ScoringRequest
+from nudge.policy.state import (
     MAX_CONTACTS,
     MAX_HOLDS,
     MAX_MARKETING_HOLDS,
@@ -36,7 +36,7 @@ from policy.state import (
     remember,
     seen,
 )
-from schemas.events import (
+from nudge.schemas.events import (
     ClickEvent,
     ConsentEvent,
     ErasureEvent,
@@ -46,7 +46,7 @@ from schemas.events import (
     PreferencesEvent,
     PurchaseEvent,
 )
-from schemas.outputs import (
+from nudge.schemas.outputs import (
     Action,
     CandidateVerdict,
     Content,

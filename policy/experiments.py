@@ -25,8 +25,8 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from policy.config import Catalog, ConfigError, ContactPolicy, load_catalog, load_policy
-from policy.ids import unit_draw
+from nudge.policy.config import Catalog, ConfigError, ContactPolicy, load_catalog, load_policy
+from nudge.policy.ids import unit_draw
 
 Name = Annotated[str, Meta(pattern=r"^[a-z0-9_]{1,32}$")]
 

@@ -8,12 +8,12 @@ from typing import Any
 
 import msgspec
 
-from policy import engagement, rules
-from policy.config import ContactPolicy
-from policy.engine import Outcome
-from policy.ids import in_holdout
-from policy.locality import person_zone
-from policy.state import TABLES, CustomerState
+from nudge.policy import engagement, rules
+from nudge.policy.config import ContactPolicy
+from nudge.policy.engine import Outcome
+from nudge.policy.ids import in_holdout
+from nudge.policy.locality import person_zone
+from nudge.policy.state import TABLES, CustomerState
 
 
 def _iso(ts: float) -> str | None:

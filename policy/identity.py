@@ -12,7 +12,7 @@ arm (policy/experiments.py) where it had none, so neither flips at login.
 
 from __future__ import annotations
 
-from policy.state import Profile
+from nudge.policy.state import Profile
 
 #: Anonymous ids remembered per customer (devices and browsers); the oldest
 #: goes first. An id pushed out is no longer erased with the customer.

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from policy.state import Profile
+from nudge.policy.state import Profile
 
 ZoneSource = Literal["stated", "device", "inferred", "policy"]
 

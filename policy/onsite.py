@@ -17,11 +17,11 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from policy.engine import Engine
-from policy.state import CustomerState
-from schemas.codec import InvalidEvent
-from schemas.events import Channel, ClickEvent, ClickType, Identifier, Label
-from schemas.outputs import Action, Decision
+from nudge.policy.engine import Engine
+from nudge.policy.state import CustomerState
+from nudge.schemas.codec import InvalidEvent
+from nudge.schemas.events import Channel, ClickEvent, ClickType, Identifier, Label
+from nudge.schemas.outputs import Action, Decision
 
 #: Internal topic kind carrying impressions to the customer's partition.
 IMPRESSION_KIND = "onsite-impressions"

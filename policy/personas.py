@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal, get_args
 
 if TYPE_CHECKING:
-    from policy.config import CatalogAction
+    from nudge.policy.config import CatalogAction
 
 PersonaTrait = Literal[
     "frequent_buyers",

@@ -15,20 +15,20 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from policy.engine import Engine, Outcome, Produced
-from policy.erasure import (
+from nudge.policy.engine import Engine, Outcome, Produced
+from nudge.policy.erasure import (
     MARKER_TABLE,
     ErasureMarker,
     encode_marker,
     live_marker,
     marker_key,
 )
-from policy.identity import pointer
-from policy.onsite import IMPRESSION_KIND, decode_impression
-from policy.state import TABLES, CustomerState, decode_state, encode_profile, encode_state
-from schemas.codec import MAX_EVENT_BYTES, InvalidEvent, decode_event, encode
-from schemas.events import ConsentEvent, ErasureEvent, Event, IdentityEvent
-from schemas.outputs import (
+from nudge.policy.identity import pointer
+from nudge.policy.onsite import IMPRESSION_KIND, decode_impression
+from nudge.policy.state import TABLES, CustomerState, decode_state, encode_profile, encode_state
+from nudge.schemas.codec import MAX_EVENT_BYTES, InvalidEvent, decode_event, encode
+from nudge.schemas.events import ConsentEvent, ErasureEvent, Event, IdentityEvent
+from nudge.schemas.outputs import (
     Action,
     ConsentLogEntry,
     DeadLetter,

@@ -12,14 +12,14 @@ import zoneinfo
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from policy import engagement, personas
-from policy.config import LEVELS, Caps, CatalogAction, ContactPolicy, Level, QuietHoursPolicy
-from policy.cycles import CycleModel, purchase_window
-from policy.locality import person_zone
-from policy.state import CONTACT_HORIZON, MAX_CONTACTS, Contact, CustomerState, QuietWindow
-from policy.updates import profiling_allowed
-from schemas.events import Event
-from schemas.outputs import ReasonCode
+from nudge.policy import engagement, personas
+from nudge.policy.config import LEVELS, Caps, CatalogAction, ContactPolicy, Level, QuietHoursPolicy
+from nudge.policy.cycles import CycleModel, purchase_window
+from nudge.policy.locality import person_zone
+from nudge.policy.state import CONTACT_HORIZON, MAX_CONTACTS, Contact, CustomerState, QuietWindow
+from nudge.policy.updates import profiling_allowed
+from nudge.schemas.events import Event
+from nudge.schemas.outputs import ReasonCode
 
 ENGAGED_WITHIN = 30 * 86400.0
 WEEK = 604800.0

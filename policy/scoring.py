@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from policy.config import CatalogAction
-from policy.state import CustomerState
-from policy.updates import profiling_allowed
-from schemas.events import Event
+from nudge.policy.config import CatalogAction
+from nudge.policy.state import CustomerState
+from nudge.policy.updates import profiling_allowed
+from nudge.schemas.events import Event
 
 
 @dataclass(frozen=True, slots=True)

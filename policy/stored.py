@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import msgspec
 
-from policy.erasure import MARKER_TABLE
-from policy.state import TABLES
+from nudge.policy.erasure import MARKER_TABLE
+from nudge.policy.state import TABLES
 
 #: The parts of a stored record, in their fixed order.
 PARTS: tuple[str, ...] = (*TABLES, MARKER_TABLE)

@@ -14,12 +14,12 @@ from zoneinfo import ZoneInfo
 
 from msgspec import UNSET
 
-from policy import engagement
-from policy.config import ContactPolicy
-from policy.cycles import observe
-from policy.ids import hash64
-from policy.locality import merge_clocks, observe_activity, person_zone
-from policy.state import (
+from nudge.policy import engagement
+from nudge.policy.config import ContactPolicy
+from nudge.policy.cycles import observe
+from nudge.policy.ids import hash64
+from nudge.policy.locality import merge_clocks, observe_activity, person_zone
+from nudge.policy.state import (
     CART_PRODUCTS,
     MAX_CATEGORIES,
     RECENT_VIEWS,
@@ -31,7 +31,7 @@ from policy.state import (
     ordered,
     remember_order,
 )
-from schemas.events import (
+from nudge.schemas.events import (
     ClickEvent,
     ConsentEvent,
     FeedbackEvent,
@@ -39,7 +39,7 @@ from schemas.events import (
     PreferencesEvent,
     PurchaseEvent,
 )
-from schemas.outputs import ConsentLogEntry, NotApplied
+from nudge.schemas.outputs import ConsentLogEntry, NotApplied
 
 AFFINITY_HALF_LIFE = 14 * 86400.0
 AFFINITY_WEIGHTS = {"product_view": 1.0, "add_to_cart": 3.0, "purchase": 5.0}

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
-from schemas.events import EVENT_TYPES_BY_TOPIC, Event, PreferencesEvent
+from nudge.schemas.events import EVENT_TYPES_BY_TOPIC, Event, PreferencesEvent
 
 MAX_EVENT_BYTES = 64 * 1024
 #: Event times further from the processing clock than this are impossible.

@@ -1,6 +1,6 @@
 """JSON Schema files generated from the records, for teams outside Python.
 
-Run `python -m schemas.jsonschema` after changing a record; a test fails
+Run `python -m nudge.schemas.jsonschema` after changing a record; a test fails
 while the checked-in files differ from what the records generate.
 """
 
@@ -13,8 +13,8 @@ from typing import Any
 
 import msgspec
 
-from schemas.events import EVENT_TYPES_BY_TOPIC
-from schemas.outputs import (
+from nudge.schemas.events import EVENT_TYPES_BY_TOPIC
+from nudge.schemas.outputs import (
     Action,
     ConsentLogEntry,
     DeadLetter,

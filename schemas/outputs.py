@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from schemas.events import (
+from nudge.schemas.events import (
     SCHEMA_VERSION,
     Channel,
     ConsentChannel,

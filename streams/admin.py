@@ -18,9 +18,9 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from policy.stored import PARTS, STATE_TABLE
-from streams.settings import Settings
-from streams.topics import INPUT_KINDS, INTERNAL_KINDS, all_kinds, topic_name
+from nudge.policy.stored import PARTS, STATE_TABLE
+from nudge.streams.settings import Settings
+from nudge.streams.topics import INPUT_KINDS, INTERNAL_KINDS, all_kinds, topic_name
 
 log = logging.getLogger(__name__)
 

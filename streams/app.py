@@ -19,18 +19,18 @@ from datetime import UTC, datetime
 
 import faust
 
-from policy.engine import Engine, Produced
-from policy.processor import Processor, Result
-from policy.stored import STATE_TABLE
-from schemas.outputs import Action
-from streams import holds, metrics, ordering, producer_buffer, seek_race, undecodable
-from streams.batch import BatchState
-from streams.crash_journal import CrashJournal
-from streams.delivery import Outbox
-from streams.holds import HoldTimer
-from streams.produced import ProducedActions
-from streams.settings import Settings
-from streams.topics import INPUT_KINDS, INTERNAL_KINDS, OUTPUT_KINDS, topic_name
+from nudge.policy.engine import Engine, Produced
+from nudge.policy.processor import Processor, Result
+from nudge.policy.stored import STATE_TABLE
+from nudge.schemas.outputs import Action
+from nudge.streams import holds, metrics, ordering, producer_buffer, seek_race, undecodable
+from nudge.streams.batch import BatchState
+from nudge.streams.crash_journal import CrashJournal
+from nudge.streams.delivery import Outbox
+from nudge.streams.holds import HoldTimer
+from nudge.streams.produced import ProducedActions
+from nudge.streams.settings import Settings
+from nudge.streams.topics import INPUT_KINDS, INTERNAL_KINDS, OUTPUT_KINDS, topic_name
 
 log = logging.getLogger("nudge.worker")
 

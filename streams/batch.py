@@ -22,8 +22,8 @@ from collections.abc import Mapping
 
 import faust
 
-from policy.processor import Result
-from policy.stored import (
+from nudge.policy.processor import Result
+from nudge.policy.stored import (
     HOLD_INDEX_VALUE,
     STATE_TABLE,
     Parts,
@@ -32,8 +32,8 @@ from policy.stored import (
     hold_index_key,
     merge,
 )
-from streams import ordering
-from streams.crash_journal import CrashJournal
+from nudge.streams import ordering
+from nudge.streams.crash_journal import CrashJournal
 
 
 def stored_parts(table: faust.Table, key: bytes) -> Parts:

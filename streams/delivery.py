@@ -59,7 +59,7 @@ from contextlib import asynccontextmanager
 import faust
 from faust.types import TP
 
-from policy.processor import Emit
+from nudge.policy.processor import Emit
 
 #: Outputs that prove a person's choice was recorded (see the module docstring).
 PROOFS = frozenset({"consent-log", "erasures"})

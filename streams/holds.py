@@ -34,14 +34,14 @@ from typing import TYPE_CHECKING
 import msgspec
 from rocksdict import Rdict
 
-from policy.holds import DueHolds
-from policy.processor import HOLDS_KIND, Processor, Result
-from policy.state import Holds
-from policy.stored import HOLD_INDEX_PREFIX, STATE_TABLE, decode_record
-from streams.topics import topic_name
+from nudge.policy.holds import DueHolds
+from nudge.policy.processor import HOLDS_KIND, Processor, Result
+from nudge.policy.state import Holds
+from nudge.policy.stored import HOLD_INDEX_PREFIX, STATE_TABLE, decode_record
+from nudge.streams.topics import topic_name
 
 if TYPE_CHECKING:
-    from streams.app import NudgeApp
+    from nudge.streams.app import NudgeApp
 
 log = logging.getLogger("nudge.worker")
 

@@ -20,9 +20,9 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from policy.engine import Engine
-from policy.onsite import Impression
-from policy.state import CustomerState
+from nudge.policy.engine import Engine
+from nudge.policy.onsite import Impression
+from nudge.policy.state import CustomerState
 
 #: Far longer than an impression takes to reach the agent; a lagging agent is
 #: what the lag metric is for.

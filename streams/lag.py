@@ -18,9 +18,9 @@ from kafka import KafkaAdminClient, TopicPartition
 from kafka.admin import OffsetSpec
 from kafka.protocol.consumer import IsolationLevel
 
-from streams import metrics
-from streams.settings import Settings
-from streams.topics import INPUT_KINDS, INTERNAL_KINDS, topic_name
+from nudge.streams import metrics
+from nudge.streams.settings import Settings
+from nudge.streams.topics import INPUT_KINDS, INTERNAL_KINDS, topic_name
 
 log = logging.getLogger("nudge.lag")
 

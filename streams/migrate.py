@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from policy.stored import (
+from nudge.policy.stored import (
     HOLD_INDEX_VALUE,
     PARTS,
     STATE_TABLE,
@@ -35,8 +35,8 @@ from policy.stored import (
     encode_record,
     hold_index_key,
 )
-from streams.admin import changelog_topic, ensure_topics, legacy_changelogs
-from streams.settings import Settings
+from nudge.streams.admin import changelog_topic, ensure_topics, legacy_changelogs
+from nudge.streams.settings import Settings
 
 log = logging.getLogger("nudge.migrate")
 

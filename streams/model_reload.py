@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import faust
 
-from models.serving import ScorerHolder
+from nudge.models.serving import ScorerHolder
 
 
 def schedule_reloads(app: faust.App, holder: ScorerHolder, interval_seconds: float) -> None:

@@ -22,14 +22,14 @@ from datetime import UTC, datetime
 
 from faust import web
 
-from policy import onsite
-from policy.state import decode_state
-from policy.stored import STATE_TABLE, decode_record
-from schemas.codec import InvalidEvent
-from streams import metrics
-from streams.app import NudgeApp
-from streams.impressions import PendingImpressions
-from streams.views import auth_error, owner_router, read_body
+from nudge.policy import onsite
+from nudge.policy.state import decode_state
+from nudge.policy.stored import STATE_TABLE, decode_record
+from nudge.schemas.codec import InvalidEvent
+from nudge.streams import metrics
+from nudge.streams.app import NudgeApp
+from nudge.streams.impressions import PendingImpressions
+from nudge.streams.views import auth_error, owner_router, read_body
 
 
 def register_onsite(nudge: NudgeApp) -> None:

@@ -80,7 +80,7 @@ from faust.exceptions import ConsumerNotStarted
 from faust.streams import _current_event
 from faust.types import TP
 
-from streams import metrics
+from nudge.streams import metrics
 
 T = TypeVar("T")
 

@@ -29,7 +29,7 @@ from functools import partial
 
 import msgspec
 
-from policy.processor import Emit
+from nudge.policy.processor import Emit
 
 #: Decision ids remembered: a copy of a trigger arriving after this many
 #: later actions is re-issued once (harmless: same decision id).

@@ -36,7 +36,7 @@ from aiokafka.partitioner import murmur2
 from faust import web
 from yarl import URL
 
-from streams.app import NudgeApp
+from nudge.streams.app import NudgeApp
 
 log = logging.getLogger("nudge.routing")
 

@@ -10,7 +10,7 @@ import socket
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from nudge.config import CATALOG, EXPERIMENTS, POLICY, shipped
 
 
 def _env(name: str, default: str) -> str:
@@ -42,7 +42,7 @@ class Settings:
         metadata={"env": "NUDGE_REPLICATION_FACTOR", "doc": "Replication of created topics."},
     )
     data_dir: Path = field(
-        default_factory=lambda: Path(_env("NUDGE_DATA_DIR", str(REPO_ROOT / ".data/worker"))),
+        default_factory=lambda: Path(_env("NUDGE_DATA_DIR", ".data/worker")),
         metadata={"env": "NUDGE_DATA_DIR", "doc": "Where RocksDB tables live (one per worker)."},
     )
     web_host: str = field(
@@ -62,17 +62,15 @@ class Settings:
         },
     )
     catalog_path: Path = field(
-        default_factory=lambda: Path(_env("NUDGE_CATALOG", str(REPO_ROOT / "config/catalog.toml"))),
+        default_factory=lambda: Path(_env("NUDGE_CATALOG", str(shipped(CATALOG)))),
         metadata={"env": "NUDGE_CATALOG", "doc": "Action catalog (TOML)."},
     )
     policy_path: Path = field(
-        default_factory=lambda: Path(_env("NUDGE_POLICY", str(REPO_ROOT / "config/policy.toml"))),
+        default_factory=lambda: Path(_env("NUDGE_POLICY", str(shipped(POLICY)))),
         metadata={"env": "NUDGE_POLICY", "doc": "Contact policy (TOML)."},
     )
     experiments_path: Path = field(
-        default_factory=lambda: Path(
-            _env("NUDGE_EXPERIMENTS", str(REPO_ROOT / "config/experiments.toml"))
-        ),
+        default_factory=lambda: Path(_env("NUDGE_EXPERIMENTS", str(shipped(EXPERIMENTS)))),
         metadata={
             "env": "NUDGE_EXPERIMENTS",
             "doc": "Experiments: arms running other catalogs or policies (TOML; the default"
@@ -112,7 +110,7 @@ class Settings:
         },
     )
     model_dir: Path = field(
-        default_factory=lambda: Path(_env("NUDGE_MODEL_DIR", str(REPO_ROOT / "models/artifacts"))),
+        default_factory=lambda: Path(_env("NUDGE_MODEL_DIR", ".data/models")),
         metadata={
             "env": "NUDGE_MODEL_DIR",
             "doc": "Model artifacts; CURRENT names the version to serve (none: heuristic).",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schemas.events import EVENT_TYPES_BY_TOPIC
+from nudge.schemas.events import EVENT_TYPES_BY_TOPIC
 
 INPUT_KINDS: tuple[str, ...] = tuple(EVENT_TYPES_BY_TOPIC)
 CHANNELS: tuple[str, ...] = ("email", "sms", "push", "web")

@@ -59,11 +59,11 @@ from aiokafka.consumer.fetcher import PartitionRecords
 from aiokafka.structs import TopicPartition
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
-from policy.processor import Processor
-from streams import metrics
+from nudge.policy.processor import Processor
+from nudge.streams import metrics
 
 if TYPE_CHECKING:
-    from streams.app import NudgeApp
+    from nudge.streams.app import NudgeApp
 
 log = logging.getLogger("nudge.worker")
 

@@ -14,13 +14,13 @@ from datetime import UTC, datetime
 from aiohttp.web_protocol import RequestPayloadError
 from faust import web
 
-from policy.explain import summarize_state, trace_outcome
-from policy.state import decode_state
-from policy.stored import STATE_TABLE, Parts, decode_record
-from schemas.codec import InvalidEvent, decode_event
-from streams.app import NudgeApp
-from streams.routing import OwnerRouter
-from streams.topics import INPUT_KINDS
+from nudge.policy.explain import summarize_state, trace_outcome
+from nudge.policy.state import decode_state
+from nudge.policy.stored import STATE_TABLE, Parts, decode_record
+from nudge.schemas.codec import InvalidEvent, decode_event
+from nudge.streams.app import NudgeApp
+from nudge.streams.routing import OwnerRouter
+from nudge.streams.topics import INPUT_KINDS
 
 
 def is_ready(nudge: NudgeApp) -> bool:

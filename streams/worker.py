@@ -9,21 +9,21 @@ from typing import Any
 import faust
 from faust import Worker
 
-from models.serving import ScorerHolder
-from policy.config import load_catalog, load_policy
-from policy.engine import Engine
-from policy.experiments import load_experiments
-from streams.admin import ensure_topics
-from streams.app import create_app
-from streams.crash_journal import CrashJournal, mark_clean_stop, recover_local_tables
-from streams.http_log import install as sanitize_request_logs
-from streams.lag import start_lag_monitor
-from streams.log_limits import RepeatLimiter
-from streams.metrics import register_table_collector
-from streams.model_reload import schedule_reloads
-from streams.onsite import register_onsite
-from streams.settings import Settings
-from streams.views import register_api, register_probes
+from nudge.models.serving import ScorerHolder
+from nudge.policy.config import load_catalog, load_policy
+from nudge.policy.engine import Engine
+from nudge.policy.experiments import load_experiments
+from nudge.streams.admin import ensure_topics
+from nudge.streams.app import create_app
+from nudge.streams.crash_journal import CrashJournal, mark_clean_stop, recover_local_tables
+from nudge.streams.http_log import install as sanitize_request_logs
+from nudge.streams.lag import start_lag_monitor
+from nudge.streams.log_limits import RepeatLimiter
+from nudge.streams.metrics import register_table_collector
+from nudge.streams.model_reload import schedule_reloads
+from nudge.streams.onsite import register_onsite
+from nudge.streams.settings import Settings
+from nudge.streams.views import register_api, register_probes
 
 log = logging.getLogger("nudge.worker")
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ops import local_kafka
+from nudge.ops import local_kafka
 
 
 @pytest.fixture(scope="session")

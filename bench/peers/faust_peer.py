@@ -24,7 +24,7 @@ import orjson
 
 from bench.peers import cli, counting
 from bench.peers.decision import decide
-from streams.topics import INPUT_KINDS, topic_name
+from nudge.streams.topics import INPUT_KINDS, topic_name
 
 OUTPUT_KIND = "actions"
 PRODUCER_BUFFER_MESSAGES = 10_000  # as streams/app.py: Faust's 100 stalls the consumer

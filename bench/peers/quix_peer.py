@@ -28,7 +28,7 @@ from quixstreams.models import TopicConfig
 
 from bench.peers import cli, counting
 from bench.peers.decision import decide
-from streams.topics import INPUT_KINDS, topic_name
+from nudge.streams.topics import INPUT_KINDS, topic_name
 
 OUTPUT_KIND = "actions"
 STATE_KEY = "c"

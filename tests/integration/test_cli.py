@@ -16,11 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from nudge.testing import REPO_ROOT, WorkerProcess, interruptible
+from nudge.testing import WorkerProcess, interruptible
 
 pytestmark = pytest.mark.integration
 
 TOKEN = "cli-test-token"
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +56,7 @@ def nudge(worker: WorkerProcess, *args: str, token: str = TOKEN, timeout: float 
     return subprocess.run(
         [sys.executable, "-m", "nudge.cli", *args],
         env=env,
-        cwd=REPO_ROOT,
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -146,7 +148,7 @@ def test_tail_stops_cleanly_on_ctrl_c(worker: WorkerProcess) -> None:
         [sys.executable, "-m", "nudge.cli", "tail", "suppressions"],
         preexec_fn=interruptible,
         env=env,
-        cwd=REPO_ROOT,
+        cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )

@@ -14,13 +14,15 @@ from pathlib import Path
 import pytest
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from nudge.testing import REPO_ROOT, OutputReader, WorkerProcess
-from streams.topics import topic_name
+from nudge.streams.topics import topic_name
+from nudge.testing import OutputReader, WorkerProcess
 from tests.integration.batches import CODEC_IDS, produce, purchase, stored_batches
 
 pytestmark = pytest.mark.integration
 
 CODECS = tuple(CODEC_IDS)  # none, gzip, snappy, lz4, zstd
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +107,7 @@ def test_output_reader_and_nudge_tail_decode_every_codec(kafka_bootstrap: str, t
         [sys.executable, "-m", "nudge.cli", "tail", "actions", "clickstream",
          "--from-beginning", "--limit", str(2 * len(CODECS)), "--json",
          "--bootstrap", kafka_bootstrap, "--prefix", prefix],
-        capture_output=True, text=True, cwd=REPO_ROOT, timeout=60,
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
     )  # fmt: skip
     assert tail.returncode == 0, tail.stderr
     shown = [json.loads(line) for line in tail.stdout.splitlines()]

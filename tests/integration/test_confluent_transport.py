@@ -22,7 +22,7 @@ import pytest
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from ops.local_kafka import free_port
+from nudge.ops.local_kafka import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from nudge.policy.ids import decision_id
 from nudge.testing import EventPublisher, OutputReader, WorkerProcess
-from policy.ids import decision_id
 from tests.integration.test_worker import TOKEN, Story, processed, publish, wait_state
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 
-from ops import local_kafka
+from nudge.ops import local_kafka
 
 pytestmark = pytest.mark.integration
 

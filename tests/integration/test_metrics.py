@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from nudge.policy.stored import STATE_TABLE
+from nudge.streams.lag import INTERVAL_S
+from nudge.streams.topics import INPUT_KINDS, INTERNAL_KINDS
 from nudge.testing import EventPublisher, OutputReader, Received, WorkerProcess
-from policy.stored import STATE_TABLE
-from streams.lag import INTERVAL_S
-from streams.topics import INPUT_KINDS, INTERNAL_KINDS
 
 pytestmark = pytest.mark.integration
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from bench.model_latency import synthetic_log
-from models import artifact
-from models.training import train
+from nudge.models import artifact
+from nudge.models.training import train
+from nudge.policy.config import load_catalog, load_policy
 from nudge.testing import EventPublisher, OutputReader, WorkerProcess
-from policy.config import load_catalog, load_policy
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from kafka.partitioner.default import murmur2
 
-from nudge.demo import story
+from nudge.cli.demo import story
 from nudge.testing import EventPublisher, OutputReader, WorkerProcess
 from tests.integration.test_worker import TOKEN, Story, decisions_for, wait_state
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from nudge.policy.engine import REISSUE
 from nudge.testing import EventPublisher, OutputReader, Received, WorkerProcess
-from policy.engine import REISSUE
 
 pytestmark = pytest.mark.integration
 

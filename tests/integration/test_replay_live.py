@@ -25,13 +25,13 @@ from pathlib import Path
 
 import pytest
 
-from models.baselines import NudgePolicy
-from models.simulator import Simulation
 from nudge.cli import main
 from nudge.eventlog import KIND_OF_TYPE, contract_key
+from nudge.models.baselines import NudgePolicy
+from nudge.models.simulator import Simulation
+from nudge.policy.ids import decision_id, hash64
+from nudge.policy.state import Profile, seen
 from nudge.testing import EventPublisher, OutputReader, WorkerProcess
-from policy.ids import decision_id, hash64
-from policy.state import Profile, seen
 
 pytestmark = pytest.mark.integration
 

@@ -16,18 +16,20 @@ import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
-from nudge.testing import REPO_ROOT, WorkerProcess
-from policy.config import load_catalog, load_policy
-from policy.engine import Engine
-from policy.processor import Processor
-from streams.admin import changelog_topic
-from streams.settings import Settings
+from nudge.policy.config import load_catalog, load_policy
+from nudge.policy.engine import Engine
+from nudge.policy.processor import Processor
+from nudge.streams.admin import changelog_topic
+from nudge.streams.settings import Settings
+from nudge.testing import WorkerProcess
 
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 4
 TOKEN = "migration-test-token"
 POLICY = Path(__file__).parent / "policy.toml"
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def old_layout_parts(customer: str, at: datetime) -> dict[str, bytes]:
@@ -75,7 +77,7 @@ def migrate(worker: WorkerProcess) -> subprocess.CompletedProcess:
     """`nudge state migrate` as an operator runs it: the workers' environment."""
     return subprocess.run(
         [sys.executable, "-m", "nudge.cli", "state", "migrate"],
-        env=worker.env(), cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+        env=worker.env(), cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from nudge.streams.topics import topic_name
 from nudge.testing import OutputReader, Received, WorkerProcess
-from streams.topics import topic_name
 from tests.integration.batches import batch_at, damage, produce, purchase
 
 pytestmark = pytest.mark.integration

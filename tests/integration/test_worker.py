@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer
 
+from nudge.policy.stored import STATE_TABLE, decode_record
 from nudge.testing import EventPublisher, OutputReader, WorkerProcess
-from policy.stored import STATE_TABLE, decode_record
 
 pytestmark = pytest.mark.integration
 

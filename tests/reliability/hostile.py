@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from schemas.codec import MAX_EVENT_BYTES, InvalidEvent, decode_event
+from nudge.schemas.codec import MAX_EVENT_BYTES, InvalidEvent, decode_event
 
 PROCESSED = "processed"
 #: Event types that always leave a record when valid and new: a decision

@@ -26,8 +26,8 @@ from workload import (
     worker_env,
 )
 
+from nudge.ops import local_kafka
 from nudge.testing import EventPublisher, OutputReader, WorkerProcess
-from ops import local_kafka
 
 pytestmark = pytest.mark.reliability
 

@@ -32,9 +32,9 @@ from workload import (
     worker_env,
 )
 
+from nudge.policy.engine import REISSUE
+from nudge.policy.stored import STATE_TABLE
 from nudge.testing import EventPublisher, OutputReader, Received, WorkerProcess
-from policy.engine import REISSUE
-from policy.stored import STATE_TABLE
 
 pytestmark = pytest.mark.reliability
 

@@ -35,13 +35,13 @@ from kafka.producer.future import FutureRecordMetadata
 from prometheus_client.parser import text_string_to_metric_families
 from workload import TOKEN, build, wait_recorded, worker_env
 
+from nudge.policy.engine import REISSUE
+from nudge.policy.processor import DEADLETTER_KEEP_BYTES
+from nudge.schemas.codec import decode_event
+from nudge.streams.admin import ensure_topics
+from nudge.streams.settings import Settings
+from nudge.streams.topics import INPUT_KINDS, INTERNAL_KINDS, topic_name
 from nudge.testing import EventPublisher, OutputReader, Received, WorkerProcess
-from policy.engine import REISSUE
-from policy.processor import DEADLETTER_KEEP_BYTES
-from schemas.codec import decode_event
-from streams.admin import ensure_topics
-from streams.settings import Settings
-from streams.topics import INPUT_KINDS, INTERNAL_KINDS, topic_name
 
 pytestmark = pytest.mark.reliability
 

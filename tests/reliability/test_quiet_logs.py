@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 from workload import worker_env
 
+from nudge.ops import local_kafka
+from nudge.streams.log_limits import REPEAT_INTERVAL_S
 from nudge.testing import EventPublisher, OutputReader, WorkerProcess
-from ops import local_kafka
-from streams.log_limits import REPEAT_INTERVAL_S
 
 pytestmark = pytest.mark.reliability
 

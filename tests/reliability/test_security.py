@@ -34,10 +34,10 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from nudge.ops import local_kafka
+from nudge.policy.onsite import MAX_REQUEST_BYTES as ONSITE_LIMIT
+from nudge.streams.views import MAX_BODY_BYTES as DECIDE_LIMIT
 from nudge.testing import EventPublisher, OutputReader, WorkerProcess
-from ops import local_kafka
-from policy.onsite import MAX_REQUEST_BYTES as ONSITE_LIMIT
-from streams.views import MAX_BODY_BYTES as DECIDE_LIMIT
 
 pytestmark = pytest.mark.reliability
 

@@ -28,12 +28,12 @@ import msgspec
 import rocksdict
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
+from nudge.policy.config import load_policy
+from nudge.policy.ids import decision_id
+from nudge.policy.state import Fatigue
+from nudge.policy.stored import STATE_TABLE, decode_record
+from nudge.streams.crash_journal import FAUST_OFFSET_KEY
 from nudge.testing import EventPublisher, OutputReader, Received, WorkerProcess
-from policy.config import load_policy
-from policy.ids import decision_id
-from policy.state import Fatigue
-from policy.stored import STATE_TABLE, decode_record
-from streams.crash_journal import FAUST_OFFSET_KEY
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: The shipped policy without quiet hours, holdout or exploration: the same

@@ -14,13 +14,13 @@ from typing import Any
 
 import msgspec
 
-from policy.config import Catalog, ContactPolicy, load_catalog, load_policy
-from policy.engine import Engine, Outcome
-from policy.processor import Result
-from policy.state import CustomerState
-from schemas.codec import decode_event
-from schemas.events import Event
-from schemas.outputs import Action, Suppression
+from nudge.policy.config import Catalog, ContactPolicy, load_catalog, load_policy
+from nudge.policy.engine import Engine, Outcome
+from nudge.policy.processor import Result
+from nudge.policy.state import CustomerState
+from nudge.schemas.codec import decode_event
+from nudge.schemas.events import Event
+from nudge.schemas.outputs import Action, Suppression
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_CATALOG = ROOT / "config" / "catalog.toml"

@@ -12,10 +12,10 @@ from pathlib import Path
 from aiokafka.partitioner import DefaultPartitioner
 
 from bench import million
-from policy.processor import Processor
-from policy.state import TABLES, decode_state
-from schemas.codec import decode_event
-from streams.worker import build_engine
+from nudge.policy.processor import Processor
+from nudge.policy.state import TABLES, decode_state
+from nudge.schemas.codec import decode_event
+from nudge.streams.worker import build_engine
 
 
 def test_partitioner_is_kafka_s_murmur2() -> None:

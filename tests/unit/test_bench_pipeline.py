@@ -11,7 +11,7 @@ import pytest
 
 from bench import pipeline
 from bench.million import grants
-from schemas.codec import decode_event
+from nudge.schemas.codec import decode_event
 
 NOW = datetime.now(UTC)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bench import soak
 from bench.pipeline import Samples, Template, _iso_ms
-from schemas.codec import decode_event
+from nudge.schemas.codec import decode_event
 
 NOW = datetime.now(UTC)
 RATE = 300

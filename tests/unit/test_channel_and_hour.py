@@ -23,10 +23,10 @@ from policy_kit import (
     transactional,
 )
 
-from policy import engagement
-from policy.engine import BEST_HOUR, Engine
-from policy.explain import summarize_state
-from schemas.outputs import Action, Suppression
+from nudge.policy import engagement
+from nudge.policy.engine import BEST_HOUR, Engine
+from nudge.policy.explain import summarize_state
+from nudge.schemas.outputs import Action, Suppression
 
 MINUTE = timedelta(minutes=1)
 

@@ -12,7 +12,7 @@ from policy_kit import T0, click, consent, iso, purchase
 
 from nudge import eventlog
 from nudge.cli import COMMANDS, build_parser, main
-from nudge.commands.tail import describe
+from nudge.cli.commands.tail import describe
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -155,10 +155,6 @@ def test_replay_names_a_broken_line(tmp_path: Path, capsys) -> None:
 def test_explain_says_when_no_worker_answers(capsys) -> None:
     assert main(["explain", "c-1", "--url", "http://127.0.0.1:9"]) == 1
     assert "cannot reach a worker at http://127.0.0.1:9" in capsys.readouterr().err
-
-
-def test_bench_passes_arguments_through(capsys) -> None:
-    assert main(["bench", "engine", "--", "--help"]) == 0
 
 
 def test_tail_lines_say_what_was_decided_and_why() -> None:

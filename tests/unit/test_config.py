@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from policy_kit import SHIPPED_CATALOG, SHIPPED_POLICY
 
-from policy.config import ConfigError, load_catalog, load_policy
-from policy.engine import Engine
-from policy.state import MAX_CONTACTS
+from nudge.policy.config import ConfigError, load_catalog, load_policy
+from nudge.policy.engine import Engine
+from nudge.policy.state import MAX_CONTACTS
 
 GOOD_ACTION = """
 [[actions]]

@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
-from policy.engine import Engine
-from policy.processor import Processor
-from policy.state import decode_state
-from schemas.outputs import DeadLetter
+from nudge.policy.engine import Engine
+from nudge.policy.processor import Processor
+from nudge.policy.state import decode_state
+from nudge.schemas.outputs import DeadLetter
 from tests.unit.policy_kit import catalog, consent, marketing, policy
 
 NOW = datetime(2026, 3, 2, 11, 0, tzinfo=UTC)

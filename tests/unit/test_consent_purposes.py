@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from policy import rules
-from policy.engine import Engine
-from policy.explain import summarize_state
-from schemas.outputs import Action, ConsentLogEntry
+from nudge.policy import rules
+from nudge.policy.engine import Engine
+from nudge.policy.explain import summarize_state
+from nudge.schemas.outputs import Action, ConsentLogEntry
 from tests.unit.policy_kit import (
     HOUR,
     Person,

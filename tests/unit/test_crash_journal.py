@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 import rocksdict
 
-from streams.crash_journal import (
+from nudge.streams.crash_journal import (
     CLEAN_STOP_MARKER,
     FAUST_OFFSET_KEY,
     CrashJournal,

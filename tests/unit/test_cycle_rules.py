@@ -19,10 +19,10 @@ from policy_kit import (
     purchase,
 )
 
-from models.cycles import Purchase, PurchaseCycles
-from policy.engine import Engine
-from policy.scoring import HeuristicScorer
-from schemas.outputs import Action
+from nudge.models.cycles import Purchase, PurchaseCycles
+from nudge.policy.engine import Engine
+from nudge.policy.scoring import HeuristicScorer
+from nudge.schemas.outputs import Action
 
 MINUTE = timedelta(minutes=1)
 

@@ -16,15 +16,15 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from models import artifact
-from models.cycles import POOLED, Purchase, PurchaseCycles, fit_cycles, purchases_from_log
-from models.cycles_check import main as check_main
-from models.cycles_check import read_transactions, report
-from models.features import FEATURE_NAMES
-from models.replay import LogRecord
-from models.serving import ScorerHolder
-from policy.config import ContactPolicy
-from policy.cycles import DAY
+from nudge.models import artifact
+from nudge.models.cycles import POOLED, Purchase, PurchaseCycles, fit_cycles, purchases_from_log
+from nudge.models.cycles_check import main as check_main
+from nudge.models.cycles_check import read_transactions, report
+from nudge.models.features import FEATURE_NAMES
+from nudge.models.replay import LogRecord
+from nudge.models.serving import ScorerHolder
+from nudge.policy.config import ContactPolicy
+from nudge.policy.cycles import DAY
 
 START = datetime(2025, 1, 1, tzinfo=UTC).timestamp()
 

@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from policy.processor import DEADLETTER_KEEP_BYTES, Processor
-from schemas.outputs import DeadLetter
+from nudge.policy.processor import DEADLETTER_KEEP_BYTES, Processor
+from nudge.schemas.outputs import DeadLetter
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 PRODUCER_LIMIT = 1_048_576  # aiokafka's default max_request_size

@@ -11,13 +11,13 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from nudge.docs import OPERATORS, environment_table, with_environment_table
+from nudge.cli.docs import OPERATORS, environment_table, with_environment_table
 from nudge.eventlog import KIND_OF_TYPE, contract_key
-from schemas import docs as event_docs
-from schemas.codec import decode_event
-from schemas.jsonschema import SCHEMA_DIR
-from schemas.outputs import Action, Suppression
-from streams.settings import environment_reference
+from nudge.schemas import docs as event_docs
+from nudge.schemas.codec import decode_event
+from nudge.schemas.jsonschema import SCHEMA_DIR
+from nudge.schemas.outputs import Action, Suppression
+from nudge.streams.settings import environment_reference
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 JSON_BLOCK = re.compile(r"^```json\n(.*?)^```", re.S | re.M)
@@ -39,12 +39,12 @@ def json_examples() -> list[tuple[str, int, object]]:
 
 
 def test_events_md_is_generated_from_the_current_schemas() -> None:
-    assert (DOCS / "events.md").read_text() == event_docs.render(), "run `python -m nudge.docs`"
+    assert (DOCS / "events.md").read_text() == event_docs.render(), "run `python -m nudge.cli.docs`"
 
 
 def test_operators_md_lists_every_setting_with_its_default() -> None:
     text = OPERATORS.read_text()
-    assert with_environment_table(text) == text, "run `python -m nudge.docs`"
+    assert with_environment_table(text) == text, "run `python -m nudge.cli.docs`"
     table = environment_table()
     for name, _default, _doc in environment_reference():
         assert f"| `{name}` |" in table and f"| `{name}` |" in text

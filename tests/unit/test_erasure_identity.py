@@ -11,12 +11,12 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from policy import erasure
-from policy.engine import Engine
-from policy.ids import in_holdout
-from policy.processor import FORWARD_KIND, MERGE_KIND, Emit, Processor, Result
-from policy.state import decode_state
-from schemas.outputs import Action, Suppression
+from nudge.policy import erasure
+from nudge.policy.engine import Engine
+from nudge.policy.ids import in_holdout
+from nudge.policy.processor import FORWARD_KIND, MERGE_KIND, Emit, Processor, Result
+from nudge.policy.state import decode_state
+from nudge.schemas.outputs import Action, Suppression
 from tests.unit.policy_kit import (
     catalog,
     click,

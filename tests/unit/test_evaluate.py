@@ -10,11 +10,11 @@ import json
 
 import pytest
 
-from models import evaluate as evaluation
-from models.baselines import NudgePolicy, SilentPolicy
-from models.evaluate import evaluate, play, trained_scorer
-from models.simulator import START, Simulation, read_event_log
 from nudge.cli import main as nudge
+from nudge.models import evaluate as evaluation
+from nudge.models.baselines import NudgePolicy, SilentPolicy
+from nudge.models.evaluate import evaluate, play, trained_scorer
+from nudge.models.simulator import START, Simulation, read_event_log
 
 ARGV = ["evaluate", "--customers", "60", "--days", "4", "--seed", "3", "--seeds", "2"]
 

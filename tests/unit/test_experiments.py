@@ -17,15 +17,15 @@ import msgspec
 import pytest
 from prometheus_client import REGISTRY
 
-from policy.config import ConfigError, load_catalog, load_policy
-from policy.engine import Engine
-from policy.experiments import Experiments, load_experiments
-from policy.processor import HOLDS_KIND, Processor
-from policy.state import decode_state
-from schemas.codec import encode
-from schemas.outputs import Action, Suppression
-from streams.app import record_metrics
-from streams.settings import Settings
+from nudge.policy.config import ConfigError, load_catalog, load_policy
+from nudge.policy.engine import Engine
+from nudge.policy.experiments import Experiments, load_experiments
+from nudge.policy.processor import HOLDS_KIND, Processor
+from nudge.policy.state import decode_state
+from nudge.schemas.codec import encode
+from nudge.schemas.outputs import Action, Suppression
+from nudge.streams.app import record_metrics
+from nudge.streams.settings import Settings
 from tests.unit.policy_kit import SHIPPED_CATALOG, SHIPPED_POLICY, catalog, click, consent
 from tests.unit.policy_kit import marketing as marketing_action
 from tests.unit.policy_kit import policy as policy_of

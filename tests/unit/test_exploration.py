@@ -14,9 +14,9 @@ from datetime import timedelta
 import pytest
 from policy_kit import T0, Person, catalog, click, marketing, policy, preferences, purchase
 
-from policy.engine import Engine
-from policy.scoring import ScoringRequest
-from schemas.outputs import Action, Suppression
+from nudge.policy.engine import Engine
+from nudge.policy.scoring import ScoringRequest
+from nudge.schemas.outputs import Action, Suppression
 
 MINUTE = timedelta(minutes=1)
 BY_CHANNEL = {"email": 0.10, "push": 0.20, "web": 0.05, "sms": 0.30}

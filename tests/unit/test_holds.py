@@ -29,12 +29,12 @@ from policy_kit import (
     transactional,
 )
 
-from policy.engine import Engine
-from policy.holds import DueHolds
-from policy.ids import decision_id
-from policy.processor import HOLDS_KIND, Processor
-from policy.state import MAX_MARKETING_HOLDS, decode_state
-from schemas.outputs import Action, Suppression
+from nudge.policy.engine import Engine
+from nudge.policy.holds import DueHolds
+from nudge.policy.ids import decision_id
+from nudge.policy.processor import HOLDS_KIND, Processor
+from nudge.policy.state import MAX_MARKETING_HOLDS, decode_state
+from nudge.schemas.outputs import Action, Suppression
 
 NIGHT = {"start": "22:00", "end": "07:00", "tz": "UTC"}
 EVENING = datetime(2026, 3, 2, 23, 0, tzinfo=UTC)
@@ -315,8 +315,8 @@ def test_a_replay_releases_held_actions_when_its_clock_passes_them() -> None:
 def test_the_worker_index_follows_each_partition_and_the_event_clock() -> None:
     from types import SimpleNamespace
 
-    from policy.processor import Result
-    from streams.holds import HoldTimer
+    from nudge.policy.processor import Result
+    from nudge.streams.holds import HoldTimer
 
     settings = SimpleNamespace(topic_prefix="t.", clock="event")
     timer = HoldTimer(SimpleNamespace(settings=settings))  # type: ignore[arg-type]

@@ -14,7 +14,7 @@ from aiohttp.http_exceptions import BadHttpMessage, InvalidURLError, LineTooLong
 from aiohttp.web_protocol import RequestPayloadError
 from mode.utils.logging import ExtensionFormatter
 
-from streams.http_log import SERVER_LOGGER, RequestLogSanitizer
+from nudge.streams.http_log import SERVER_LOGGER, RequestLogSanitizer
 
 TOKEN = "sanitizer-test-token"
 

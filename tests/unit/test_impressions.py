@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from policy.engine import Engine
-from policy.onsite import Impression
-from policy.state import CustomerState
-from streams.impressions import PendingImpressions
+from nudge.policy.engine import Engine
+from nudge.policy.onsite import Impression
+from nudge.policy.state import CustomerState
+from nudge.streams.impressions import PendingImpressions
 from tests.unit.policy_kit import catalog, marketing, policy
 
 AT = datetime(2026, 3, 2, 11, 0, tzinfo=UTC)

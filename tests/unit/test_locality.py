@@ -7,11 +7,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from policy import locality, rules
-from policy.engine import Engine
-from policy.state import Profile
-from schemas.codec import InvalidEvent
-from schemas.outputs import Action
+from nudge.policy import locality, rules
+from nudge.policy.engine import Engine
+from nudge.policy.state import Profile
+from nudge.schemas.codec import InvalidEvent
+from nudge.schemas.outputs import Action
 from tests.unit.policy_kit import (
     Person,
     catalog,

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 from mode.utils.logging import ExtensionFormatter
 
-from streams.log_limits import REPEAT_INTERVAL_S, RepeatLimiter
+from nudge.streams.log_limits import REPEAT_INTERVAL_S, RepeatLimiter
 
 CONNECT = "Unable connect to node with id %s: %s"
 

@@ -17,22 +17,22 @@ from prometheus_client import REGISTRY
 from sklearn.linear_model import LogisticRegression
 
 from bench.model_latency import synthetic_log
-from models import artifact
-from models.artifact import ArtifactError
-from models.features import FEATURE_NAMES, FeatureBuilder
-from models.personas import DESCRIPTORS, PersonaModel, assign, descriptors
-from models.replay import Example, LogRecord, Replay, read_log, replay
-from models.scorer import ModelScorer
-from models.serving import ScorerHolder
-from models.training import DAY, TrainingResult, split, train
 from nudge.cli import main as cli_main
-from policy.config import load_catalog, load_policy
-from policy.engine import Engine
-from policy.processor import Processor
-from policy.scoring import ScoringRequest
-from policy.state import TABLES, ConsentEntry, Contact, CustomerState
-from schemas.events import ClickEvent
-from schemas.outputs import Action
+from nudge.models import artifact
+from nudge.models.artifact import ArtifactError
+from nudge.models.features import FEATURE_NAMES, FeatureBuilder
+from nudge.models.personas import DESCRIPTORS, PersonaModel, assign, descriptors
+from nudge.models.replay import Example, LogRecord, Replay, read_log, replay
+from nudge.models.scorer import ModelScorer
+from nudge.models.serving import ScorerHolder
+from nudge.models.training import DAY, TrainingResult, split, train
+from nudge.policy.config import load_catalog, load_policy
+from nudge.policy.engine import Engine
+from nudge.policy.processor import Processor
+from nudge.policy.scoring import ScoringRequest
+from nudge.policy.state import TABLES, ConsentEntry, Contact, CustomerState
+from nudge.schemas.events import ClickEvent
+from nudge.schemas.outputs import Action
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = load_catalog(ROOT / "config" / "catalog.toml")
@@ -222,8 +222,8 @@ def test_the_feature_builder_never_sees_an_event_after_the_decision(
 def test_a_simulator_log_replays_with_every_logged_decision_reproduced(tmp_path: Path) -> None:
     """The contract with models/simulator.py: whatever scorer made its log,
     the replay arrives at the same decisions, so features are the real ones."""
-    simulator = pytest.importorskip("models.simulator")
-    baselines = pytest.importorskip("models.baselines")
+    simulator = pytest.importorskip("nudge.models.simulator")
+    baselines = pytest.importorskip("nudge.models.baselines")
     path = tmp_path / "simulated.jsonl"
     world = simulator.Simulation(150, 10, seed=3)
     simulator.write_event_log(world.run(baselines.NudgePolicy()), path)

@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from policy_kit import T0, catalog, click, consent, marketing, policy
 
-from policy import onsite
-from policy.engine import Engine
-from policy.processor import Processor
-from policy.state import TABLES, decode_state
-from schemas.codec import InvalidEvent
-from schemas.outputs import Action, Suppression
+from nudge.policy import onsite
+from nudge.policy.engine import Engine
+from nudge.policy.processor import Processor
+from nudge.policy.state import TABLES, decode_state
+from nudge.schemas.codec import InvalidEvent
+from nudge.schemas.outputs import Action, Suppression
 
 CUSTOMER = "c-1"
 

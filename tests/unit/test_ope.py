@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from models.ope import (
+from nudge.models.ope import (
     LoggedDecision,
     diagnostics,
     doubly_robust,

@@ -1,5 +1,5 @@
 """Off-policy evaluation in the simulator, small and fast (the full check:
-`python -m models.ope_check`, figures in results/ope/)."""
+`python -m nudge.models.ope_check`, figures in results/ope/)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from models.baselines import CATALOG, POLICY
-from models.logged import from_log
-from models.ope import estimate_all, ips, on_policy
-from models.ope_check import check_seed, play, push_first
-from models.simulator import LogRecord, write_event_log
 from nudge.cli import main
-from policy.config import load_catalog, load_policy
-from policy.engine import Engine
+from nudge.models.baselines import CATALOG, POLICY
+from nudge.models.logged import from_log
+from nudge.models.ope import estimate_all, ips, on_policy
+from nudge.models.ope_check import check_seed, play, push_first
+from nudge.models.simulator import LogRecord, write_event_log
+from nudge.policy.config import load_catalog, load_policy
+from nudge.policy.engine import Engine
 
 CUSTOMERS, DAYS, SEED = 150, 5.0, 11
 

@@ -18,8 +18,8 @@ import yaml
 from faust.sensors.prometheus import setup_prometheus_sensors
 from prometheus_client import REGISTRY, CollectorRegistry
 
-import streams.worker  # noqa: F401  (registers every metric the worker process defines)
-from streams.metrics import TableEntries
+import nudge.streams.worker  # noqa: F401  (registers every metric the worker process defines)
+from nudge.streams.metrics import TableEntries
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = ROOT / "ops/prometheus"

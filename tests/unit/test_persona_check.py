@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from models.persona_check import TARGET_TRAITS, _paired, catalogs
-from policy.config import load_catalog
+from nudge.models.persona_check import TARGET_TRAITS, _paired, catalogs
+from nudge.policy.config import load_catalog
 
 
 def test_the_arms_differ_only_in_who_the_extra_action_is_for(tmp_path: Path) -> None:

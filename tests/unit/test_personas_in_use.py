@@ -12,17 +12,23 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from models.artifact import Artifact
-from models.features import FEATURE_NAMES, FeatureBuilder
-from models.personas import DESCRIPTORS, FoldedPersonas, PersonaModel, descriptors, persona_key
-from models.scorer import ModelScorer
-from policy import personas
-from policy.config import ConfigError, load_catalog
-from policy.engine import Engine
-from policy.explain import summarize_state
-from policy.scoring import HeuristicScorer
-from policy.state import CustomerState, Fatigue, Recency
-from schemas.outputs import Action
+from nudge.models.artifact import Artifact
+from nudge.models.features import FEATURE_NAMES, FeatureBuilder
+from nudge.models.personas import (
+    DESCRIPTORS,
+    FoldedPersonas,
+    PersonaModel,
+    descriptors,
+    persona_key,
+)
+from nudge.models.scorer import ModelScorer
+from nudge.policy import personas
+from nudge.policy.config import ConfigError, load_catalog
+from nudge.policy.engine import Engine
+from nudge.policy.explain import summarize_state
+from nudge.policy.scoring import HeuristicScorer
+from nudge.policy.state import CustomerState, Fatigue, Recency
+from nudge.schemas.outputs import Action
 
 NOW = T0.timestamp()
 

@@ -27,11 +27,11 @@ from policy_kit import (
     transactional,
 )
 
-from policy.engine import Engine
-from policy.processor import MERGE_KIND, Processor
-from policy.state import TABLES, CustomerState, Profile, decode_state, encode_state
-from schemas.events import IdentityEvent
-from schemas.outputs import ConsentLogEntry, ErasureConfirmation
+from nudge.policy.engine import Engine
+from nudge.policy.processor import MERGE_KIND, Processor
+from nudge.policy.state import TABLES, CustomerState, Profile, decode_state, encode_state
+from nudge.schemas.events import IdentityEvent
+from nudge.schemas.outputs import ConsentLogEntry, ErasureConfirmation
 
 MINUTE = timedelta(minutes=1)
 

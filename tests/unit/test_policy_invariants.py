@@ -26,12 +26,12 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from policy_kit import CHANNELS, catalog, decode, key_of, shipped_engine, store, topic_of
 
-from policy import erasure, locality
-from policy.config import ContactPolicy
-from policy.engine import Engine, Outcome
-from policy.ids import decision_id, in_holdout
-from policy.processor import Processor
-from policy.state import (
+from nudge.policy import erasure, locality
+from nudge.policy.config import ContactPolicy
+from nudge.policy.engine import Engine, Outcome
+from nudge.policy.ids import decision_id, in_holdout
+from nudge.policy.processor import Processor
+from nudge.policy.state import (
     MAX_CATEGORIES,
     MAX_CONTACTS,
     MAX_ORDER_IDS,
@@ -43,8 +43,8 @@ from policy.state import (
     decode_state,
     encode_state,
 )
-from schemas.codec import encode
-from schemas.outputs import Action, Decision, Suppression
+from nudge.schemas.codec import encode
+from nudge.schemas.outputs import Action, Decision, Suppression
 
 # -- the two configurations under test -----------------------------------------
 

@@ -24,12 +24,12 @@ from policy_kit import (
     transactional,
 )
 
-from policy.engine import Engine
-from policy.ids import in_holdout
-from policy.state import MAX_CONTACTS, TABLES, CustomerState, decode_state, encode_state
-from schemas.codec import encode
-from schemas.events import IdentityEvent
-from schemas.outputs import Action, Suppression
+from nudge.policy.engine import Engine
+from nudge.policy.ids import in_holdout
+from nudge.policy.state import MAX_CONTACTS, TABLES, CustomerState, decode_state, encode_state
+from nudge.schemas.codec import encode
+from nudge.schemas.events import IdentityEvent
+from nudge.schemas.outputs import Action, Suppression
 
 MINUTE = timedelta(minutes=1)
 BERLIN_NIGHT = {"start": "22:00", "end": "07:00", "tz": "Europe/Berlin"}

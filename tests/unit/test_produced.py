@@ -9,10 +9,10 @@ import json
 from policy_kit import HOUR, T0, Person, catalog, click, decode, marketing, policy
 from prometheus_client import REGISTRY
 
-from policy.engine import Engine
-from policy.processor import Emit, Result
-from streams.app import record_metrics
-from streams.produced import ProducedActions
+from nudge.policy.engine import Engine
+from nudge.policy.processor import Emit, Result
+from nudge.streams.app import record_metrics
+from nudge.streams.produced import ProducedActions
 
 
 def did(n: int) -> str:

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from models.baselines import NudgePolicy
-from models.readout import MIN_PEOPLE, Readout, read
-from models.simulator import Simulation, write_event_log
 from nudge.cli import main
+from nudge.models.baselines import NudgePolicy
+from nudge.models.readout import MIN_PEOPLE, Readout, read
+from nudge.models.simulator import Simulation, write_event_log
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 

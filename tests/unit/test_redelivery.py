@@ -35,9 +35,9 @@ from policy_kit import (
     transactional,
 )
 
-from policy.engine import REISSUE, Engine
-from policy.processor import Processor, Result
-from policy.state import (
+from nudge.policy.engine import REISSUE, Engine
+from nudge.policy.processor import Processor, Result
+from nudge.policy.state import (
     MAX_ORDER_IDS,
     MAX_PROCESSED_IDS,
     MAX_TRANSACTIONAL,
@@ -45,8 +45,8 @@ from policy.state import (
     Fatigue,
     decode_state,
 )
-from policy.updates import merge_states
-from schemas.outputs import Action, Suppression
+from nudge.policy.updates import merge_states
+from nudge.schemas.outputs import Action, Suppression
 
 ENGINE = Engine(catalog(marketing(), transactional()), policy())
 

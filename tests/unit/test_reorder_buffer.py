@@ -12,8 +12,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from streams import ordering
-from streams.ordering import FIRST_FETCH_WAIT, TIE_BREAK, ReorderBuffer, batches_in_time_order
+from nudge.streams import ordering
+from nudge.streams.ordering import FIRST_FETCH_WAIT, TIE_BREAK, ReorderBuffer, batches_in_time_order
 
 RANK = {kind: n for n, kind in enumerate(TIE_BREAK)}
 INPUTS = ("consent", "purchases", "clickstream")

@@ -1,16 +1,15 @@
-"""`nudge evaluate` and `nudge bench` write where git does not look unless told
+"""`nudge evaluate` and the benchmarks write where git does not look unless told
 otherwise: a casual run must not overwrite the published, tracked figures."""
 
 from __future__ import annotations
 
+import importlib
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from nudge.cli import build_parser
-from nudge.commands.bench import command
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,8 +29,6 @@ def ignored(path: Path) -> bool:
     [
         (["evaluate"], "evaluation.json", "results/evaluation/evaluation.json"),
         (["evaluate"], "evaluation.png", "results/evaluation/evaluation.png"),
-        (["bench"], "engine.json", "bench/results/engine.json"),
-        (["bench"], "pipeline.json", "bench/results/pipeline.json"),
     ],
 )
 def test_default_results_are_git_ignored_and_published_ones_are_not(
@@ -45,15 +42,9 @@ def test_default_results_are_git_ignored_and_published_ones_are_not(
     assert (out / written).resolve() != (ROOT / published).resolve()
 
 
-def test_bench_sends_each_result_to_its_out_directory_unless_told_otherwise(
-    tmp_path: Path,
-) -> None:
-    args = build_parser().parse_args(["bench", "--out", str(tmp_path), "engine"])
-    assert args.out == tmp_path and args.which == "engine"
-    assert command("engine", ["--quiet"], tmp_path) == [
-        sys.executable,
-        *("-m", "bench.engine", "--quiet", "--out", str(tmp_path / "engine.json")),
-    ]
-    # A --out passed through to the benchmark is the benchmark's own.
-    assert command("engine", ["--out", "x.json"], tmp_path)[3:] == ["--out", "x.json"]
-    assert command("pipeline", ["--out=y.json"], tmp_path)[3:] == ["--out=y.json"]
+@pytest.mark.parametrize("name", ["engine", "pipeline", "million", "model_latency", "soak"])
+def test_a_bare_benchmark_run_leaves_the_published_figures_alone(name: str) -> None:
+    default = importlib.import_module(f"bench.{name}").DEFAULT_OUT
+    published = f"bench/results/{name}.json"
+    assert ignored(default), f"{default} would show up in git status"
+    assert default.resolve() != (ROOT / published).resolve()

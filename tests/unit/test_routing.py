@@ -19,11 +19,11 @@ from aiokafka.partitioner import DefaultPartitioner
 from kafka.partitioner.default import murmur2 as kafka_python_murmur2
 from yarl import URL
 
-from ops.local_kafka import free_port
-from streams import routing
-from streams.log_limits import RepeatLimiter
-from streams.routing import Route, choose_route, forward_url, partition_for
-from streams.settings import Settings
+from nudge.ops.local_kafka import free_port
+from nudge.streams import routing
+from nudge.streams.log_limits import RepeatLimiter
+from nudge.streams.routing import Route, choose_route, forward_url, partition_for
+from nudge.streams.settings import Settings
 
 SELF = "http://10.0.0.1:6066"
 OTHER = "http://10.0.0.2:6066"

@@ -10,9 +10,9 @@ import jsonschema
 import msgspec
 import pytest
 
-from schemas.codec import MAX_EVENT_BYTES, InvalidEvent, decode_event
-from schemas.events import EVENT_TYPES_BY_TOPIC
-from schemas.jsonschema import RECORDS, SCHEMA_DIR, generate, normalise_descriptions
+from nudge.schemas.codec import MAX_EVENT_BYTES, InvalidEvent, decode_event
+from nudge.schemas.events import EVENT_TYPES_BY_TOPIC
+from nudge.schemas.jsonschema import RECORDS, SCHEMA_DIR, generate, normalise_descriptions
 
 EXAMPLES = Path(__file__).parents[2] / "schemas" / "examples"
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -31,7 +31,7 @@ def key_of(event: dict) -> bytes:
 def test_checked_in_json_schemas_match_the_records() -> None:
     generated = generate()
     on_disk = {p.name: p.read_text() for p in SCHEMA_DIR.glob("*.schema.json")}
-    assert on_disk == generated, "run `python -m schemas.jsonschema` and commit the result"
+    assert on_disk == generated, "run `python -m nudge.schemas.jsonschema` and commit the result"
 
 
 def test_descriptions_do_not_depend_on_how_a_docstring_is_indented() -> None:

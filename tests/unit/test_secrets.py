@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.settings import Settings, environment_reference
+from nudge.streams.settings import Settings, environment_reference
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -169,8 +169,8 @@ def sasl_env(monkeypatch: pytest.MonkeyPatch, protocol: str = "SASL_PLAINTEXT") 
 def test_secrets_never_show_in_repr_help_or_faust_credentials(
     clean_env: pytest.MonkeyPatch,
 ) -> None:
-    from nudge.commands.worker import _environment_help
-    from streams.app import faust_credentials
+    from nudge.cli.commands.worker import _environment_help
+    from nudge.streams.app import faust_credentials
 
     token, password = sasl_env(clean_env)
     settings = Settings()
@@ -190,8 +190,8 @@ def test_sasl_settings_reach_both_client_libraries(clean_env: pytest.MonkeyPatch
     """kafka-python (topics, lag, CLI) and aiokafka (Faust) get the same credentials."""
     import faust
 
-    from nudge import connection
-    from streams.app import faust_credentials
+    from nudge.cli import connection
+    from nudge.streams.app import faust_credentials
 
     _, password = sasl_env(clean_env, "SASL_SSL")
     settings = Settings()
@@ -241,7 +241,7 @@ class FakeRequest:
 
 
 def test_api_token_is_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    from streams import views
+    from nudge.streams import views
 
     compared: list[tuple[bytes, bytes]] = []
     original = hmac.compare_digest

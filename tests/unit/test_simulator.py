@@ -10,10 +10,10 @@ from datetime import datetime, timedelta
 import msgspec
 import pytest
 
-from models.baselines import BlastPolicy, NudgePolicy, subject_key
-from models.simulator import LogRecord, Simulation, read_event_log, write_event_log
 from nudge.cli import main as nudge
-from schemas.codec import decode_event
+from nudge.models.baselines import BlastPolicy, NudgePolicy, subject_key
+from nudge.models.simulator import LogRecord, Simulation, read_event_log, write_event_log
+from nudge.schemas.codec import decode_event
 
 CUSTOMERS, DAYS = 80, 7
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import msgspec
 import pytest
 
-from policy.processor import Result
-from policy.stored import (
+from nudge.policy.processor import Result
+from nudge.policy.stored import (
     HOLD_INDEX_VALUE,
     PARTS,
     STATE_TABLE,
@@ -18,9 +18,9 @@ from policy.stored import (
     hold_index_key,
     merge,
 )
-from streams import batch as batch_module
-from streams.batch import BatchState
-from streams.migrate import combine
+from nudge.streams import batch as batch_module
+from nudge.streams.batch import BatchState
+from nudge.streams.migrate import combine
 
 
 def test_a_record_round_trips_and_absent_trailing_parts_cost_nothing() -> None:

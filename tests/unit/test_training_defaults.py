@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from bench.model_latency import synthetic_log
-from models import artifact
-from models.replay import Example, Replay
-from models.training import DAY, beats_constant, default_holdout_days
 from nudge.cli import main as nudge
+from nudge.models import artifact
+from nudge.models.replay import Example, Replay
+from nudge.models.training import DAY, beats_constant, default_holdout_days
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.record.util import calc_crc32c
 from aiokafka.structs import TopicPartition
 
-from streams import undecodable
+from nudge.streams import undecodable
 
 TP = TopicPartition("nudge.purchases", 2)
 

@@ -11,16 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import artifact
-from models.artifact import ArtifactError
-from models.baselines import NudgePolicy
-from models.features import FEATURE_NAMES, FeatureBuilder
-from models.replay import read_log, replay
-from models.scorer import ModelScorer
-from models.serving import ScorerHolder
-from models.simulator import Simulation, write_event_log
-from models.training import fit_propensity, label_orders, train, uplift_report
-from models.uplift import (
+from nudge.cli import main as cli_main
+from nudge.models import artifact
+from nudge.models.artifact import ArtifactError
+from nudge.models.baselines import NudgePolicy
+from nudge.models.features import FEATURE_NAMES, FeatureBuilder
+from nudge.models.replay import read_log, replay
+from nudge.models.scorer import ModelScorer
+from nudge.models.serving import ScorerHolder
+from nudge.models.simulator import Simulation, write_event_log
+from nudge.models.training import fit_propensity, label_orders, train, uplift_report
+from nudge.models.uplift import (
     UpliftError,
     UpliftModel,
     compare,
@@ -30,10 +31,9 @@ from models.uplift import (
     qini_gain,
     uplift_at,
 )
-from nudge.cli import main as cli_main
-from policy.config import load_catalog, load_policy
-from policy.engine import Engine
-from policy.scoring import HeuristicScorer, ScoringRequest
+from nudge.policy.config import load_catalog, load_policy
+from nudge.policy.engine import Engine
+from nudge.policy.scoring import HeuristicScorer, ScoringRequest
 from tests.unit.policy_kit import DAY, T0, Person, catalog, click, marketing, policy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -180,7 +180,7 @@ def test_an_uplift_model_of_the_wrong_shape_is_refused(tmp_path: Path) -> None:
 
 def requests_for_catalog() -> list[ScoringRequest]:
     """Every catalog action on email, for a new customer viewing a product."""
-    from policy.state import CustomerState
+    from nudge.policy.state import CustomerState
     from tests.unit.policy_kit import decode
 
     event = decode(click("c-1", T0), T0)

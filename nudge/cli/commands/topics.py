@@ -20,8 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from streams.admin import ensure_topics
-    from streams.settings import Settings
+    from nudge.streams.admin import ensure_topics
+    from nudge.streams.settings import Settings
 
     settings = Settings()
     created = ensure_topics(settings)

@@ -14,11 +14,11 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from streams.settings import REPO_ROOT
+from nudge.config import CATALOG, POLICY, shipped
 
 if TYPE_CHECKING:  # the models load when the command runs, not for `nudge --help`
-    from models.logged import Replayed
-    from models.ope import Estimate
+    from nudge.models.logged import Replayed
+    from nudge.models.ope import Estimate
 
 #: Above this share of logged actions not reproduced, the log was not made by
 #: the logging configuration given, and its probabilities cannot be trusted.
@@ -38,13 +38,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     offline.add_argument(
         "--logged-policy",
         type=Path,
-        default=REPO_ROOT / "config" / "policy.toml",
+        default=shipped(POLICY),
         help="the policy that made the log (default: the shipped one)",
     )
     offline.add_argument(
         "--logged-catalog",
         type=Path,
-        default=REPO_ROOT / "config" / "catalog.toml",
+        default=shipped(CATALOG),
         help="the catalog that made the log (default: the shipped one)",
     )
     offline.add_argument(
@@ -53,10 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from models.logged import from_log
-    from models.simulator import read_event_log
-    from policy.config import load_catalog, load_policy
-    from policy.engine import Engine
+    from nudge.models.logged import from_log
+    from nudge.models.simulator import read_event_log
+    from nudge.policy.config import load_catalog, load_policy
+    from nudge.policy.engine import Engine
 
     if args.policy is None and args.catalog is None:
         raise ValueError("--offline needs a candidate: --policy and/or --catalog")
@@ -78,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def render(args: argparse.Namespace, replayed: Replayed) -> str:
-    from models.logged import SETTLE_HOURS
-    from models.ope import diagnostics, estimate_all, on_policy
+    from nudge.models.logged import SETTLE_HOURS
+    from nudge.models.ope import diagnostics, estimate_all, on_policy
 
     decisions = replayed.decisions
     if not decisions:

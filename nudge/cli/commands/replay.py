@@ -103,15 +103,15 @@ def _verdict(report: dict) -> int:
 
 
 def _engine(args: argparse.Namespace):
-    from policy.config import load_catalog, load_policy
-    from policy.engine import Engine
-    from streams.settings import Settings
+    from nudge.policy.config import load_catalog, load_policy
+    from nudge.policy.engine import Engine
+    from nudge.streams.settings import Settings
 
     settings = Settings()
     policy = load_policy(args.policy or settings.policy_path)
     scorer = None
     if args.model_dir is not None:
-        from models.serving import ScorerHolder
+        from nudge.models.serving import ScorerHolder
 
         scorer = ScorerHolder(args.model_dir, policy)
     return Engine(load_catalog(args.catalog or settings.catalog_path), policy, scorer)
@@ -140,7 +140,7 @@ def _progress(stream: IO[bytes], args: argparse.Namespace):
 
 
 def _encode(decision) -> bytes:
-    from schemas.codec import encode
+    from nudge.schemas.codec import encode
 
     return encode(decision)
 

@@ -1,6 +1,6 @@
 """Regenerate the generated parts of docs/: the event contract (docs/events.md,
-from schemas.docs) and the configuration table in docs/operators.md (from
-streams.settings). Run `python -m nudge.docs`; tests fail while either is stale.
+from nudge.schemas.docs) and the configuration table in docs/operators.md (from
+streams.settings). Run `python -m nudge.cli.docs`; tests fail while either is stale.
 """
 
 from __future__ import annotations
@@ -8,17 +8,20 @@ from __future__ import annotations
 import os
 import re
 import sys
+from pathlib import Path
 
-from schemas import docs as event_docs
-from streams.settings import REPO_ROOT, environment_reference
+from nudge.config import POLICY, shipped
+from nudge.schemas import docs as event_docs
+from nudge.streams.settings import environment_reference
 
-OPERATORS = REPO_ROOT / "docs" / "operators.md"
+#: Relative to the checkout the docs are regenerated in (run from its root).
+OPERATORS = Path("docs") / "operators.md"
 _SECTION = re.compile(r"(<!-- environment:begin[^\n]*-->\n)(.*?)(<!-- environment:end -->)", re.S)
 
 
 def environment_table() -> str:
     """Every setting with its default as the code has it, whatever this
-    shell sets; paths relative to the repository."""
+    shell sets; the shipped config files by name, wherever nudge is installed."""
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     names = [name for name, _, _ in environment_reference()]
     saved = {name: os.environ.pop(name) for name in names if name in os.environ}
@@ -27,7 +30,7 @@ def environment_table() -> str:
     finally:
         os.environ.update(saved)
     for name, default, doc in reference:
-        default = default.replace(f"{REPO_ROOT}/", "")
+        default = default.replace(f"{shipped(POLICY).parent}/", "(shipped) ")
         shown = "(unset)" if default in ("None", "(unset)") else f"`{default}`"
         rows.append(f"| `{name}` | {shown} | {doc} |")
     return "\n".join(rows) + "\n"

@@ -64,10 +64,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from models import artifact
-    from models.training import beats_constant, report, train
-    from policy.config import load_catalog, load_policy
-    from streams.settings import Settings
+    from nudge.models import artifact
+    from nudge.models.training import beats_constant, report, train
+    from nudge.policy.config import load_catalog, load_policy
+    from nudge.streams.settings import Settings
 
     settings = Settings()
     out = args.out or settings.model_dir
@@ -111,8 +111,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _current(root: Path) -> str | None:
-    from models import artifact
-    from models.artifact import ArtifactError
+    from nudge.models import artifact
+    from nudge.models.artifact import ArtifactError
 
     try:
         return artifact.current_version(root)

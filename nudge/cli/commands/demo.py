@@ -5,15 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from streams.settings import REPO_ROOT
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo", help="start Kafka and a worker, play a short story, show the decisions"
     )
     parser.add_argument("--port", type=int, default=9092, help="Kafka port")
-    parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / ".data")
+    parser.add_argument("--data-dir", type=Path, default=Path(".data"))
     parser.add_argument(
         "--bootstrap",
         metavar="HOST:PORT",
@@ -28,6 +26,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nudge.demo import run_demo
+    from nudge.cli.demo import run_demo
 
     return run_demo(args.port, args.data_dir, args.keep_running, args.bootstrap)

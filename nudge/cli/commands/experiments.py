@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from models.readout import read
+    from nudge.models.readout import read
 
     skipped: list[str] = []
     if args.log == "-":

@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--experiments needs --out (a live worker reads NUDGE_EXPERIMENTS)")
     if args.rate < 0:
         raise ValueError("--rate must be >= 0")
-    from models.simulator import START, Simulation
+    from nudge.models.simulator import START, Simulation
 
     start = args.start
     if start is None:
@@ -103,8 +103,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write(simulation: Any, args: argparse.Namespace) -> int:
-    from models.baselines import POLICY, NudgePolicy
-    from models.simulator import write_event_log
+    from nudge.models.baselines import POLICY, NudgePolicy
+    from nudge.models.simulator import write_event_log
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with _DayBar(simulation, args) as bar:
@@ -117,7 +117,7 @@ def _write(simulation: Any, args: argparse.Namespace) -> int:
 
 
 def _publish(simulation: Any, args: argparse.Namespace) -> int:
-    from models.baselines import NudgePolicy
+    from nudge.models.baselines import NudgePolicy
     from nudge.testing import EventPublisher
 
     _require_topics(args.kafka, args.prefix)
@@ -150,7 +150,7 @@ def _require_topics(bootstrap: str, prefix: str) -> None:
     """Fail fast, not after a producer's metadata timeout, when nobody created the topics."""
     from kafka import KafkaConsumer
 
-    from streams.topics import INPUT_KINDS, topic_name
+    from nudge.streams.topics import INPUT_KINDS, topic_name
 
     consumer = KafkaConsumer(bootstrap_servers=bootstrap)
     try:
@@ -176,7 +176,7 @@ class _LivePolicy:
     def __init__(self, publisher: Any, bootstrap: str, prefix: str, rate: float = 0.0) -> None:
         from kafka import KafkaConsumer, TopicPartition
 
-        from streams.topics import topic_name
+        from nudge.streams.topics import topic_name
 
         self.publisher = publisher
         self.pace = _Pace(rate)
@@ -260,7 +260,7 @@ class _DayBar:
         )
 
     def follow(self, records: Any) -> Any:
-        from models.simulator import DAY
+        from nudge.models.simulator import DAY
 
         for n, record in enumerate(records):
             if n % 1000 == 0:

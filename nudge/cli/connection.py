@@ -12,7 +12,7 @@ import argparse
 from collections.abc import Iterable
 from typing import Any
 
-from streams.settings import Settings
+from nudge.streams.settings import Settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

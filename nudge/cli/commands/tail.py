@@ -8,7 +8,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from nudge import connection
+from nudge.cli import connection
 
 #: Kinds worth reading as JSON: outputs, inputs and the impressions topic
 #: (identity merges carry msgpack state, not for people).
@@ -37,8 +37,8 @@ Ctrl-C stops (exit status 0).
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from policy.onsite import IMPRESSION_KIND
-    from streams.topics import INPUT_KINDS
+    from nudge.policy.onsite import IMPRESSION_KIND
+    from nudge.streams.topics import INPUT_KINDS
 
     parser = subparsers.add_parser(
         "tail",
@@ -72,7 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from kafka import KafkaConsumer, TopicPartition
 
-    from streams.topics import topic_name
+    from nudge.streams.topics import topic_name
 
     if args.limit is not None and args.limit < 1:
         raise ValueError("--limit must be at least 1")

@@ -9,8 +9,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from nudge.ops import local_kafka
 from nudge.testing import EventPublisher, OutputReader, Received, WorkerProcess
-from ops import local_kafka
 
 OUTPUTS = ("actions", "suppressions", "deadletter")
 

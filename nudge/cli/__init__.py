@@ -26,7 +26,6 @@ COMMANDS = (
     "evaluate",
     "experiments",
     "state",
-    "bench",
 )
 
 
@@ -36,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        module = importlib.import_module(f"nudge.commands.{name}")
+        module = importlib.import_module(f"nudge.cli.commands.{name}")
         module.register(subparsers)
     return parser
 
@@ -58,9 +57,9 @@ def _is_user_error(exc: Exception) -> bool:
     """Errors a user can fix get one line, not a traceback."""
     from kafka.errors import KafkaError
 
-    from ops.local_kafka import LocalKafkaError
-    from policy.config import ConfigError
-    from streams.admin import TopicMismatch, UnmigratedState
+    from nudge.ops.local_kafka import LocalKafkaError
+    from nudge.policy.config import ConfigError
+    from nudge.streams.admin import TopicMismatch, UnmigratedState
 
     user_errors = (ConfigError, TopicMismatch, UnmigratedState, LocalKafkaError, KafkaError)
     user_errors += (ValueError, OSError)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from streams.settings import environment_reference
+from nudge.streams.settings import environment_reference
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,8 +23,8 @@ def run(args: argparse.Namespace) -> int:
     # uvloop unless F_LOOP says otherwise: about 5% less CPU per event
     # (docs/performance.md). Faust reads it when first imported, just below.
     os.environ.setdefault("F_LOOP", "uvloop")
-    from streams.settings import Settings
-    from streams.worker import run as run_worker
+    from nudge.streams.settings import Settings
+    from nudge.streams.worker import run as run_worker
 
     return run_worker(Settings())
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from streams.settings import REPO_ROOT
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -14,12 +12,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("action", choices=["start", "stop", "status"])
     parser.add_argument("--port", type=int, default=9092, help="client port (start)")
-    parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / ".data" / "kafka")
+    parser.add_argument("--data-dir", type=Path, default=Path(".data/kafka"))
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ops import local_kafka
+    from nudge.ops import local_kafka
 
     argv = [args.action, "--data-dir", str(args.data_dir)]
     if args.action == "start":

@@ -7,13 +7,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from nudge import offline
-from nudge.commands.simulate import DAY_BAR
-from streams.settings import REPO_ROOT
+from nudge.cli import offline
+from nudge.cli.commands.simulate import DAY_BAR
 
 #: Git-ignored: a casual run must not overwrite the figures docs/evaluation.md
 #: publishes (results/evaluation/, written only when asked with --out).
-DEFAULT_OUT = REPO_ROOT / ".results" / "evaluation"
+DEFAULT_OUT = Path(".results/evaluation")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -69,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.offline is not None:  # a candidate judged on a logged event log
         return offline.run(args)
-    from models.evaluate import evaluate, plot, render, write_json
+    from nudge.models.evaluate import evaluate, plot, render, write_json
 
     def progress(seed: int, name: str) -> Callable[[float], None]:
         """One bar per seed and policy, in simulated days."""

@@ -7,7 +7,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from nudge import connection
+from nudge.cli import connection
 
 EPILOG = """\
 examples:
@@ -53,8 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from nudge import eventlog
-    from schemas.codec import InvalidEvent, decode_event
-    from streams.topics import INPUT_KINDS
+    from nudge.schemas.codec import InvalidEvent, decode_event
+    from nudge.streams.topics import INPUT_KINDS
 
     if args.kind is not None and args.kind not in INPUT_KINDS:
         raise ValueError(f"--kind must be one of {', '.join(INPUT_KINDS)}")
@@ -111,7 +111,7 @@ def _publish(items: list, args: argparse.Namespace) -> int:
     from kafka import KafkaProducer
     from tqdm import tqdm
 
-    from streams.topics import topic_name
+    from nudge.streams.topics import topic_name
 
     bootstrap, prefix, security = connection.resolve(args)
     topics = {item.kind: topic_name(prefix, item.kind) for item in items}

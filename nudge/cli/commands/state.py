@@ -21,8 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from streams.migrate import migrate
-    from streams.settings import Settings
+    from nudge.streams.migrate import migrate
+    from nudge.streams.settings import Settings
 
     done = migrate(Settings())
     print(
