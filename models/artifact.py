@@ -31,6 +31,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from nudge.errors import UserError
 from nudge.models.cycles import PurchaseCycles
 from nudge.models.features import FEATURE_NAMES, FEATURE_SCHEMA_VERSION
 from nudge.models.personas import PersonaModel
@@ -48,7 +49,7 @@ TRUSTED_TYPES = frozenset(
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
-class ArtifactError(Exception):
+class ArtifactError(UserError):
     """A model artifact is missing, corrupt, untrusted or incompatible."""
 
 

@@ -34,6 +34,7 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from nudge.errors import UserError
 from nudge.models.cycles import PurchaseCycles, fit_cycles
 from nudge.models.features import FEATURE_NAMES
 from nudge.models.personas import PersonaModel, descriptors, profiled
@@ -48,7 +49,7 @@ MAX_HOLDOUT_DAYS = 7.0
 _TRANSACTIONAL = FEATURE_NAMES.index("transactional")
 
 
-class TrainingError(ValueError):
+class TrainingError(UserError):
     """The log cannot train a model (too short, or one class only)."""
 
 

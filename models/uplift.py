@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.pipeline import Pipeline
 
+from nudge.errors import UserError
+
 #: Each arm needs this many examples, with both outcomes, to fit a model.
 MIN_ARM_EXAMPLES = 30
 UPLIFT_AT = (0.1, 0.3, 1.0)  # shares of the ranking for uplift-at-k
@@ -34,7 +36,7 @@ MIN_SLICE_ARM = 20
 BOOTSTRAP = 200  # resamples for the Qini coefficient's interval
 
 
-class UpliftError(ValueError):
+class UpliftError(UserError):
     """The examples cannot train an uplift model (an arm is too small or one-class)."""
 
 

@@ -35,6 +35,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from nudge.errors import UserError
+
 KAFKA_VERSION = "4.1.2"
 
 #: The pom and log4j configuration, installed with the package.
@@ -70,7 +72,7 @@ log = logging.getLogger(__name__)
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
 
-class LocalKafkaError(RuntimeError):
+class LocalKafkaError(UserError):
     """The local broker could not be provisioned, started or stopped; the message says why."""
 
 

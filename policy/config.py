@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
+from nudge.errors import UserError
 from nudge.policy.personas import PersonaTrait
 from nudge.schemas.events import Channel, ClickType, FeedbackType
 from nudge.schemas.outputs import MessageClass
@@ -25,8 +26,8 @@ NonNegative = Annotated[float, Meta(ge=0)]
 HHMM = Annotated[str, Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
 
 
-class ConfigError(ValueError):
-    """A catalog or policy file that cannot be used, with the reason."""
+class ConfigError(UserError):
+    """Configuration that cannot be used (a catalog, a policy, a setting), with the reason."""
 
 
 class Trigger(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
+from nudge.errors import UserError
 from nudge.schemas.events import EVENT_TYPES_BY_TOPIC, Event, PreferencesEvent
 
 MAX_EVENT_BYTES = 64 * 1024
@@ -20,8 +21,9 @@ MAX_PAST = timedelta(days=365 * 5)
 MAX_FUTURE = timedelta(hours=24)
 
 
-class InvalidEvent(Exception):
-    """An input message that cannot be processed; `reason` is a stable code
+class InvalidEvent(UserError):
+    """An input message that cannot be processed (a user error to the CLI; the
+    worker deadletters it); `reason` is a stable code
     (used in deadletter records and as a metric label), `detail` says why."""
 
     def __init__(self, reason: str, detail: str) -> None:

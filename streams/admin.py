@@ -18,6 +18,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from nudge.errors import UserError
 from nudge.policy.stored import PARTS, STATE_TABLE
 from nudge.streams.settings import Settings
 from nudge.streams.topics import INPUT_KINDS, INTERNAL_KINDS, all_kinds, topic_name
@@ -25,7 +26,7 @@ from nudge.streams.topics import INPUT_KINDS, INTERNAL_KINDS, all_kinds, topic_n
 log = logging.getLogger(__name__)
 
 
-class TopicMismatch(RuntimeError):
+class TopicMismatch(UserError):
     """An existing input topic has a partition count other than configured."""
 
 
@@ -108,7 +109,7 @@ def changelog_topic(settings: Settings, table: str) -> str:
     return f"{settings.app_id}-{table}-changelog"
 
 
-class UnmigratedState(RuntimeError):
+class UnmigratedState(UserError):
     """State from before one record per customer that was not migrated."""
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from nudge.errors import UserError
 from nudge.policy.stored import (
     HOLD_INDEX_VALUE,
     PARTS,
@@ -105,10 +106,10 @@ def migrate(settings: Settings) -> Migrated:
     try:
         legacy = legacy_changelogs(settings, set(consumer.topics()))
         if not legacy:
-            raise ValueError("no changelog topics of the old state layout: nothing to migrate")
+            raise UserError("no changelog topics of the old state layout: nothing to migrate")
         new_topic = changelog_topic(settings, STATE_TABLE)
         if new_topic in consumer.topics():
-            raise ValueError(f"{new_topic} exists: state was migrated (or a new worker ran)")
+            raise UserError(f"{new_topic} exists: state was migrated (or a new worker ran)")
         old = {}
         for part in PARTS:
             topic = changelog_topic(settings, part)

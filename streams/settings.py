@@ -9,12 +9,27 @@ import os
 import socket
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TypeVar
 
 from nudge.config import CATALOG, EXPERIMENTS, POLICY, shipped
+from nudge.policy.config import ConfigError
+
+Number = TypeVar("Number", int, float)
 
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
+
+
+def _number(kind: type[Number], name: str, default: str) -> Number:
+    """A numeric variable; a typo is a user error that names the variable."""
+    text = _env(name, default)
+    try:
+        return kind(text)
+    except ValueError:
+        raise ConfigError(
+            f"{name} must be {'an integer' if kind is int else 'a number'}, not {text!r}"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -34,11 +49,11 @@ class Settings:
         metadata={"env": "NUDGE_TOPIC_PREFIX", "doc": "Prefix of every topic name."},
     )
     partitions: int = field(
-        default_factory=lambda: int(_env("NUDGE_PARTITIONS", "8")),
+        default_factory=lambda: _number(int, "NUDGE_PARTITIONS", "8"),
         metadata={"env": "NUDGE_PARTITIONS", "doc": "Partitions of every topic (co-partitioned)."},
     )
     replication_factor: int = field(
-        default_factory=lambda: int(_env("NUDGE_REPLICATION_FACTOR", "1")),
+        default_factory=lambda: _number(int, "NUDGE_REPLICATION_FACTOR", "1"),
         metadata={"env": "NUDGE_REPLICATION_FACTOR", "doc": "Replication of created topics."},
     )
     data_dir: Path = field(
@@ -50,7 +65,7 @@ class Settings:
         metadata={"env": "NUDGE_WEB_HOST", "doc": "HTTP bind address (0.0.0.0 in containers)."},
     )
     web_port: int = field(
-        default_factory=lambda: int(_env("NUDGE_WEB_PORT", "6066")),
+        default_factory=lambda: _number(int, "NUDGE_WEB_PORT", "6066"),
         metadata={"env": "NUDGE_WEB_PORT", "doc": "HTTP port: /health, /ready, /metrics, API."},
     )
     advertised_url: str | None = field(
@@ -85,25 +100,25 @@ class Settings:
         },
     )
     standby_replicas: int = field(
-        default_factory=lambda: int(_env("NUDGE_STANDBY_REPLICAS", "1")),
+        default_factory=lambda: _number(int, "NUDGE_STANDBY_REPLICAS", "1"),
         metadata={"env": "NUDGE_STANDBY_REPLICAS", "doc": "Warm table copies on other workers."},
     )
     session_timeout: float = field(
-        default_factory=lambda: float(_env("NUDGE_SESSION_TIMEOUT", "10")),
+        default_factory=lambda: _number(float, "NUDGE_SESSION_TIMEOUT", "10"),
         metadata={
             "env": "NUDGE_SESSION_TIMEOUT",
             "doc": "Seconds of silence before a crashed worker's partitions move (>= 6).",
         },
     )
     block_cache_mb: int = field(
-        default_factory=lambda: int(_env("NUDGE_ROCKSDB_BLOCK_CACHE_MB", "8")),
+        default_factory=lambda: _number(int, "NUDGE_ROCKSDB_BLOCK_CACHE_MB", "8"),
         metadata={
             "env": "NUDGE_ROCKSDB_BLOCK_CACHE_MB",
             "doc": "RocksDB block cache per table partition (Faust's default is 2 GiB).",
         },
     )
     producer_linger_ms: float = field(
-        default_factory=lambda: float(_env("NUDGE_PRODUCER_LINGER_MS", "0")),
+        default_factory=lambda: _number(float, "NUDGE_PRODUCER_LINGER_MS", "0"),
         metadata={
             "env": "NUDGE_PRODUCER_LINGER_MS",
             "doc": "How long the producer waits to fill a batch (latency for fewer requests).",
@@ -117,7 +132,7 @@ class Settings:
         },
     )
     model_reload_seconds: float = field(
-        default_factory=lambda: float(_env("NUDGE_MODEL_RELOAD_SECONDS", "10")),
+        default_factory=lambda: _number(float, "NUDGE_MODEL_RELOAD_SECONDS", "10"),
         metadata={
             "env": "NUDGE_MODEL_RELOAD_SECONDS",
             "doc": "How often to check CURRENT for a new model version.",
@@ -173,7 +188,7 @@ class Settings:
         metadata={"env": "NUDGE_LOG_LEVEL", "doc": "debug logs one line per decision."},
     )
     max_task_idle_ms: float = field(
-        default_factory=lambda: float(_env("NUDGE_MAX_TASK_IDLE_MS", "20")),
+        default_factory=lambda: _number(float, "NUDGE_MAX_TASK_IDLE_MS", "20"),
         metadata={
             "env": "NUDGE_MAX_TASK_IDLE_MS",
             "doc": "Longest wait for a topic with unread records before deciding without it "
@@ -181,7 +196,7 @@ class Settings:
         },
     )
     batch_max_events: int = field(
-        default_factory=lambda: int(_env("NUDGE_BATCH_MAX_EVENTS", "500")),
+        default_factory=lambda: _number(int, "NUDGE_BATCH_MAX_EVENTS", "500"),
         metadata={
             "env": "NUDGE_BATCH_MAX_EVENTS",
             "doc": "Most events decided as one batch (one state write per customer, one "
@@ -189,7 +204,7 @@ class Settings:
         },
     )
     batch_max_ms: float = field(
-        default_factory=lambda: float(_env("NUDGE_BATCH_MAX_MS", "10")),
+        default_factory=lambda: _number(float, "NUDGE_BATCH_MAX_MS", "10"),
         metadata={
             "env": "NUDGE_BATCH_MAX_MS",
             "doc": "Longest a batch is decided before its outputs go out; the rest of a "
@@ -206,31 +221,31 @@ class Settings:
 
     def __post_init__(self) -> None:
         if self.processing_guarantee not in ("at_least_once", "exactly_once"):
-            raise ValueError("NUDGE_PROCESSING_GUARANTEE must be at_least_once or exactly_once")
+            raise ConfigError("NUDGE_PROCESSING_GUARANTEE must be at_least_once or exactly_once")
         if self.clock not in ("wall", "event"):
-            raise ValueError("NUDGE_CLOCK must be wall or event")
+            raise ConfigError("NUDGE_CLOCK must be wall or event")
         if self.partitions < 1:
-            raise ValueError("NUDGE_PARTITIONS must be at least 1")
+            raise ConfigError("NUDGE_PARTITIONS must be at least 1")
         if self.max_task_idle_ms < 0:
-            raise ValueError("NUDGE_MAX_TASK_IDLE_MS must not be negative")
+            raise ConfigError("NUDGE_MAX_TASK_IDLE_MS must not be negative")
         if self.batch_max_events < 1:
-            raise ValueError("NUDGE_BATCH_MAX_EVENTS must be at least 1")
+            raise ConfigError("NUDGE_BATCH_MAX_EVENTS must be at least 1")
         if self.batch_max_ms <= 0:
-            raise ValueError("NUDGE_BATCH_MAX_MS must be positive")
+            raise ConfigError("NUDGE_BATCH_MAX_MS must be positive")
         if self.advertised_url and not self.advertised_url.startswith(("http://", "https://")):
-            raise ValueError("NUDGE_ADVERTISED_URL must be an http:// or https:// URL")
+            raise ConfigError("NUDGE_ADVERTISED_URL must be an http:// or https:// URL")
         if self.model_reload_seconds <= 0:
-            raise ValueError("NUDGE_MODEL_RELOAD_SECONDS must be positive")
+            raise ConfigError("NUDGE_MODEL_RELOAD_SECONDS must be positive")
         protocols = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
         if self.security_protocol not in protocols:
-            raise ValueError(f"KAFKA_SECURITY_PROTOCOL must be one of {protocols}")
+            raise ConfigError(f"KAFKA_SECURITY_PROTOCOL must be one of {protocols}")
         if self.security_protocol.startswith("SASL"):
             # Caught here, not as a client library's assertion or a None sent as a password.
             mechanisms = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
             if self.sasl_mechanism not in mechanisms:
-                raise ValueError(f"KAFKA_SASL_MECHANISM must be one of {mechanisms}")
+                raise ConfigError(f"KAFKA_SASL_MECHANISM must be one of {mechanisms}")
             if not (self.sasl_username and self.sasl_password):
-                raise ValueError(
+                raise ConfigError(
                     "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD must both be set with "
                     f"KAFKA_SECURITY_PROTOCOL={self.security_protocol}"
                 )

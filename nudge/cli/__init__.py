@@ -41,30 +41,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    prog = "nudge"
     try:
+        # Inside the try: help texts read the settings, and a bad variable is
+        # a user error even before a command runs.
+        args = build_parser().parse_args(argv)
+        prog = f"nudge {args.command}"
         return args.run(args)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
         if not _is_user_error(exc):
             raise
-        print(f"nudge {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1
 
 
 def _is_user_error(exc: Exception) -> bool:
-    """Errors a user can fix get one line, not a traceback."""
+    """Errors a user can fix get one line, not a traceback; a bug keeps its
+    traceback (a ValueError from nudge's own code is a bug, not a user error)."""
     from kafka.errors import KafkaError
 
-    from nudge.ops.local_kafka import LocalKafkaError
-    from nudge.policy.config import ConfigError
-    from nudge.streams.admin import TopicMismatch, UnmigratedState
+    from nudge.errors import UserError
 
-    user_errors = (ConfigError, TopicMismatch, UnmigratedState, LocalKafkaError, KafkaError)
-    user_errors += (ValueError, OSError)
-    return isinstance(exc, user_errors)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    # A broker that cannot be reached or refuses, a path that is not there:
+    # the environment the user gave, not nudge's code.
+    environment = (KafkaError, ConnectionError, FileNotFoundError, PermissionError)
+    return isinstance(exc, (UserError, *environment))

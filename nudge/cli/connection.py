@@ -12,6 +12,7 @@ import argparse
 from collections.abc import Iterable
 from typing import Any
 
+from nudge.errors import UserError
 from nudge.streams.settings import Settings
 
 
@@ -47,7 +48,7 @@ def require_topics(bootstrap: str, topics: Iterable[str], security: dict[str, An
         consumer.close()
     missing = [topic for topic in topics if topic not in existing]
     if missing:
-        raise ValueError(
+        raise UserError(
             f"topics missing on {bootstrap}: {', '.join(missing)}; a nudge worker "
             "with the same NUDGE_TOPIC_PREFIX creates them when it starts"
         )

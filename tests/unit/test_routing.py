@@ -20,6 +20,7 @@ from kafka.partitioner.default import murmur2 as kafka_python_murmur2
 from yarl import URL
 
 from nudge.ops.local_kafka import free_port
+from nudge.policy.config import ConfigError
 from nudge.streams import routing
 from nudge.streams.log_limits import RepeatLimiter
 from nudge.streams.routing import Route, choose_route, forward_url, partition_for
@@ -100,7 +101,7 @@ def test_advertised_url_defaults_to_the_bind_address(monkeypatch: pytest.MonkeyP
 
 def test_advertised_url_must_be_http(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NUDGE_ADVERTISED_URL", "worker-3:6066")
-    with pytest.raises(ValueError, match="NUDGE_ADVERTISED_URL"):
+    with pytest.raises(ConfigError, match="NUDGE_ADVERTISED_URL"):
         Settings()
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from nudge.policy.config import ConfigError
 from nudge.streams.settings import Settings, environment_reference
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -219,11 +220,11 @@ def test_sasl_settings_reach_both_client_libraries(clean_env: pytest.MonkeyPatch
 def test_sasl_without_credentials_is_refused_at_start(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
     clean_env.setenv("KAFKA_SASL_USERNAME", "nudge")
-    with pytest.raises(ValueError, match="KAFKA_SASL_PASSWORD"):
+    with pytest.raises(ConfigError, match="KAFKA_SASL_PASSWORD"):
         Settings()
     clean_env.setenv("KAFKA_SASL_PASSWORD", secrets.token_urlsafe(8))
     clean_env.setenv("KAFKA_SASL_MECHANISM", "GSSAPI")
-    with pytest.raises(ValueError, match="KAFKA_SASL_MECHANISM"):
+    with pytest.raises(ConfigError, match="KAFKA_SASL_MECHANISM"):
         Settings()
 
 

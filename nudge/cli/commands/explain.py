@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from nudge.errors import UserError
+
 EPILOG = """\
 examples:
   nudge explain cust-42                            the customer's state, and what it means now
@@ -25,7 +27,7 @@ run sends nothing and changes no state.
 """
 
 
-class ApiError(ValueError):
+class ApiError(UserError):
     """The worker could not answer; the message says what to do."""
 
 
@@ -50,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.event is None:
         if not args.customer:
-            raise ValueError("name a CUSTOMER, or pass --event FILE")
+            raise UserError("name a CUSTOMER, or pass --event FILE")
         answer = _call(args, "GET", f"/api/customers/{args.customer}")
         print(json.dumps(answer, indent=2) if args.json else render_summary(answer))
         return 0
@@ -73,10 +75,10 @@ def _event(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     data = sys.stdin.buffer.read() if args.event == "-" else _read(args.event)
     items = eventlog.parse(data, args.kind)
     if len(items) != 1:
-        raise ValueError(f"{args.event}: expected one event, found {len(items)}")
+        raise UserError(f"{args.event}: expected one event, found {len(items)}")
     [item] = items
     if item.error:
-        raise ValueError(f"{args.event}: line {item.line}: {item.error}")
+        raise UserError(f"{args.event}: line {item.line}: {item.error}")
     event = dict(item.event or {})
     event.setdefault("event_id", f"explain-{uuid.uuid4().hex[:12]}")
     event.setdefault("ts", datetime.now(UTC).isoformat())
@@ -88,7 +90,7 @@ def _event(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
 def _read(name: str) -> bytes:
     path = Path(name)
     if not path.is_file():
-        raise ValueError(f"{name}: no such file")
+        raise UserError(f"{name}: no such file")
     return path.read_bytes()
 
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from nudge.cli import connection
+from nudge.errors import UserError
 
 EPILOG = """\
 examples:
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from nudge.streams.topics import INPUT_KINDS
 
     if args.kind is not None and args.kind not in INPUT_KINDS:
-        raise ValueError(f"--kind must be one of {', '.join(INPUT_KINDS)}")
+        raise UserError(f"--kind must be one of {', '.join(INPUT_KINDS)}")
     items = eventlog.parse(_read(args.source), args.kind)
     now = datetime.now(UTC)
     valid, invalid, skipped = [], [], 0
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     if skipped:
         print(f"skipped {skipped} lines that are not input events", file=sys.stderr)
     if not items:
-        raise ValueError("no events in the input")
+        raise UserError("no events in the input")
     if args.check:
         print(f"{len(valid)} valid, {len(invalid)} invalid")
         return 1 if invalid else 0
@@ -102,7 +103,7 @@ def _read(source: str) -> bytes:
         return source.encode()
     path = Path(source)
     if not path.is_file():
-        raise ValueError(f"{source}: no such file (and not a JSON event)")
+        raise UserError(f"{source}: no such file (and not a JSON event)")
     return path.read_bytes()
 
 
@@ -127,7 +128,7 @@ def _publish(items: list, args: argparse.Namespace) -> int:
         producer.close(10)
     failed = [f for f in futures if f.failed()]
     if failed:
-        raise ValueError(
+        raise UserError(
             f"{len(failed)} of {len(futures)} events not delivered: {failed[0].exception}"
         )
     return len(futures)
