@@ -10,7 +10,7 @@ never by writing RocksDB or the changelogs directly (`--preload` below does
 write the changelogs, for scale).
 
 1. realistic: `--realistic` customers get bench.pipeline's traffic (the
-   bench.engine mix, about six events each, marketing consent granted), so
+   nudge.traffic mix, about six events each, marketing consent granted), so
    every table holds what real traffic leaves there.
 2. fill: further customers get one event each, a marketing consent grant
    (it writes the consent and profile tables), until each checkpoint; there
@@ -87,10 +87,11 @@ import psutil
 from kafka import KafkaConsumer, TopicPartition
 from kafka.partitioner.default import murmur2
 
-from bench.engine import CATEGORIES, CATEGORY_WEIGHTS, machine_info, write_json
+from bench.common import INTEGRATION_POLICY as POLICY
+from bench.common import REPO_ROOT, default_out, machine_info, write_json
+from bench.common import parser as bench_parser
 from bench.pipeline import (
     PARTITIONS,
-    POLICY,
     TS_MARK,
     Template,
     _expect,
@@ -102,6 +103,7 @@ from bench.pipeline import (
     scrape,
     templates,
 )
+from nudge.policy.clock import DAY
 from nudge.policy.processor import Processor
 from nudge.policy.stored import STATE_TABLE, encode_record
 from nudge.streams.admin import changelog_topic, ensure_topics
@@ -109,12 +111,10 @@ from nudge.streams.crash_journal import CLEAN_STOP_MARKER
 from nudge.streams.settings import Settings
 from nudge.streams.worker import build_engine
 from nudge.testing import WorkerProcess
+from nudge.traffic import any_product, consent
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = (
-    REPO_ROOT / ".results" / "bench" / "million.json"
-)  # published figures: --out bench/results/...
-PRELOAD_OUT = REPO_ROOT / ".results" / "bench" / "million-preload.json"
+DEFAULT_OUT = default_out("million")  # published figures: --out bench/results/...
+PRELOAD_OUT = default_out("million-preload")
 PREFIX = "bench."  # topic prefix; the worker's app id is PREFIX + "nudge"
 PRELOAD_SEED = 6
 PRELOAD_DAYS = 6.0  # preloaded customers' events fall in the last six days
@@ -271,9 +271,6 @@ def realistic_bytes(logical: dict[str, dict[str, int]], tables: Path, subjects: 
 # -- preload: seeding the tables through their changelogs ---------------------------------
 
 
-CATEGORY_NAMES = list(CATEGORIES)
-
-
 def customer_id(i: int) -> str:
     return f"p.c{i:07d}"
 
@@ -300,30 +297,18 @@ def worker_settings(bootstrap: str, workdir: Path) -> Settings:
     )
 
 
-def _product(rng: random.Random) -> dict:
-    category = rng.choices(CATEGORY_NAMES, CATEGORY_WEIGHTS)[0]
-    low, high, count = CATEGORIES[category]
-    return {
-        "product_id": f"sku-{category[:4]}-{rng.randrange(count):03d}",
-        "category": category,
-        "price": round(rng.uniform(low, high), 2),
-    }
-
-
 def preload_events(i: int, rng: random.Random, end: float) -> list[tuple[str, dict, float]]:
     """Customer i's history: (kind, body, event time) of a marketing consent
     grant on every channel, then a session start and a product view."""
     customer = customer_id(i)
-    t = end - rng.uniform(600, PRELOAD_DAYS * 86400)
+    t = end - rng.uniform(600, PRELOAD_DAYS * DAY)
     view = t + 60 + rng.expovariate(1 / 40)
     return [
-        ("consent", {"event_id": f"p.g{i}", "type": "consent", "customer_id": customer,
-                     "channel": "all", "purpose": "marketing", "status": "granted",
-                     "source": "bench"}, t),
+        ("consent", consent(customer, f"p.g{i}", t, "all", source="bench"), t),
         ("clickstream", {"event_id": f"p.s{i}", "type": "session_start",
                          "customer_id": customer, "page": "/"}, t + 60),
         ("clickstream", {"event_id": f"p.v{i}", "type": "product_view",
-                         "customer_id": customer, **_product(rng)}, view),
+                         "customer_id": customer, **any_product(rng)}, view),
     ]  # fmt: skip
 
 
@@ -478,7 +463,7 @@ def traffic(customers: int, events: int, seed: int) -> list[Template]:
         if rng.random() < 0.5:
             body.update(type="session_start", page="/")
         else:
-            body.update(type="product_view", **_product(rng))
+            body.update(type="product_view", **any_product(rng))
         body["ts"] = TS_MARK
         head, tail = msgspec.json.encode(body).split(f'"{TS_MARK}"'.encode())
         out.append(Template("clickstream", customer, head, tail))
@@ -740,10 +725,11 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.million",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = bench_parser(
+        "bench.million",
+        __doc__,
+        None,
+        f"default {DEFAULT_OUT.name}, with --preload {PRELOAD_OUT.name}",
     )
     parser.add_argument(
         "--checkpoints",
@@ -759,9 +745,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--traffic-rate", type=float, default=300.0, help="with --preload")
     parser.add_argument("--traffic-seconds", type=float, default=60.0, help="with --preload")
-    parser.add_argument(
-        "--out", type=Path, help=f"default {DEFAULT_OUT.name}, with --preload {PRELOAD_OUT.name}"
-    )
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     args.customers = max(args.checkpoints)
@@ -769,12 +752,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out = PRELOAD_OUT if args.preload else DEFAULT_OUT
     load = os.getloadavg()
     result = run_preload(args) if args.preload else run(args)
-    result["machine"] = {
-        **machine_info(None),
-        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-        "load_average": [round(x, 2) for x in load],
-        "load_average_end": [round(x, 2) for x in os.getloadavg()],
-    }
+    result["machine"] = machine_info(None, load)
     write_json(result, args.out)
     print(f"\nresult written to {args.out}")
     return 0

@@ -5,7 +5,7 @@
 
 1. Train a small model: a synthetic shop's event log (below) goes through
    `models.training.train`, and the artifact is saved to a temporary folder.
-2. For each scorer (the heuristic, then the model), run bench.engine's
+2. For each scorer (the heuristic, then the model), run nudge.traffic's
    realistic mixed stream through `policy.processor.Processor` to build up
    state, then ~20k trigger events (nearly all decisions), timing each
    message; the scorer's own calls are timed as well.
@@ -21,7 +21,6 @@ shopper's hidden eagerness), so the log holds a real, learnable signal.
 
 from __future__ import annotations
 
-import argparse
 import gc
 import heapq
 import itertools
@@ -36,32 +35,38 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import msgspec
-
 from bench import engine as bench_engine
+from bench.common import (
+    CATALOG,
+    POLICY,
+    add_pinning,
+    default_out,
+    latency_summary,
+    machine_info,
+    pin_to_one_core,
+    write_json,
+)
+from bench.common import parser as bench_parser
+from nudge import traffic
 from nudge.models import artifact
 from nudge.models.features import FeatureBuilder
 from nudge.models.scorer import ModelScorer
 from nudge.models.training import report, train
+from nudge.policy.clock import DAY, HOUR
 from nudge.policy.config import load_catalog, load_policy
 from nudge.policy.engine import Engine
 from nudge.policy.holds import DueHolds
 from nudge.policy.processor import HOLDS_KIND, Processor
 from nudge.policy.scoring import HeuristicScorer, Scorer, ScoringRequest
 from nudge.policy.state import TABLES, decode_state
+from nudge.schemas.eventlog import encode_line
 from nudge.schemas.events import ClickEvent
 from nudge.schemas.outputs import Action
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CATALOG = REPO_ROOT / "config" / "catalog.toml"
-POLICY = REPO_ROOT / "config" / "policy.toml"
-DEFAULT_OUT = (
-    REPO_ROOT / ".results" / "bench" / "model_latency.json"
-)  # published figures: --out bench/results/...
+DEFAULT_OUT = default_out("model_latency")  # published figures: --out bench/results/...
 TARGET_P99_US = 1_000.0
 
-START = datetime(2026, 3, 2, tzinfo=UTC).timestamp()  # a Monday
-DAY = 86400.0
+START = traffic.START.timestamp()
 SHOP = ("lighting", "garden", "kitchen", "decor", "tools", "air_filters")
 GRANT_ODDS = {"email": 0.85, "push": 0.5, "web": 0.4}
 
@@ -124,7 +129,7 @@ class _Shop:
         for day in range(days):
             if rng.random() < who.visits_per_week / 7:
                 hour = rng.uniform(7, 22) if rng.random() < 0.9 else rng.uniform(0, 24)
-                self._session(who, START + day * DAY + hour * 3600)
+                self._session(who, START + day * DAY + hour * HOUR)
 
     def _session(self, who: Shopper, t: float) -> None:
         rng = self.rng
@@ -173,12 +178,12 @@ class _Shop:
             "action_id": action.action_id,
         }
         if draw < p:
-            clicked = sent + rng.uniform(0.1, 6) * 3600
+            clicked = sent + rng.uniform(0.1, 6) * HOUR
             self.push(clicked, "feedback", who, "clicked", **ref)
             if rng.random() < 0.3:
-                self.push(clicked + 3600, "feedback", who, "converted", **ref)
+                self.push(clicked + HOUR, "feedback", who, "converted", **ref)
         elif draw < p + 0.3:
-            self.push(sent + rng.uniform(0.1, 12) * 3600, "feedback", who, "opened", **ref)
+            self.push(sent + rng.uniform(0.1, 12) * HOUR, "feedback", who, "opened", **ref)
         else:
             self.push(sent + DAY, "feedback", who, "ignored", **ref)
 
@@ -206,7 +211,7 @@ def synthetic_log(path: Path, customers: int = 300, days: int = 28, seed: int = 
         outcome = result.outcome
         for decision in (*outcome.released, outcome.decision) if outcome else ():
             if isinstance(decision, Action):
-                out.write(msgspec.json.encode({"kind": "actions", "event": decision}) + b"\n")
+                out.write(encode_line("actions", decision) + b"\n")
                 counts["actions"] = counts.get("actions", 0) + 1
                 shop.respond(decision)
 
@@ -217,7 +222,7 @@ def synthetic_log(path: Path, customers: int = 300, days: int = 28, seed: int = 
                 release = Processor.release_request(at)
                 handle(HOLDS_KIND, subject.encode(), release, datetime.fromtimestamp(at, UTC))
             value = json.dumps(event).encode()
-            out.write(b'{"kind":"%s","event":%s}\n' % (kind.encode(), value))
+            out.write(encode_line(kind, event) + b"\n")
             counts[kind] = counts.get(kind, 0) + 1
             handle(kind, event["customer_id"].encode(), value, datetime.fromtimestamp(ts, UTC))
     return counts
@@ -296,15 +301,15 @@ def measure(scorer: Scorer, messages: list, triggers_count: int, seed: int) -> d
         "decision_us": _summaries(wall["all"], cpu["all"]),
         "scored_decision_us": _summaries(wall["scored"], cpu["scored"]),
         "mean_batch_size": round(sum(timed.batch_sizes) / max(1, len(timed.batch_sizes)), 2),
-        "scorer_call_us": bench_engine.latency_summary(timed.calls_ns),
+        "scorer_call_us": latency_summary(timed.calls_ns),
         "batches_of_3_us": batches_of_three(scorer, tables, last_ts, triggers_count, seed),
     }
 
 
 def _summaries(wall_ns: list[int], cpu_ns: list[int]) -> dict:
     return {
-        "wall": bench_engine.latency_summary(wall_ns),
-        "cpu": bench_engine.latency_summary(cpu_ns),
+        "wall": latency_summary(wall_ns),
+        "cpu": latency_summary(cpu_ns),
     }
 
 
@@ -351,7 +356,7 @@ def run(customers: int, events: int, triggers: int, seed: int) -> dict:
         began = time.perf_counter()
         model, metadata = train_small_model(Path(tmp), seed)
         trained_in = time.perf_counter() - began
-    messages = bench_engine.Generator(customers, events, seed).generate()
+    messages = bench_engine.generate_messages(customers, events, seed)
     features = FeatureBuilder(load_policy(POLICY).quiet_hours)
     load_before = os.getloadavg()[0]
     without = measure(HeuristicScorer(), messages, triggers, seed)
@@ -412,22 +417,17 @@ def render(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.model_latency",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = bench_parser("bench.model_latency", __doc__, DEFAULT_OUT)
     parser.add_argument("--customers", type=int, default=2000)
     parser.add_argument("--events", type=int, default=60_000)
     parser.add_argument("--triggers", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--no-pin", action="store_true", help="do not pin to one core")
+    add_pinning(parser)
     args = parser.parse_args(argv)
-    pinned = None if args.no_pin else bench_engine.pin_to_one_core(None)
+    pinned = None if args.no_pin else pin_to_one_core(args.core)
     result = run(args.customers, args.events, args.triggers, args.seed)
-    result["machine"] = bench_engine.machine_info(pinned)
-    bench_engine.write_json(result, args.out)
+    result["machine"] = machine_info(pinned)
+    write_json(result, args.out)
     print(render(result))
     print(f"\nresult written to {args.out}")
     return 0

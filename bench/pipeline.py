@@ -26,7 +26,7 @@ system's maximum sustainable rate. With `--variant K=V` a second set of
 workers runs with those variables on its own topics, measured as "variant"
 at the fixed rates (e.g. NUDGE_MAX_TASK_IDLE_MS=0: the cost of time ordering).
 
-Traffic is bench.engine's realistic mix (sessions, carts, purchases, consent,
+Traffic is nudge.traffic's realistic mix (sessions, carts, purchases, consent,
 preferences, feedback, identity, redeliveries), re-stamped to the wall clock
 as it is sent. Every trial gets its own customers (ids prefixed with the
 trial's tag), whose marketing consent on every channel is granted first
@@ -90,19 +90,26 @@ from pathlib import Path
 import msgspec
 import psutil
 
-from bench.engine import Generator, machine_info, write_json
+from bench.common import INTEGRATION_POLICY as POLICY
+from bench.common import (
+    REPO_ROOT,
+    chart,
+    default_out,
+    machine_info,
+    percentile,
+    summary,
+    write_json,
+)
+from bench.common import parser as bench_parser
 from bench.peers.counting import PROCESSED_METRIC
 from nudge.ops import local_kafka
 from nudge.streams.admin import ensure_topics
 from nudge.streams.settings import Settings
 from nudge.streams.topics import topic_name
 from nudge.testing import WorkerProcess
+from nudge.traffic import Generator, with_prefix
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = (
-    REPO_ROOT / ".results" / "bench" / "pipeline.json"
-)  # published figures: --out bench/results/...
-POLICY = REPO_ROOT / "tests" / "integration" / "policy.toml"
+DEFAULT_OUT = default_out("pipeline")  # published figures: --out bench/results/...
 PARTITIONS = 8
 SEED = 11
 
@@ -136,13 +143,11 @@ class Template:
 
 @functools.cache
 def build_stream(events: int, seed: int = SEED) -> list[tuple[str, str, dict]]:
-    """The realistic mix from bench.engine, in event-time order: (kind, key,
-    body); about six events per customer, so a trial's consent prefill stays
-    small next to the trial."""
-    generator = Generator(max(200, events // 6), events, seed)
-    generator.generate()  # sorts generator.raw by event time
+    """nudge.traffic's realistic mix, in event-time order: (kind, key, body);
+    about six events per customer, so a trial's consent prefill stays small
+    next to the trial."""
     stream = []
-    for raw in generator.raw:
+    for raw in Generator(max(200, events // 6), events, seed).generate():
         body = dict(raw.body)
         if isinstance(body.get("snooze_until"), float):
             body["snooze_until"] = body["snooze_until"] - raw.ts  # seconds after the event
@@ -156,10 +161,7 @@ def templates(stream: Sequence[tuple[str, str, dict]], tag: str) -> list[Templat
     now = time.time()
     out = []
     for kind, key, body in stream:
-        body = dict(body)
-        for name in ("event_id", "customer_id", "anonymous_id"):
-            if name in body:
-                body[name] = f"{tag}.{body[name]}"
+        body = with_prefix(body, f"{tag}.")
         if "snooze_until" in body:
             body["snooze_until"] = _iso_ms(int((now + 60 + body["snooze_until"]) * 1000))
         body["ts"] = TS_MARK
@@ -670,7 +672,7 @@ def summarize_trial(
     busy = samples.cpu_s[-1] - samples.cpu_s[0]
     offered = sent / window
     drain = max(0.0, done - last)
-    second_half_p99 = percentile(late_half, 99)
+    second_half_p99 = percentile(late_half, 99, digits=1)
     sustained = (
         offered >= SUSTAINED_OFFERED_SHARE * rate
         and drain <= SUSTAINED_DRAIN_S
@@ -700,24 +702,6 @@ def summarize_trial(
         "load_average": [round(x, 2) for x in load_before],
         "consent_prefill": grants,
         "sustained": sustained,
-    }
-
-
-def percentile(ordered: Sequence[float], p: float) -> float | None:
-    """Nearest-rank percentile of sorted values, in ms with 0.1 ms precision."""
-    if not ordered:
-        return None
-    rank = max(1, -(-len(ordered) * p // 100))
-    return round(float(ordered[int(rank) - 1]), 1)
-
-
-def summary(ordered: Sequence[float]) -> dict[str, float | None]:
-    return {
-        "p50": percentile(ordered, 50),
-        "p95": percentile(ordered, 95),
-        "p99": percentile(ordered, 99),
-        "max": percentile(ordered, 100),
-        "count": len(ordered),
     }
 
 
@@ -1165,50 +1149,30 @@ def chart_points(result: dict, name: str) -> list[tuple[float, float, float, boo
     ]
 
 
-def chart(result: dict, path: Path) -> None:
+def draw(result: dict, path: Path) -> None:
     """Latency (p50, p99) against processed rate, every system, medians over
     runs per offered rate; hollow markers where the rate was not sustained."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for name in result["params"].get("systems") or ["nudge", "echo"]:
-        colour = COLOURS.get(name, "black")
-        points = chart_points(result, name)
-        for column, style in ((1, "-"), (2, "--")):
-            ax.plot([p[0] for p in points], [p[column] for p in points], style, color=colour,
-                    label=f"{name} {'p50' if column == 1 else 'p99'}", linewidth=1)  # fmt: skip
-            for point in points:
-                ax.plot(point[0], point[column], "o", color=colour, markersize=4,
-                        markerfacecolor=colour if point[3] else "none")  # fmt: skip
-        best = result["summary"]["max"].get(name, {}).get("median")
-        if best:
-            ax.axvline(best, color=colour, linestyle=":", linewidth=1)
-    ax.axhline(TARGET_P99_MS, color="tab:red", linewidth=0.8, linestyle=":")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("processed events/s (hollow: rate not sustained; dotted: max sustained)")
-    ax.set_ylabel("event -> decision at a consumer (ms)")
-    ax.set_title("nudge, its peers and a bare aiokafka echo: one broker, one run set")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def machine(load_before: tuple[float, float, float]) -> dict:
-    """The machine, with its load average before and after: on a shared box,
-    the neighbours' load moves every figure."""
-    return {
-        **machine_info(None),
-        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-        "load_average": [round(x, 2) for x in load_before],
-        "load_average_end": [round(x, 2) for x in os.getloadavg()],
-    }
+    with chart(path) as ax:
+        for name in result["params"].get("systems") or ["nudge", "echo"]:
+            colour = COLOURS.get(name, "black")
+            points = chart_points(result, name)
+            for column, style in ((1, "-"), (2, "--")):
+                ax.plot([p[0] for p in points], [p[column] for p in points], style, color=colour,
+                        label=f"{name} {'p50' if column == 1 else 'p99'}", linewidth=1)  # fmt: skip
+                for point in points:
+                    ax.plot(point[0], point[column], "o", color=colour, markersize=4,
+                            markerfacecolor=colour if point[3] else "none")  # fmt: skip
+            best = result["summary"]["max"].get(name, {}).get("median")
+            if best:
+                ax.axvline(best, color=colour, linestyle=":", linewidth=1)
+        ax.axhline(TARGET_P99_MS, color="tab:red", linewidth=0.8, linestyle=":")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("processed events/s (hollow: rate not sustained; dotted: max sustained)")
+        ax.set_ylabel("event -> decision at a consumer (ms)")
+        ax.set_title("nudge, its peers and a bare aiokafka echo: one broker, one run set")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
 
 
 def systems_arg(text: str) -> list[str]:
@@ -1221,11 +1185,7 @@ def systems_arg(text: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.pipeline",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = bench_parser("bench.pipeline", __doc__, DEFAULT_OUT)
     parser.add_argument(
         "--systems", type=systems_arg, default=list(SYSTEMS),
         help=f"comma-separated, of {','.join(SYSTEMS)} (default: all)",
@@ -1250,14 +1210,13 @@ def main(argv: list[str] | None = None) -> int:
         help="also measure workers with this variable (fixed rates only)",
     )  # fmt: skip
     parser.add_argument("--echo-loop", choices=("asyncio", "uvloop"), default="uvloop")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
 
     load = os.getloadavg()
     result = run(args)
-    result["machine"] = machine(load)
+    result["machine"] = machine_info(None, load)
     write_json(result, args.out)
-    chart(result, args.out.with_suffix(".png"))
+    draw(result, args.out.with_suffix(".png"))
     print()
     print(render(result))
     print(f"\nresult written to {args.out} and {args.out.with_suffix('.png')}")

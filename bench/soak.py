@@ -57,10 +57,11 @@ from pathlib import Path
 
 import psutil
 
-from bench.engine import write_json
+from bench.common import INTEGRATION_POLICY as POLICY
+from bench.common import REPO_ROOT, default_out, machine_info, percentile, summary, write_json
+from bench.common import parser as bench_parser
 from bench.pipeline import (
     PARTITIONS,
-    POLICY,
     SEED,
     Samples,
     System,
@@ -69,24 +70,18 @@ from bench.pipeline import (
     build_stream,
     consent_grants,
     load,
-    machine,
     metric_series,
-    percentile,
     render_trial,
     run_trial,
     scrape,
     start_workers,
-    summary,
     templates,
 )
 from nudge.policy.processor import MERGE_KIND
 from nudge.streams.topics import topic_name
 from nudge.testing import WorkerProcess
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = (
-    REPO_ROOT / ".results" / "bench" / "soak.json"
-)  # published figures: --out bench/results/...
+DEFAULT_OUT = default_out("soak")  # published figures: --out bench/results/...
 
 TARGET_RATE = 5000
 DEFAULT_RATE = 300
@@ -372,8 +367,8 @@ def summarize(raw: dict, rate: int, rss_growth: float) -> dict:
             "rss_mb": round(samples.rss[k] / 2**20, 1),
             "cpu_cores": round((samples.cpu_s[k] - samples.cpu_s[k - 1]) / seconds, 3),
             "decisions": len(in_window),
-            "p50_ms": percentile(in_window, 50),
-            "p99_ms": percentile(in_window, 99),
+            "p50_ms": percentile(in_window, 50, digits=1),
+            "p99_ms": percentile(in_window, 99, digits=1),
             "log_errors": sum(log_level(line) == "error" for line in watch.log[k]),
             "log_warnings": sum(log_level(line) == "warning" for line in watch.log[k]),
             "load1": round(watch.load1[k], 2),
@@ -543,11 +538,7 @@ def _pct(share: float | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.soak",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = bench_parser("bench.soak", __doc__, DEFAULT_OUT)
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument(
         "--rate", type=int, default=DEFAULT_RATE, help="events/s (not 5,000: above)"
@@ -561,12 +552,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--worker-env", action="append", default=[], metavar="K=V", help="extra worker variable"
     )
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
 
     load_before = os.getloadavg()
     result = run(args)
-    result["machine"] = machine(load_before)
+    result["machine"] = machine_info(None, load_before)
     write_json(result, args.out)
     print()
     print(render(result))

@@ -24,8 +24,8 @@ EXPECTED_PHASE_KEYS = {
 
 
 def test_generator_is_seeded_valid_and_mixed() -> None:
-    first = engine.Generator(50, 2000, seed=3).generate()
-    again = engine.Generator(50, 2000, seed=3).generate()
+    first = engine.generate_messages(50, 2000, seed=3)
+    again = engine.generate_messages(50, 2000, seed=3)
     assert [m.value for m in first] == [m.value for m in again]
     assert 1900 <= len(first) <= 2100
     kinds = {m.kind for m in first}

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bench import pipeline
+from bench import common, pipeline
 from bench.million import grants
 from nudge.schemas.codec import decode_event
 
@@ -72,9 +72,13 @@ def test_max_search_walks_down_when_the_start_fails() -> None:
 
 def test_percentiles_are_nearest_rank() -> None:
     values = sorted(float(v) for v in range(1, 101))
-    assert pipeline.summary(values) == {"p50": 50.0, "p95": 95.0, "p99": 99.0, "max": 100.0,
-                                        "count": 100}  # fmt: skip
-    assert pipeline.percentile([], 50) is None
+    assert common.summary(values) == {"p50": 50.0, "p95": 95.0, "p99": 99.0, "max": 100.0,
+                                      "count": 100}  # fmt: skip
+    assert common.percentile([], 50) is None
+    assert common.percentile([1.04, 2.0], 50, digits=1) == 1.0
+    assert common.latency_summary([3000, 1000, 2000]) == {
+        "p50": 2.0, "p95": 3.0, "p99": 3.0, "max": 3.0, "mean": 2.0
+    }  # fmt: skip
 
 
 def test_trials_go_rate_by_rate_every_system_at_each_and_the_first_rotates() -> None:
