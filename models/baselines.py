@@ -1,8 +1,8 @@
 """Decision policies to compare, behind the one small protocol the simulator calls.
 
 - `NudgePolicy`: the real engine, run exactly as the worker runs it
-  (`policy.processor.Processor`, tables holding bytes, identity merges fed
-  back), with the heuristic scorer or any `policy.scoring.Scorer`.
+  (`policy.inmemory.InMemoryWorker`: the worker's loop without Kafka), with
+  the heuristic scorer or any `policy.scoring.Scorer`.
 - `BlastPolicy`: every triggered catalog action on every channel the person
   legally consented to; no caps, cooldowns, quiet hours, fatigue, targeting.
 - `AutopilotPolicy`: a product-centric recommender: after any product view or
@@ -18,7 +18,6 @@ they differ only in which marketing messages they send.
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,11 +38,10 @@ from nudge.policy.config import (
 )
 from nudge.policy.engine import Engine
 from nudge.policy.experiments import load_experiments
-from nudge.policy.holds import DueHolds
 from nudge.policy.ids import decision_id
-from nudge.policy.processor import HOLDS_KIND, MERGE_KIND, Processor, Result
+from nudge.policy.inmemory import InMemoryWorker, event_key
+from nudge.policy.processor import Result
 from nudge.policy.scoring import Scorer
-from nudge.policy.state import TABLES, CustomerState, decode_state
 from nudge.schemas.codec import encode
 from nudge.schemas.outputs import Action
 
@@ -61,57 +59,6 @@ class DecisionPolicy(Protocol):
     name: str
 
     def decide(self, kind: str, event: dict[str, Any], now: datetime) -> list[ActionDict]: ...
-
-
-class InMemoryWorker:
-    """The worker's per-message loop without Kafka: one dict per table holding
-    the same bytes the worker's tables hold, identity merges fed straight back
-    in as the worker's internal topic would deliver them, and held actions
-    released once the clock passes their due time, as the worker's timer does."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.processor = Processor(engine)
-        self.tables: dict[str, dict[bytes, bytes]] = {name: {} for name in TABLES}
-        self.deadletters: Counter[str] = Counter()
-        self.due = DueHolds()
-        self._offset = 0
-
-    def process(self, kind: str, event: dict[str, Any], now: datetime) -> Result:
-        """One event; the result's emits start with those of the held actions
-        released before it (anyone's, due by `now`)."""
-        released = []
-        for subject, due in self.due.pop_due(now.timestamp()):
-            request = Processor.release_request(due)
-            released += self._apply(HOLDS_KIND, subject.encode(), request, now).emits
-        result = self._apply(kind, subject_key(event), _json.encode(event), now)
-        for emit in result.emits:
-            if emit.kind == MERGE_KIND:
-                self._apply(MERGE_KIND, emit.key, emit.value, now)
-        result.emits[:0] = released
-        return result
-
-    def state(self, subject: str) -> CustomerState:
-        return decode_state(self._load(subject))
-
-    def _apply(self, kind: str, key: bytes | None, value: bytes, now: datetime) -> Result:
-        self._offset += 1
-        source = (kind, 0, self._offset)
-        result = self.processor.process(kind, key, value, source, self._load, now)
-        if result.invalid_reason is not None:
-            self.deadletters[result.invalid_reason] += 1
-        if result.subject is not None:
-            subject = result.subject.encode()
-            for name, data in result.writes.items():
-                if data is None:
-                    self.tables[name].pop(subject, None)
-                else:
-                    self.tables[name][subject] = data
-            self.due.note(result.subject, result.next_due)
-        return result
-
-    def _load(self, subject: str) -> dict[str, bytes | None]:
-        key = subject.encode()
-        return {name: table.get(key) for name, table in self.tables.items()}
 
 
 class NudgePolicy:
@@ -237,16 +184,7 @@ class SilentPolicy:
 
 # -- helpers ----------------------------------------------------------------------------
 
-_json = msgspec.json.Encoder()
 _action_dict = msgspec.json.Decoder(dict[str, Any])
-
-
-def subject_key(event: dict[str, Any]) -> bytes:
-    """The Kafka key the contract asks for: the anonymous id for identity
-    events, else the customer id, else the anonymous id."""
-    if event.get("type") in ("identify", "alias"):
-        return str(event.get("anonymous_id", "")).encode()
-    return str(event.get("customer_id") or event.get("anonymous_id") or "").encode()
 
 
 def emitted_actions(result: Result) -> list[ActionDict]:
@@ -283,7 +221,7 @@ def build_action(
     trigger_ts = _time(event["ts"])
     record = Action(
         decision_id=decision_id(event["event_id"], f"{action.id}.{channel}"),
-        customer_id=subject_key(event).decode(),
+        customer_id=event_key(event).decode(),
         trigger_event_id=event["event_id"],
         trigger_type=event["type"],
         trigger_ts=trigger_ts,

@@ -1,7 +1,7 @@
 """Logged decisions for off-policy evaluation (models/ope.py), from a policy at work.
 
 `DecisionRecorder` stands where a worker stands: every input event goes to
-the logging engine (models.baselines.InMemoryWorker, the worker's loop without
+the logging engine (policy.inmemory.InMemoryWorker, the worker's loop without
 Kafka); a trigger goes first to the candidate engine, on the same state
 bytes, whose writes are thrown away. So the candidate decides on the logged
 state at decision time, and both engines' chances of every (action, channel)
@@ -32,9 +32,9 @@ from typing import Any
 
 import msgspec
 
-from nudge.models.baselines import InMemoryWorker, subject_key
 from nudge.models.ope import LoggedDecision, Pair
 from nudge.policy.engine import Engine, Outcome
+from nudge.policy.inmemory import InMemoryWorker, event_key
 from nudge.policy.processor import Processor, Result
 from nudge.schemas.events import EVENT_TYPES_BY_TOPIC
 from nudge.schemas.outputs import Action
@@ -83,7 +83,7 @@ class DecisionRecorder:
         if event.get("type") in self._triggers:
             value = msgspec.json.encode(event)
             result = self._candidate.process(
-                kind, subject_key(event), value, ("candidate", 0, 0), self._load, now
+                kind, event_key(event), value, ("candidate", 0, 0), self.worker.load, now
             )
             target = result.outcome
         result = self.worker.process(kind, event, now)
@@ -127,10 +127,6 @@ class DecisionRecorder:
             result.subject, did, logged, _chances(outcome), _chances(target), now.timestamp()
         )
         self.seen.append(seen)
-
-    def _load(self, subject: str) -> dict[str, bytes | None]:
-        key = subject.encode()
-        return {name: table.get(key) for name, table in self.worker.tables.items()}
 
 
 @dataclass

@@ -11,8 +11,9 @@ import msgspec
 import pytest
 
 from nudge.cli import main as nudge
-from nudge.models.baselines import BlastPolicy, NudgePolicy, subject_key
+from nudge.models.baselines import BlastPolicy, NudgePolicy
 from nudge.models.simulator import LogRecord, Simulation, read_event_log, write_event_log
+from nudge.policy.inmemory import event_key
 from nudge.schemas.codec import decode_event
 
 CUSTOMERS, DAYS = 80, 7
@@ -41,7 +42,7 @@ def test_every_event_is_valid_per_the_contract(nudge_log: list[LogRecord]) -> No
         if kind == "actions":
             continue
         now = datetime.fromisoformat(event["ts"]) + timedelta(seconds=1)
-        decode_event(kind, json.dumps(event).encode(), subject_key(event), now)
+        decode_event(kind, json.dumps(event).encode(), event_key(event), now)
         kinds[kind, event["type"]] += 1
     for expected in [
         ("clickstream", "session_start"),

@@ -1,7 +1,8 @@
-"""Testing sources and sinks as first-class API: run a real worker process,
-publish events to it and read what it emits, all against a real broker.
+"""The real-process harness: run a real worker process, publish events to it
+and read what it emits, all against a real broker.
 
-Used by the integration tests, the demo (`make run`) and the benchmarks.
+Used by the integration tests, the demo (`make run`) and the benchmarks;
+nudge.testing.driver is its in-memory counterpart.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.producer.future import FutureRecordMetadata
 
 from nudge.ops.local_kafka import free_port
+from nudge.policy.inmemory import event_key
 from nudge.streams.topics import topic_name
 
 
@@ -138,13 +140,6 @@ def interruptible() -> None:
     inherit that, and a test run launched in the background (`make test &`)
     would otherwise send Ctrl-C to processes that never notice it."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def event_key(event: dict) -> bytes:
-    """The partitioning key an upstream producer must use for this event."""
-    if event.get("type") in ("identify", "alias"):
-        return event["anonymous_id"].encode()
-    return (event.get("customer_id") or event.get("anonymous_id") or "").encode()
 
 
 class EventPublisher:
