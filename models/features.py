@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from nudge.policy import rules
+from nudge.policy.clock import DAY, HOUR
 from nudge.policy.config import LEVELS, QuietHoursPolicy
 from nudge.policy.scoring import ScoringRequest
 from nudge.policy.updates import AFFINITY_HALF_LIFE, CHANNELS, profiling_allowed
@@ -23,7 +24,6 @@ from nudge.policy.updates import AFFINITY_HALF_LIFE, CHANNELS, profiling_allowed
 #: Bump whenever a name, its meaning or its order changes.
 FEATURE_SCHEMA_VERSION = 1
 
-DAY = 86400.0
 MAX_DAYS = 365.0  # "never" or "long ago": one value so the model sees no outliers
 MAX_CART_HOURS = 24.0 * 30
 TRIGGERS = (
@@ -110,7 +110,7 @@ class FeatureBuilder:
             score = recency.affinity.get(request.category or "", 0.0) * decay
             total = sum(recency.affinity.values()) * decay
         has_cart = recency.cart_items > 0
-        cart_age = (now - recency.cart_updated_at) / 3600 if has_cart else MAX_CART_HOURS
+        cart_age = (now - recency.cart_updated_at) / HOUR if has_cart else MAX_CART_HOURS
         quiet = rules.quiet_window(state, self.quiet_hours)
         deferred = channel not in self.silent_channels and rules.quiet_hours_end(quiet, now) > now
         preferred = profile.preferred_channel

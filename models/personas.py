@@ -16,11 +16,10 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.cluster import KMeans
 from sklearn.preprocessing import StandardScaler
 
+from nudge.policy.clock import DAY
 from nudge.policy.personas import key_of
 from nudge.policy.state import CustomerState
 from nudge.policy.updates import profiling_allowed
-
-DAY = 86400.0
 
 DESCRIPTORS: tuple[str, ...] = (
     "orders",  # log(1 + order count)

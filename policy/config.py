@@ -15,6 +15,7 @@ import msgspec
 from msgspec import Meta
 
 from nudge.errors import UserError
+from nudge.policy.clock import DAY, HOUR, WEEK
 from nudge.policy.personas import PersonaTrait
 from nudge.schemas.events import Channel, ClickType, FeedbackType
 from nudge.schemas.outputs import MessageClass
@@ -85,7 +86,7 @@ class Caps(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True
 
     def windows(self) -> list[tuple[float, int]]:
         """(window seconds, cap) for each cap that is set."""
-        pairs = ((3600.0, self.hour), (86400.0, self.day), (604800.0, self.week))
+        pairs = ((HOUR, self.hour), (DAY, self.day), (WEEK, self.week))
         return [(seconds, cap) for seconds, cap in pairs if cap is not None]
 
 
@@ -119,7 +120,7 @@ class CooldownPolicy(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
     floor_days: NonNegative = 3.0  # never within this many days of buying
 
     def seconds_for(self, category: str) -> float:
-        return self.categories.get(category, self.default_days) * 86400.0
+        return self.categories.get(category, self.default_days) * DAY
 
 
 class HoldoutPolicy(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):

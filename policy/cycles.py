@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+from nudge.policy.clock import DAY
 from nudge.policy.config import ContactPolicy
 from nudge.policy.state import CustomerState
 
-DAY = 86400.0
 #: Purchases of a category closer together than this are one need (a split
 #: order, a second order the same day), not a cycle.
 MIN_GAP_DAYS = 1.0

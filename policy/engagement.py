@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, tzinfo
 
+from nudge.policy.clock import HOUR
 from nudge.policy.config import EngagementPolicy
 from nudge.policy.state import CustomerState
 
@@ -117,7 +118,7 @@ def best_time(
         return None
     now_block = block_of(datetime.fromtimestamp(earliest, zone))
     best = (earliest, rates[now_block])
-    hour = (earliest // 3600 + 1) * 3600
+    hour = (earliest // HOUR + 1) * HOUR
     previous = now_block
     while hour < latest:
         block = block_of(datetime.fromtimestamp(hour, zone))
@@ -127,7 +128,7 @@ def best_time(
             if inside and rates[block] > best[1] + 1e-9:
                 best = (at, rates[block])
         previous = block
-        hour += 3600
+        hour += HOUR
     if best[0] == earliest:
         return None
     return best[0], best[1], rates[now_block]

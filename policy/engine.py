@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from nudge.policy import content, engagement, identity, personas, rules, updates
+from nudge.policy.clock import DAY, HOUR
 from nudge.policy.config import Catalog, CatalogAction, ContactPolicy
 from nudge.policy.cycles import CycleModel, purchase_window
 from nudge.policy.experiments import NO_EXPERIMENTS, Experiments
@@ -408,7 +409,7 @@ class Engine:
         # would-be decision is logged for the holdout.
         if not (explain or _only_holdout(trace.reasons)):
             return trace
-        expires = ctx.event.ts.timestamp() + action.expiry_hours * 3600
+        expires = ctx.event.ts.timestamp() + action.expiry_hours * HOUR
         for channel in action.channels:
             if channels is not None and channel not in channels:
                 continue
@@ -575,9 +576,9 @@ class Engine:
             why.append(_best_hour_line(ctx, at))
         elif at > ctx.now:
             why.append(DEFERRED)
-        expires = ctx.event.ts.timestamp() + action.expiry_hours * 3600
+        expires = ctx.event.ts.timestamp() + action.expiry_hours * HOUR
         if at >= expires:  # a transactional message deferred past its expiry
-            expires = at + action.expiry_hours * 3600
+            expires = at + action.expiry_hours * HOUR
         shown = self._content(action, winner.category, channel, ctx.state, ctx.now)
         return Action(
             **self._header(did, ctx, now),
@@ -650,7 +651,7 @@ class Engine:
             fatigue.contacts = rules.prune_contacts(contacts, now, MAX_CONTACTS)
         else:
             fatigue.transactional = [*fatigue.transactional, contact][-MAX_TRANSACTIONAL:]
-        horizon = max((a.cooldown_hours for a in self.catalog.actions), default=0) * 3600
+        horizon = max((a.cooldown_hours for a in self.catalog.actions), default=0) * HOUR
         for action_id in [a for a, t in fatigue.last_action.items() if t < now - horizon]:
             del fatigue.last_action[action_id]
         if at <= now:  # a held message counts as sent once it is (Engine._release)
@@ -732,11 +733,11 @@ class Engine:
         marketing = action.message_class == "marketing"
         # As when deciding (_act): a marketing message expires; a
         # transactional one reaching the person late gets its expiry from then.
-        expires = hold.trigger_ts + action.expiry_hours * 3600
+        expires = hold.trigger_ts + action.expiry_hours * HOUR
         if now_ts >= expires:
             if marketing:
                 return self._withdraw(hold, ["expired"], now, subject, state)
-            expires = now_ts + action.expiry_hours * 3600
+            expires = now_ts + action.expiry_hours * HOUR
         reasons = rules.held_reasons(
             action, hold.channel, hold.category, state, self.policy, now_ts, did[:16], self.cycles
         )
@@ -883,9 +884,9 @@ class Engine:
             blocked = rules.consent_reason(action, contact.channel, state)
             if blocked is not None:  # a revocation or block processed since binds the copy too
                 return self._withheld(state, event, action, blocked, now, subject)
-            expires = event.ts.timestamp() + action.expiry_hours * 3600
+            expires = event.ts.timestamp() + action.expiry_hours * HOUR
             if contact.at >= expires:  # as in _act: a deferred transactional message
-                expires = contact.at + action.expiry_hours * 3600
+                expires = contact.at + action.expiry_hours * HOUR
             holdout = self._holdout(state, subject)
             category = {"$event": _event_category(event), "$cart": state.recency.cart_category}
             category = category.get(action.category or "", action.category)
@@ -1040,7 +1041,7 @@ def _replenishment_due(trigger, action: CatalogAction, ctx: rules.DecisionContex
     window = purchase_window(state, ctx.policy, ctx.cycles, category, profiled)
     if window is not None and window.due_at is not None:
         return ctx.now >= window.due_at
-    return ctx.now - bought >= trigger.replenish_after_days * 86400
+    return ctx.now - bought >= trigger.replenish_after_days * DAY
 
 
 def _content_line(shown: Content) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 
 from nudge.policy import engagement, rules
+from nudge.policy.clock import DAY, HOUR, WEEK
 from nudge.policy.config import ContactPolicy
 from nudge.policy.engine import Outcome
 from nudge.policy.ids import in_holdout
@@ -46,9 +47,9 @@ def summarize_state(
         "global_opt_out": opted_out,
         "blocked_channels": dict(state.consent.blocked),
         "contacts": {
-            "last_hour": sum(1 for c in fatigue.contacts if c.at > now_ts - 3600),
-            "last_day": sum(1 for c in fatigue.contacts if c.at > now_ts - 86400),
-            "last_week": sum(1 for c in fatigue.contacts if c.at > now_ts - 604800),
+            "last_hour": sum(1 for c in fatigue.contacts if c.at > now_ts - HOUR),
+            "last_day": sum(1 for c in fatigue.contacts if c.at > now_ts - DAY),
+            "last_week": sum(1 for c in fatigue.contacts if c.at > now_ts - WEEK),
         },
         "backoff_until": _iso(fatigue.backoff_until) if fatigue.backoff_until > now_ts else None,
         "time_zone": dict(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from nudge.policy.clock import HOUR
 from nudge.policy.state import Profile
 
 ZoneSource = Literal["stated", "device", "inferred", "policy"]
@@ -40,7 +41,7 @@ def observe_activity(profile: Profile, ts: float, device_zone: str | None) -> No
     """Count one browsing event at UTC time `ts`. Only called while profiling
     is allowed: the hours someone is active are behaviour, not a statement."""
     counts = bytearray(profile.active_hours or bytes(HOURS))
-    hour = int(ts // 3600) % HOURS
+    hour = int(ts // HOUR) % HOURS
     if counts[hour] >= COUNTER_LIMIT:
         counts = bytearray(c // 2 for c in counts)
     counts[hour] += 1

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from nudge.policy.clock import DAY
 from nudge.policy.engine import Engine, Outcome, Produced
 from nudge.policy.erasure import (
     MARKER_TABLE,
@@ -230,7 +231,7 @@ class Processor:
         an erasure request for every id linked to the person."""
         erased_at = event.ts.timestamp()
         days = self.engine.policy.erasure_marker_days
-        marker = ErasureMarker(erased_at=erased_at, expires_at=erased_at + days * 86400)
+        marker = ErasureMarker(erased_at=erased_at, expires_at=erased_at + days * DAY)
         key = marker_key(subject, self.erasure_key)
         result.other_writes[key] = {MARKER_TABLE: encode_marker(marker)}
         for n, linked in enumerate(outcome.erased_linked):

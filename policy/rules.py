@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from nudge.policy import engagement, personas
+from nudge.policy.clock import DAY, HOUR, WEEK
 from nudge.policy.config import LEVELS, Caps, CatalogAction, ContactPolicy, Level, QuietHoursPolicy
 from nudge.policy.cycles import CycleModel, purchase_window
 from nudge.policy.locality import person_zone
@@ -21,8 +22,7 @@ from nudge.policy.updates import profiling_allowed
 from nudge.schemas.events import Event
 from nudge.schemas.outputs import ReasonCode
 
-ENGAGED_WITHIN = 30 * 86400.0
-WEEK = 604800.0
+ENGAGED_WITHIN = 30 * DAY
 
 
 @dataclass(slots=True)
@@ -80,7 +80,7 @@ def action_reasons(action: CatalogAction, ctx: DecisionContext) -> list[ReasonCo
     state, now, policy = ctx.state, ctx.now, ctx.policy
     reasons: list[ReasonCode] = []
     marketing = action.message_class == "marketing"
-    if now - ctx.event.ts.timestamp() > action.expiry_hours * 3600:
+    if now - ctx.event.ts.timestamp() > action.expiry_hours * HOUR:
         reasons.append("expired")
     if marketing and ctx.in_holdout:
         reasons.append("holdout")
@@ -97,7 +97,7 @@ def action_reasons(action: CatalogAction, ctx: DecisionContext) -> list[ReasonCo
     if marketing and category and in_purchase_cooldown(state, policy, category, now, cycles):
         reasons.append("purchase_cooldown")
     last = state.fatigue.last_action.get(action.id)
-    if marketing and last is not None and now < last + action.cooldown_hours * 3600:
+    if marketing and last is not None and now < last + action.cooldown_hours * HOUR:
         reasons.append("action_cooldown")
     if marketing and action.max_per_week is not None:
         sent = sum(
@@ -234,7 +234,7 @@ def best_hour(
     learning = ctx.policy.engagement
     if not learning.send_hour or not profiling_allowed(ctx.state):
         return None
-    latest = min(earliest + learning.max_delay_hours * 3600, expires)
+    latest = min(earliest + learning.max_delay_hours * HOUR, expires)
     key = (earliest, latest)
     if key not in ctx.best_hours:
         quiet = quiet_window(ctx.state, ctx.policy.quiet_hours)

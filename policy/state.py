@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import msgspec
 
+from nudge.policy.clock import DAY
+
 RECENT_VIEWS = 8
 CART_PRODUCTS = 5
 MAX_CATEGORIES = 16
@@ -19,7 +21,7 @@ MAX_PROCESSED_IDS = 32
 MAX_ORDER_IDS = 32
 MAX_TRANSACTIONAL = 4
 _ID_BYTES = 4
-CONTACT_HORIZON = 8 * 86400.0  # contacts older than this answer no window
+CONTACT_HORIZON = 8 * DAY  # contacts older than this answer no window
 
 
 class Recency(msgspec.Struct, kw_only=True, omit_defaults=True, array_like=True):

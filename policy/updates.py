@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 from msgspec import UNSET
 
 from nudge.policy import engagement
+from nudge.policy.clock import DAY, HOUR
 from nudge.policy.config import ContactPolicy
 from nudge.policy.cycles import observe
 from nudge.policy.ids import hash64
@@ -41,7 +42,7 @@ from nudge.schemas.events import (
 )
 from nudge.schemas.outputs import ConsentLogEntry, NotApplied
 
-AFFINITY_HALF_LIFE = 14 * 86400.0
+AFFINITY_HALF_LIFE = 14 * DAY
 AFFINITY_WEIGHTS = {"product_view": 1.0, "add_to_cart": 3.0, "purchase": 5.0}
 CHANNELS = ("email", "sms", "push", "web")
 STATS_LIMIT = 64
@@ -379,7 +380,7 @@ def apply_feedback(
         over = fatigue.ignored_streak - policy.fatigue.ignored_threshold
         if over >= 0:
             hours = min(policy.fatigue.backoff_hours * 2**over, policy.fatigue.max_backoff_hours)
-            fatigue.backoff_until = max(fatigue.backoff_until, now.timestamp() + hours * 3600)
+            fatigue.backoff_until = max(fatigue.backoff_until, now.timestamp() + hours * HOUR)
     elif kind in ("unsubscribed", "complained"):
         logs.append(
             set_consent(
@@ -402,7 +403,7 @@ def apply_feedback(
 
 def _complaint_backoff(state: CustomerState, policy: ContactPolicy) -> float:
     last = state.fatigue.last_complaint
-    return last + policy.fatigue.complaint_backoff_hours * 3600 if last else 0.0
+    return last + policy.fatigue.complaint_backoff_hours * HOUR if last else 0.0
 
 
 def record_contact_stats(state: CustomerState, channel: str) -> None:
