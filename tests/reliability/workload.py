@@ -1,10 +1,12 @@
 """Traffic for fault injection, and the checks every fault must leave true.
 
 `build` makes a seeded stream for a few hundred customers: consent grants
-(published first), then browsing, searches, carts, purchases and opt-outs,
-interleaved across customers. Most events must leave a record on Kafka (a
-decision, a consent-log entry); the checks then prove, from what the worker
-wrote, that nothing was lost and no promise to a person was broken:
+(published first), then nudge.traffic's shopping traffic (browsing sessions,
+searches, carts, checkouts, purchases, redeliveries) with opt-outs among it,
+in event-time order. Every event of the kinds that leave a record whatever
+the state (a decision, a consent-log entry) must leave one on Kafka; the
+checks then prove, from what the worker wrote, that nothing was lost and no
+promise to a person was broken:
 
 - accounted: every event that must leave a record has one;
 - opt-outs: no marketing action decided after an applied opt-out;
@@ -21,27 +23,39 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
 import rocksdict
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
+from nudge.policy.clock import DAY, HOUR
 from nudge.policy.config import load_policy
 from nudge.policy.ids import decision_id
 from nudge.policy.state import Fatigue
 from nudge.policy.stored import STATE_TABLE, decode_record
 from nudge.streams.crash_journal import FAUST_OFFSET_KEY
 from nudge.testing import EventPublisher, OutputReader, Received, WorkerProcess
+from nudge.traffic import SHOPPING, Generator, consent, iso, with_prefix
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: The shipped policy without quiet hours, holdout or exploration: the same
 #: decisions at any hour of the day.
 POLICY = REPO_ROOT / "tests" / "integration" / "policy.toml"
 OUTPUTS = ("actions", "suppressions", "deadletter", "consent-log")
-CATEGORIES = ("lighting", "garden", "outdoor", "kitchen", "furniture")
 TOKEN = "reliability-test-token"
+#: The shopping the stream covers: the half hour before it is built (a
+#: session still going on then has its later clicks stamped at that moment),
+#: recent enough that no trigger has expired (an order confirmation in 2 h).
+SPAN = HOUR / 2
+EVENTS_PER_CUSTOMER = 9
+OPT_OUT_SHARE = 0.3
+#: Event types that leave a record whatever the person's state: a session
+#: start and a search trigger garden_seasonal, a purchase its order
+#: confirmation (each decided: an action, or a suppression naming its
+#: reasons), a consent change its consent-log entry.
+ALWAYS_RECORDED = frozenset({"session_start", "search", "purchase", "consent"})
 
 
 def worker_env(tmp: Path, **extra: str) -> dict[str, str]:
@@ -71,94 +85,47 @@ class Workload:
 
 
 def build(tag: str, customers: int, seed: int = 7) -> Workload:
-    """About ten events per customer; every customer grants email marketing
-    (half of them push too) before the stream, and three in ten opt out of
-    all marketing somewhere in it."""
+    """About nine events of shopping per customer, ids starting with `tag`;
+    every customer grants email marketing (half of them push too) before the
+    stream, and three in ten opt out of all marketing somewhere in it."""
     rng = random.Random(seed)
-    now = datetime.now(UTC)
+    now = time.time()
+    start = now - SPAN
+    traffic = Generator(
+        customers,
+        customers * EVENTS_PER_CUSTOMER,
+        seed,
+        days=SPAN / DAY,
+        mix=SHOPPING,
+        start=datetime.fromtimestamp(start, UTC),
+    )
+    events = [(raw.ts, raw.kind, raw.body) for raw in traffic.generate()]
     work = Workload([], [], set(), set(), set())
-    queues: list[list[tuple[str, dict]]] = []
-    for n in range(customers):
-        customer = f"{tag}c{n}"
+    for person in traffic.customers:
+        customer = f"{tag}{person.id}"
         work.customers.append(customer)
-        event = _EventMaker(customer, now)
         for channel in ("email", "push") if rng.random() < 0.5 else ("email",):
-            grant = event(
-                "consent",
-                timedelta(minutes=20),
-                channel=channel,
-                purpose="marketing",
-                status="granted",
-                source="signup",
-            )
+            grant = consent(customer, f"{customer}-{channel}", iso(start - 1200), channel)
             work.grants.append(("consent", grant))
-            work.must_record.add(grant["event_id"])
-        category = rng.choice(CATEGORIES)
-        plan: list[tuple[str, dict]] = [("clickstream", event("session_start", timedelta(0)))]
-        for view in range(rng.randint(3, 5)):
-            item = event("product_view", timedelta(0), product_id=f"p{view}", category=category)
-            plan.append(("clickstream", item))
-            if view >= 2:  # the third view of a category makes it a trigger
-                work.must_record.add(item["event_id"])
-        plan.append(("clickstream", event("search", timedelta(0), query=category)))
-        cart = event(
-            "add_to_cart",
-            timedelta(minutes=40),
-            product_id="p0",
-            category=category,
-            price=25.0,
-        )
-        plan.append(("clickstream", cart))  # idle for 40 minutes: no trigger itself
-        plan.append(("clickstream", event("session_start", timedelta(0))))
-        order = event(
-            "purchase",
-            timedelta(0),
-            order_id=f"o-{customer}",
-            items=[{"product_id": "p0", "category": category, "price": 25.0}],
-        )
-        plan.append(("purchases", order))
-        work.purchases.add(order["event_id"])
-        for _, item in plan:
-            if item["type"] in ("session_start", "search", "purchase"):
-                work.must_record.add(item["event_id"])
-        if rng.random() < 0.3:
-            opt_out = event(
-                "consent",
-                timedelta(0),
-                channel="all",
-                purpose="marketing",
-                status="revoked",
-                source="unsubscribe_link",
+        if rng.random() < OPT_OUT_SHARE:
+            ts = rng.uniform(start, start + SPAN)
+            opt_out = consent(
+                person.id, f"{person.id}-opt-out", ts, "all", "revoked", "unsubscribe_link"
             )
-            plan.insert(rng.randint(1, len(plan)), ("consent", opt_out))
-            work.must_record.add(opt_out["event_id"])
+            events.append((ts, "consent", opt_out))
             work.opted_out.add(customer)
-        queues.append(plan)
-    while queues:  # interleave customers, keeping each one's own order
-        queue = rng.choice(queues)
-        work.stream.append(queue.pop(0))
-        if not queue:
-            queues.remove(queue)
+    events.sort(key=lambda event: event[0])  # stable: redeliveries stay after the original
+    for ts, kind, body in events:
+        event = {**with_prefix(body, tag), "ts": iso(min(ts, now))}
+        work.stream.append((kind, event))
+        if event["type"] == "purchase":
+            work.purchases.add(event["event_id"])
+    work.must_record = {
+        event["event_id"]
+        for _, event in (*work.grants, *work.stream)
+        if event["type"] in ALWAYS_RECORDED
+    }
     return work
-
-
-class _EventMaker:
-    """Events of one customer, numbered in the order they are made."""
-
-    def __init__(self, customer: str, now: datetime) -> None:
-        self.customer = customer
-        self.now = now
-        self.count = 0
-
-    def __call__(self, type_: str, ago: timedelta, **fields: object) -> dict:
-        self.count += 1
-        return {
-            "event_id": f"{self.customer}-{self.count}",
-            "type": type_,
-            "customer_id": self.customer,
-            "ts": (self.now - ago).isoformat(),
-            **fields,
-        }
 
 
 class Traffic(threading.Thread):
