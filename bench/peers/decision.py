@@ -21,10 +21,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from nudge.policy.clock import DAY
+
 CHANNELS = ("email", "push", "sms", "web")
 TRIGGERS = frozenset({"session_start", "page_view", "product_view", "search", "checkout_started"})
-CAP_SECONDS = 24 * 3600
-COOLDOWN_SECONDS = 7 * 24 * 3600
+CAP_SECONDS = DAY
+COOLDOWN_SECONDS = 7 * DAY
 ACTION = "peer_offer"
 
 

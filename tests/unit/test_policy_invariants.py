@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from policy_kit import CHANNELS, catalog, decode, key_of, shipped_engine, store, topic_of
 
 from nudge.policy import erasure, locality
+from nudge.policy.clock import DAY, WEEK
 from nudge.policy.config import ContactPolicy
 from nudge.policy.engine import Engine, Outcome
 from nudge.policy.ids import decision_id, in_holdout
@@ -173,7 +174,6 @@ STARTS = (
     datetime(2026, 6, 15, 9, 0, tzinfo=UTC),
     datetime(2026, 10, 23, 20, 0, tzinfo=UTC),
 )
-WEEK = 7 * 86400.0
 
 # -- the strategy ------------------------------------------------------------------
 #
@@ -786,7 +786,7 @@ def test_no_promotion_inside_a_purchase_cooldown(config: str, scenario: Scenario
         for category, bought in person.purchases:
             if category == decision.category:
                 assert decided >= bought + cooldown.seconds_for(category), (
-                    f"{category} promoted {(decided - bought) / 86400:.2f} days after purchase"
+                    f"{category} promoted {(decided - bought) / DAY:.2f} days after purchase"
                 )
 
     follow(log, check)
