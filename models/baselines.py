@@ -28,6 +28,7 @@ from nudge.config import CATALOG as SHIPPED_CATALOG
 from nudge.config import POLICY as SHIPPED_POLICY
 from nudge.config import shipped
 from nudge.policy import rules
+from nudge.policy.clock import HOUR
 from nudge.policy.config import (
     Caps,
     Catalog,
@@ -130,7 +131,7 @@ class AutopilotPolicy:
     events (within the hour), like any live recommender."""
 
     name = "autopilot"
-    fresh_seconds = 3600.0
+    fresh_seconds = HOUR
 
     def __init__(self, catalog: Path | str = CATALOG, policy: Path | str = POLICY) -> None:
         shipped = load_catalog(catalog)

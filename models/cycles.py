@@ -39,7 +39,8 @@ from scipy.special import expit, log_expit
 from sklearn.base import BaseEstimator
 
 from nudge.models.replay import LogRecord
-from nudge.policy.cycles import DAY, MIN_GAP_DAYS, intervals
+from nudge.policy.clock import DAY
+from nudge.policy.cycles import MIN_GAP_DAYS, intervals
 from nudge.schemas.events import PurchaseEvent
 
 #: The pooled fit's key in `categories_`: every category together.

@@ -53,8 +53,9 @@ from nudge.models.baselines import (
 from nudge.models.harms import JUST_BOUGHT_DAYS, NIGHT_FROM, NIGHT_UNTIL, HarmCounter
 from nudge.models.incremental import METHOD, paired_difference
 from nudge.models.serving import ScorerHolder
-from nudge.models.simulator import DAY, START, Simulation, write_event_log
+from nudge.models.simulator import START, Simulation, write_event_log
 from nudge.models.training import TrainingError, beats_constant, train
+from nudge.policy.clock import DAY
 from nudge.policy.config import load_catalog, load_policy
 from nudge.policy.scoring import HeuristicScorer, Scorer
 

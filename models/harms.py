@@ -21,7 +21,8 @@ from collections.abc import Mapping
 from datetime import datetime, tzinfo
 from typing import Any
 
-from nudge.models.simulator import DAY, delivery_time
+from nudge.models.simulator import delivery_time
+from nudge.policy.clock import DAY
 
 #: Local hours of the night: from NIGHT_FROM until NIGHT_UNTIL the next morning.
 NIGHT_FROM, NIGHT_UNTIL = 22, 7

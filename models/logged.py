@@ -33,6 +33,7 @@ from typing import Any
 import msgspec
 
 from nudge.models.ope import LoggedDecision, Pair
+from nudge.policy.clock import HOUR
 from nudge.policy.engine import Engine, Outcome
 from nudge.policy.inmemory import InMemoryWorker, event_key
 from nudge.policy.processor import Processor, Result
@@ -167,7 +168,7 @@ def from_log(
         != (a["decision_id"], a["channel"], round(a["selection_probability"], 6))
         for tid, a in logged.items()
     )
-    until = last - settle_hours * 3600
+    until = last - settle_hours * HOUR
     decisions = recorder.decisions(until, reward)
     return Replayed(decisions, len(logged), diverged, len(recorder.seen) - len(decisions))
 

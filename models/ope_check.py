@@ -34,6 +34,7 @@ from nudge.models.baselines import CATALOG, POLICY, emitted_actions
 from nudge.models.logged import REWARDS, SETTLE_HOURS, DecisionRecorder, from_log
 from nudge.models.ope import diagnostics, estimate_all, on_policy
 from nudge.models.simulator import Simulation
+from nudge.policy.clock import HOUR
 from nudge.policy.config import Catalog, ContactPolicy, load_catalog, load_policy
 from nudge.policy.engine import Engine
 
@@ -83,7 +84,7 @@ def play(
     recorder = DecisionRecorder(Engine(*logging), Engine(*target))
     sim = Simulation(customers, days, seed)
     records = [(r.kind, r.event) for r in sim.run(_Recording(recorder))]
-    return recorder, records, sim.end - SETTLE_HOURS * 3600
+    return recorder, records, sim.end - SETTLE_HOURS * HOUR
 
 
 def check_seed(

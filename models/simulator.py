@@ -43,12 +43,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import msgspec
 import numpy as np
 
+from nudge.policy.clock import DAY, HOUR
+
 if TYPE_CHECKING:
     from nudge.models.baselines import DecisionPolicy
 
 MINUTE = 60.0
-HOUR = 3600.0
-DAY = 86400.0
 START = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday in spring: garden season
 PROCESSING_DELAY = 0.05  # a policy decides 50 ms after the event happened
 HISTORY_DAYS = 720  # existing customers signed up within the last two years

@@ -40,9 +40,9 @@ from nudge.models.features import FEATURE_NAMES
 from nudge.models.personas import PersonaModel, descriptors, profiled
 from nudge.models.replay import Example, Replay, read_log, replay
 from nudge.models.uplift import UpliftError, UpliftModel, compare, fit_uplift, qini_gain
+from nudge.policy.clock import DAY
 from nudge.policy.config import Catalog, ContactPolicy
 
-DAY = 86400.0
 RELIABILITY_BINS = 10
 HOLDOUT_SHARE = 0.25  # of the days the log has decisions in, by default
 MAX_HOLDOUT_DAYS = 7.0

@@ -23,8 +23,8 @@ from nudge.models.cycles_check import read_transactions, report
 from nudge.models.features import FEATURE_NAMES
 from nudge.models.replay import LogRecord
 from nudge.models.serving import ScorerHolder
+from nudge.policy.clock import DAY
 from nudge.policy.config import ContactPolicy
-from nudge.policy.cycles import DAY
 
 START = datetime(2025, 1, 1, tzinfo=UTC).timestamp()
 

@@ -25,7 +25,8 @@ from nudge.models.personas import DESCRIPTORS, PersonaModel, assign, descriptors
 from nudge.models.replay import Example, LogRecord, Replay, read_log, replay
 from nudge.models.scorer import ModelScorer
 from nudge.models.serving import ScorerHolder
-from nudge.models.training import DAY, TrainingResult, split, train
+from nudge.models.training import TrainingResult, split, train
+from nudge.policy.clock import DAY
 from nudge.policy.config import load_catalog, load_policy
 from nudge.policy.engine import Engine
 from nudge.policy.processor import Processor

@@ -12,7 +12,8 @@ from bench.model_latency import synthetic_log
 from nudge.cli import main as nudge
 from nudge.models import artifact
 from nudge.models.replay import Example, Replay
-from nudge.models.training import DAY, beats_constant, default_holdout_days
+from nudge.models.training import beats_constant, default_holdout_days
+from nudge.policy.clock import DAY
 
 
 @pytest.fixture(scope="module")

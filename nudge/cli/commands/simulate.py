@@ -260,7 +260,7 @@ class _DayBar:
         )
 
     def follow(self, records: Any) -> Any:
-        from nudge.models.simulator import DAY
+        from nudge.policy.clock import DAY
 
         for n, record in enumerate(records):
             if n % 1000 == 0:
