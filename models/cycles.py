@@ -38,9 +38,9 @@ from scipy import optimize, stats
 from scipy.special import expit, log_expit
 from sklearn.base import BaseEstimator
 
-from nudge.models.replay import LogRecord
 from nudge.policy.clock import DAY
 from nudge.policy.cycles import MIN_GAP_DAYS, intervals
+from nudge.schemas.eventlog import LoggedEvent
 from nudge.schemas.events import PurchaseEvent
 
 #: The pooled fit's key in `categories_`: every category together.
@@ -59,18 +59,17 @@ class Purchase:
     at: float  # epoch seconds
 
 
-def purchases_from_log(records: Iterable[LogRecord]) -> list[Purchase]:
-    """The purchases in an event log (models.replay.read_log), each order
+def purchases_from_log(records: Iterable[LoggedEvent]) -> list[Purchase]:
+    """The purchases in an event log (schemas.eventlog.read_log), each order
     once however often it was sent, per category it holds."""
-    decoder = msgspec.json.Decoder(PurchaseEvent)
     seen: set[str] = set()
     found: list[Purchase] = []
     for record in records:
         if record.kind != "purchases":
             continue
         try:
-            event = decoder.decode(record.event)
-        except msgspec.DecodeError:
+            event = msgspec.convert(record.event, PurchaseEvent)
+        except msgspec.ValidationError:
             continue  # the worker deadletters it; it bought nothing
         who = event.subject_id
         if who is None or event.order_id in seen:
@@ -234,7 +233,7 @@ def _fit(observed: list[float], open_gaps: list[float], own: list[list[float]]) 
 
 
 def fit_cycles(
-    records: Iterable[LogRecord], end: float, min_intervals: int = 30
+    records: Iterable[LoggedEvent], end: float, min_intervals: int = 30
 ) -> tuple[PurchaseCycles | None, dict[str, object]]:
     """Purchase cycles from an event log, censored at `end`, and what the
     metadata says of them. None (the policy's fixed cooldowns stay) when the

@@ -42,9 +42,9 @@ from pathlib import Path
 from typing import Any
 
 from nudge.models.cycles import Purchase, PurchaseCycles, histories, purchases_from_log
-from nudge.models.replay import read_log
 from nudge.policy.clock import DAY
 from nudge.policy.cycles import MIN_GAP_DAYS, intervals, observe
+from nudge.schemas.eventlog import read_log
 
 LIFETIMES_WHEEL = "Lifetimes-0.11.3-py3-none-any.whl"
 LIFETIMES_SHA256 = "261e3dc89977c2b60767ca6728aaa29d429de0c814635070a749c36555895da8"

@@ -53,11 +53,12 @@ from nudge.models.baselines import (
 from nudge.models.harms import JUST_BOUGHT_DAYS, NIGHT_FROM, NIGHT_UNTIL, HarmCounter
 from nudge.models.incremental import METHOD, paired_difference
 from nudge.models.serving import ScorerHolder
-from nudge.models.simulator import START, Simulation, write_event_log
+from nudge.models.simulator import START, Simulation
 from nudge.models.training import TrainingError, beats_constant, train
 from nudge.policy.clock import DAY
 from nudge.policy.config import load_catalog, load_policy
 from nudge.policy.scoring import HeuristicScorer, Scorer
+from nudge.schemas.eventlog import write_log
 
 POLICIES: dict[str, Callable[[], DecisionPolicy]] = {
     "nudge": NudgePolicy,
@@ -122,7 +123,7 @@ class Tally:
     messages_by_channel: dict[str, int] = field(default_factory=dict)
     messages_by_action: dict[str, int] = field(default_factory=dict)
     messages_by_category: dict[str, int] = field(default_factory=dict)
-    messages_by_persona: dict[str, int] = field(default_factory=dict)
+    messages_by_archetype: dict[str, int] = field(default_factory=dict)
     messages_by_model: dict[str, int] = field(default_factory=dict)
     transactional_messages: int = 0
     local_night_messages: int = 0
@@ -133,7 +134,7 @@ class Tally:
     attributed_revenue: float = 0.0
     total_conversions: int = 0
     orders_by_category: dict[str, int] = field(default_factory=dict)
-    orders_by_persona: dict[str, int] = field(default_factory=dict)
+    orders_by_archetype: dict[str, int] = field(default_factory=dict)
     revenue: float = 0.0
     unsubscribes: int = 0
     complaints: int = 0
@@ -145,14 +146,14 @@ class Tally:
     def organic_purchases(self) -> int:
         return self.total_conversions - self.attributed_conversions
 
-    def count(self, kind: str, event: dict[str, Any], persona: str) -> None:
-        """One record of the window; `persona` is the hidden type of its person."""
+    def count(self, kind: str, event: dict[str, Any], archetype: str) -> None:
+        """One record of the window; `archetype` is the hidden type of its person."""
         if kind == "actions":
-            self._count_action(event, persona)
+            self._count_action(event, archetype)
         elif kind == "purchases":
             self.total_conversions += 1
             self.revenue += sum(i["price"] * i["quantity"] for i in event["items"])
-            _add(self.orders_by_persona, persona)
+            _add(self.orders_by_archetype, archetype)
             for category in {item["category"] for item in event["items"]}:
                 _add(self.orders_by_category, category)
         elif kind == "feedback":
@@ -169,7 +170,7 @@ class Tally:
                 self._opted_out.add(event["customer_id"])
                 self.people_opted_out = len(self._opted_out)
 
-    def _count_action(self, action: dict[str, Any], persona: str) -> None:
+    def _count_action(self, action: dict[str, Any], archetype: str) -> None:
         if action["message_class"] != "marketing":
             self.transactional_messages += 1
             return
@@ -178,7 +179,7 @@ class Tally:
         _add(self.messages_by_action, action["action_id"])
         if action.get("category"):  # checkout help names none
             _add(self.messages_by_category, action["category"])
-        _add(self.messages_by_persona, persona)
+        _add(self.messages_by_archetype, archetype)
         _add(self.messages_by_model, action["model_version"])
 
     def harms(self, counter: HarmCounter) -> None:
@@ -210,14 +211,15 @@ def play(
     sim = Simulation(customers, days, seed)
     tally = Tally()
     harms = HarmCounter({customer: person.zone for customer, person in sim.by_id.items()})
-    for n, (kind, event) in enumerate(sim.run(policy)):
+    for n, record in enumerate(sim.run(policy)):
+        kind, event = record.kind, record.event
         if kind == "purchases":
             harms.purchase(event)  # the imported history too: a purchase before the window
         elif kind == "actions":
             harms.action(event)
         if kind == "actions" or sim.clock >= sim.start:  # not the imported history
             person = sim.by_id.get(event.get("customer_id") or "")
-            tally.count(kind, event, person.persona.name if person else "anonymous")
+            tally.count(kind, event, person.archetype.name if person else "anonymous")
         if progress is not None and n % 2000 == 0:
             progress(max(0.0, (sim.clock - sim.start) / DAY))
     if progress is not None:
@@ -322,7 +324,7 @@ def trained_scorer(
     start = START - timedelta(days=days)
     history = Simulation(customers, days, seed, start=start)
     log = work / f"history-{seed}.jsonl"
-    write_event_log(history.run(NudgePolicy(log_would_be=True)), log)
+    write_log(history.run(NudgePolicy(log_would_be=True)), log)
     policy = load_policy(POLICY)
     summary: dict[str, Any] = {
         "history": {
@@ -396,7 +398,7 @@ def aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def where_it_adds(runs: dict[int, dict[str, dict[str, Any]]], name: str) -> dict[str, Any]:
     """Where a policy's messages go and what they add, means over the seeds:
-    per persona (the simulator's hidden truth) and per category named, its
+    per archetype (the simulator's hidden truth) and per category named, its
     messages next to its orders minus the control's (an order counts once per
     category in it). Same seed, same people: someone no message reaches lives
     as under the control. Per action, only the attributed conversions exist:
@@ -407,7 +409,7 @@ def where_it_adds(runs: dict[int, dict[str, dict[str, Any]]], name: str) -> dict
             for action, messages, credited in _by_action(runs, name)
         }
     }
-    for segment in ("persona", "category"):
+    for segment in ("archetype", "category"):
         messages = _mean_counts([r[name][f"messages_by_{segment}"] for r in runs.values()])
         added = _mean_counts(
             [
@@ -568,7 +570,7 @@ def render(report: dict[str, Any]) -> str:
             f"{key:26}{mine['messages']:>12,.0f}{mine['attributed_conversions']:>10.1f}"
             f"{theirs['messages']:>12,.0f}{theirs['attributed_conversions']:>10.1f}"
         )
-    for segment in ("persona", "category"):
+    for segment in ("archetype", "category"):
         lines += ["", f"where the messages go and what they add, by {segment} (means over seeds)"]
         lines.append(f"{'':18}{'nudge msgs':>12}{'added':>8}{'blast msgs':>12}{'added':>8}")
         nudge, blast = (report["gap"][n][f"by_{segment}"] for n in ("nudge", "blast"))

@@ -37,6 +37,7 @@ from nudge.policy.clock import HOUR
 from nudge.policy.engine import Engine, Outcome
 from nudge.policy.inmemory import InMemoryWorker, event_key
 from nudge.policy.processor import Processor, Result
+from nudge.schemas.eventlog import LoggedEvent
 from nudge.schemas.events import EVENT_TYPES_BY_TOPIC
 from nudge.schemas.outputs import Action
 
@@ -141,28 +142,29 @@ class Replayed:
 
 
 def from_log(
-    records: Iterable[tuple[str, dict[str, Any]]],
+    log: Iterable[LoggedEvent],
     logging: Engine,
     target: Engine,
     settle_hours: float = SETTLE_HOURS,
     reward: str = "converted",
 ) -> Replayed:
     """Replay an event log (input events and `actions`) through a recorder."""
-    records = list(records)
-    logged = {e["trigger_event_id"]: e for kind, e in records if kind == "actions"}
+    records = list(log)
+    logged = {r.event["trigger_event_id"]: r.event for r in records if r.kind == "actions"}
     if not logged:
         raise ValueError("the log holds no actions: nothing was decided to learn from")
     times = {tid: _decided(action) for tid, action in logged.items()}
     first = min(times.values())
     recorder = DecisionRecorder(logging, target)
     last = first
-    for kind, event in records:
-        if kind not in EVENT_TYPES_BY_TOPIC:
+    for record in records:
+        if record.kind not in EVENT_TYPES_BY_TOPIC:
             continue  # outputs: actions, suppressions
+        event = record.event
         ts = _epoch(event.get("ts"), last)
         last = max(last, ts)
         at = times.get(event.get("event_id", ""), max(ts, first))
-        recorder.process(kind, event, datetime.fromtimestamp(at, UTC))
+        recorder.process(record.kind, event, datetime.fromtimestamp(at, UTC))
     diverged = sum(
         recorder.actions.get(tid)
         != (a["decision_id"], a["channel"], round(a["selection_probability"], 6))

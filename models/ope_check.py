@@ -37,6 +37,7 @@ from nudge.models.simulator import Simulation
 from nudge.policy.clock import HOUR
 from nudge.policy.config import Catalog, ContactPolicy, load_catalog, load_policy
 from nudge.policy.engine import Engine
+from nudge.schemas.eventlog import LoggedEvent
 
 DEFAULT_OUT = Path(".results/ope/check.json")
 Config = tuple[Catalog, ContactPolicy]
@@ -78,12 +79,12 @@ class _Recording:
 
 def play(
     customers: int, days: float, seed: int, logging: Config, target: Config
-) -> tuple[DecisionRecorder, list[tuple[str, dict[str, Any]]], float]:
+) -> tuple[DecisionRecorder, list[LoggedEvent], float]:
     """One world under `logging`, `target` asked beside it; the recorder, the
     event log and the time up to which outcomes have settled."""
     recorder = DecisionRecorder(Engine(*logging), Engine(*target))
     sim = Simulation(customers, days, seed)
-    records = [(r.kind, r.event) for r in sim.run(_Recording(recorder))]
+    records = list(sim.run(_Recording(recorder)))
     return recorder, records, sim.end - SETTLE_HOURS * HOUR
 
 

@@ -3,7 +3,7 @@
     python -m nudge.models.persona_check --customers 2000 --days 30 --seeds 7 8 9 \\
         --out results/personas
 
-The simulator's people have hidden personas (models/simulator.py) that no
+The simulator's people have hidden archetypes (models/simulator.py) that no
 policy sees. Here a persona model is trained (`nudge train`'s KMeans) on the
 history of another simulated world (`--train-seed`), played by nudge as
 shipped; the worker then assigns each person the nearest learned persona as
@@ -23,7 +23,7 @@ conversions, all orders in the window minus the control's on the same seed,
 with a 95% t-interval over the seeds (models/incremental.py), as `nudge
 evaluate` reports it; also messages, incremental orders per 1,000 messages,
 unsubscribes and complaints, and how the learned personas line up with the
-hidden ones.
+hidden archetypes.
 """
 
 from __future__ import annotations
@@ -41,11 +41,12 @@ from nudge.models.baselines import CATALOG, POLICY, NudgePolicy, SilentPolicy
 from nudge.models.evaluate import aggregate, play
 from nudge.models.incremental import METHOD, paired_difference
 from nudge.models.personas import FoldedPersonas, PersonaModel
-from nudge.models.simulator import Simulation, write_event_log
+from nudge.models.simulator import Simulation
 from nudge.models.training import train
 from nudge.policy.config import load_catalog, load_policy
 from nudge.policy.scoring import HeuristicScorer
 from nudge.policy.state import CustomerState
+from nudge.schemas.eventlog import write_log
 
 #: Traits of the learned personas the extra action is for: people who answer
 #: messages and buy. Chosen from the trait vocabulary after seeing which
@@ -86,7 +87,7 @@ def learn_personas(customers: int, days: float, seed: int, work: Path) -> Person
     """The persona model `nudge train` fits on a simulated history played by
     nudge as shipped."""
     log = work / f"history-{seed}.jsonl"
-    write_event_log(Simulation(customers, days, seed).run(NudgePolicy()), log)
+    write_log(Simulation(customers, days, seed).run(NudgePolicy()), log)
     result = train(log, load_catalog(CATALOG), load_policy(POLICY))
     if result.personas is None:
         raise SystemExit("the training history had too few customers for personas")
@@ -151,10 +152,10 @@ def run(
 
 
 def _align(table: dict[str, Counter[str]], policy: NudgePolicy, sim: Simulation) -> None:
-    """Count each person's learned persona at the end under their hidden one."""
+    """Count each person's learned persona at the end under their hidden archetype."""
     for customer, person in sim.by_id.items():
         learned = policy.worker.state(customer).profile.persona or "none"
-        table.setdefault(person.persona.name, Counter())[learned] += 1
+        table.setdefault(person.archetype.name, Counter())[learned] += 1
 
 
 def _paired(runs: dict[int, dict[str, dict[str, Any]]], a: str, b: str) -> dict[str, Any]:
@@ -193,7 +194,7 @@ def render(report: dict[str, Any]) -> str:
             f"\n{key.replace('_', ' ')}: orders {_interval(diff['orders'])},"
             f" per seed {diff['orders']['per_seed']}; messages per seed {diff['messages']}"
         )
-    lines += ["", "Learned persona at the end (aware arm, all seeds) by hidden persona:"]
+    lines += ["", "Learned persona at the end (aware arm, all seeds) by hidden archetype:"]
     for hidden, learned in report["learned_by_hidden"].items():
         total = sum(learned.values())
         shares = ", ".join(

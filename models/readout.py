@@ -26,6 +26,8 @@ from datetime import datetime
 from statistics import NormalDist
 from typing import Any
 
+from nudge.schemas.eventlog import LoggedEvent
+
 #: Fewer people than this in an arm or its holdout: the normal interval is
 #: not to be trusted, whatever it says.
 MIN_PEOPLE = 30
@@ -206,9 +208,9 @@ def _decided(decision: dict[str, Any]) -> float:
     return _time(decision.get("held_at") or decision["decided_at"])
 
 
-def read(records: Iterable[tuple[str, dict[str, Any]]]) -> Readout:
-    """A Readout of (kind, event) records in log order."""
+def read(log: Iterable[LoggedEvent]) -> Readout:
+    """A Readout of an event log's events, in log order."""
     readout = Readout()
-    for kind, event in records:
-        readout.add(kind, event)
+    for logged in log:
+        readout.add(logged.kind, logged.event)
     return readout

@@ -6,7 +6,7 @@ to relevant and well-timed messages, and get annoyed by the rest. This world
 is seeded and reproducible, knows nothing about Kafka or the engine, and
 talks to a policy only through events and action dicts:
 
-- People with hidden personas browse, search, fill and abandon carts, buy,
+- People of hidden archetypes browse, search, fill and abandon carts, buy,
   grant consent, state preferences and log in, in their own time zone.
   Existing customers arrive with their history (signup, consent, past orders)
   dated before the window; new visitors start anonymous and sign up later.
@@ -33,17 +33,16 @@ from __future__ import annotations
 import heapq
 import math
 import zoneinfo
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from hashlib import blake2b
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
-import msgspec
 import numpy as np
 
 from nudge.policy.clock import DAY, HOUR
+from nudge.schemas.eventlog import LoggedEvent
 
 if TYPE_CHECKING:
     from nudge.models.baselines import DecisionPolicy
@@ -53,13 +52,6 @@ START = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday in spring: garden season
 PROCESSING_DELAY = 0.05  # a policy decides 50 ms after the event happened
 HISTORY_DAYS = 720  # existing customers signed up within the last two years
 EXISTING_SHARE = 0.8  # the rest are new visitors who start anonymous
-
-
-class LogRecord(NamedTuple):
-    """One line of the event log: an input topic kind (or "actions") and the event."""
-
-    kind: str
-    event: dict[str, Any]
 
 
 # -- the shop --------------------------------------------------------------------------
@@ -101,12 +93,14 @@ ZONES = {
 }
 
 
-# -- personas ---------------------------------------------------------------------------
+# -- archetypes -------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Persona:
-    """A hidden type of customer: the policies never see it, only its behaviour."""
+class Archetype:
+    """A simulated person's true, hidden type of behaviour: the policies never
+    see it, only what it makes people do. Not a persona (models/personas.py):
+    those are learned from behaviour, and may or may not find these."""
 
     name: str
     share: float
@@ -122,36 +116,36 @@ class Persona:
     touchiness: float  # scales the chance of unsubscribing and complaining
 
 
-PERSONAS: tuple[Persona, ...] = (
-    Persona(
+ARCHETYPES: tuple[Archetype, ...] = (
+    Archetype(
         "bargain_hunter", 0.25,
         {"decor": 3, "kitchen": 3, "storage": 2, "lighting": 2, "bedding": 1, "tools": 1},
         sessions_per_week=2.5, cart_rate=0.08, orders_per_year=6,
         opens={"email": 0.32, "push": 0.12, "sms": 0.85, "web": 0.55},
         click_rate=0.14, buy_rate=0.10, purifier_share=0.10, patience=1.4, touchiness=0.7,
     ),
-    Persona(
+    Archetype(
         "loyal_homebody", 0.25,
         {"kitchen": 3, "decor": 2, "bedding": 2, "bathroom": 2, "lighting": 1},
         sessions_per_week=1.3, cart_rate=0.13, orders_per_year=5,
         opens={"email": 0.38, "push": 0.08, "sms": 0.90, "web": 0.50},
         click_rate=0.10, buy_rate=0.15, purifier_share=0.30, patience=1.0, touchiness=0.8,
     ),
-    Persona(
+    Archetype(
         "gardener", 0.20,
         {"garden": 5, "outdoor": 3, "tools": 2},
         sessions_per_week=1.6, cart_rate=0.11, orders_per_year=4,
         opens={"email": 0.30, "push": 0.07, "sms": 0.85, "web": 0.50},
         click_rate=0.12, buy_rate=0.12, purifier_share=0.10, patience=1.0, touchiness=1.0,
     ),
-    Persona(
+    Archetype(
         "gadget_fan", 0.15,
         {"appliances": 3, "lighting": 2, "air_purifiers": 2, "tools": 2, "kitchen": 1},
         sessions_per_week=2.0, cart_rate=0.09, orders_per_year=4,
         opens={"email": 0.22, "push": 0.16, "sms": 0.85, "web": 0.60},
         click_rate=0.10, buy_rate=0.08, purifier_share=0.45, patience=0.9, touchiness=1.1,
     ),
-    Persona(
+    Archetype(
         "one_time_buyer", 0.15,
         {},  # one category, drawn per person
         sessions_per_week=0.35, cart_rate=0.07, orders_per_year=1,
@@ -203,7 +197,7 @@ class Person:
 
     index: int
     customer_id: str
-    persona: Persona
+    archetype: Archetype
     zone: zoneinfo.ZoneInfo
     interests: dict[str, float]  # category -> weight, strongest = 1
     opens: dict[str, float]
@@ -318,7 +312,7 @@ class Simulation:
 
     # -- running -------------------------------------------------------------------------
 
-    def run(self, policy: DecisionPolicy) -> Iterator[LogRecord]:
+    def run(self, policy: DecisionPolicy) -> Iterator[LoggedEvent]:
         """Play the world: every input event, then the actions the policy takes
         on it, in the order they happen."""
         if self._started:
@@ -334,13 +328,13 @@ class Simulation:
             if tag == EMIT:
                 kind, event, person = payload
                 self._observe(person, kind, event, t)
-                yield LogRecord(kind, event)
+                yield LoggedEvent(kind, event)
                 now = max(t, self.start) + PROCESSING_DELAY
                 for action in policy.decide(kind, event, _utc(now)):
                     if action.get("kind") == "suppression":  # logged, never delivered
-                        yield LogRecord("suppressions", action)
+                        yield LoggedEvent("suppressions", action)
                         continue
-                    yield LogRecord("actions", action)
+                    yield LoggedEvent("actions", action)
                     self._push(max(now, delivery_time(action)), DELIVER, action)
             elif tag == DELIVER:
                 self._react(payload, t)
@@ -356,7 +350,7 @@ class Simulation:
                 if version == person.cart_version and person.cart:
                     self._return_to_cart(person, t)
 
-    def respond(self, action: dict[str, Any]) -> list[LogRecord]:
+    def respond(self, action: dict[str, Any]) -> list[LoggedEvent]:
         """The person's reaction to one action, as input events (channel
         feedback, and the visit and order a click may lead to), in time order.
         The action reaches them at its `send_after`, else its `decided_at`."""
@@ -369,7 +363,7 @@ class Simulation:
         records = []
         for t, _, (kind, event, person) in caught:
             self._observe(person, kind, event, t)
-            records.append(LogRecord(kind, event))
+            records.append(LoggedEvent(kind, event))
         return records
 
     def _push(self, t: float, tag: int, payload: Any) -> None:
@@ -453,13 +447,13 @@ class Simulation:
         return products
 
     def _make_person(self, index: int, rng: np.random.Generator) -> Person:
-        persona = PERSONAS[rng.choice(len(PERSONAS), p=[p.share for p in PERSONAS])]
-        weights = dict(persona.categories)
+        archetype = ARCHETYPES[rng.choice(len(ARCHETYPES), p=[a.share for a in ARCHETYPES])]
+        weights = dict(archetype.categories)
         if not weights:
             weights = {str(rng.choice(list(CATEGORIES)[2:])): 1.0}
         for name in weights:
             weights[name] *= rng.lognormal(0.0, 0.4)
-        if rng.random() < 0.25:  # a side interest outside the persona
+        if rng.random() < 0.25:  # a side interest outside the archetype
             weights.setdefault(str(rng.choice(list(CATEGORIES)[2:])), 0.5)
         strongest = max(weights.values())
         interests = {name: w / strongest for name, w in weights.items()}
@@ -474,21 +468,21 @@ class Simulation:
         person = Person(
             index=index,
             customer_id=f"cust-{index:06d}",
-            persona=persona,
+            archetype=archetype,
             zone=zoneinfo.ZoneInfo(zone),
             interests=interests,
-            opens={c: min(0.95, p * rng.lognormal(0.0, 0.3)) for c, p in persona.opens.items()},
+            opens={c: min(0.95, p * rng.lognormal(0.0, 0.3)) for c, p in archetype.opens.items()},
             sleep=(sleep_start, sleep_end),
-            sessions_per_week=persona.sessions_per_week * rng.lognormal(0.0, 0.4),
-            day_tolerance=1.5 * persona.patience * rng.lognormal(0.0, 0.3),
-            week_tolerance=5.0 * persona.patience * rng.lognormal(0.0, 0.3),
-            touchiness=persona.touchiness * rng.lognormal(0.0, 0.3),
+            sessions_per_week=archetype.sessions_per_week * rng.lognormal(0.0, 0.4),
+            day_tolerance=1.5 * archetype.patience * rng.lognormal(0.0, 0.3),
+            week_tolerance=5.0 * archetype.patience * rng.lognormal(0.0, 0.3),
+            touchiness=archetype.touchiness * rng.lognormal(0.0, 0.3),
             reachable=reachable,
             life=np.random.default_rng([self.seed, 2, index]),
             luck=np.random.default_rng([self.seed, 3, index]),
             bad_email=rng.random() < 0.02,
         )
-        if rng.random() < persona.purifier_share:
+        if rng.random() < archetype.purifier_share:
             person.filter_cycle = float(rng.normal(90, 10))
             person.interests["air_filters"] = 0.15  # checks prices now and then
             person.interests.setdefault("air_purifiers", 0.3)
@@ -517,8 +511,8 @@ class Simulation:
         """Past orders, imported when nudge goes live: purchase events dated back."""
         life = person.life
         since = max(signup, self.start - 365 * DAY)
-        expected = person.persona.orders_per_year * (self.start - since) / (365 * DAY)
-        count = life.poisson(expected) if person.persona.orders_per_year > 1 else 1
+        expected = person.archetype.orders_per_year * (self.start - since) / (365 * DAY)
+        count = life.poisson(expected) if person.archetype.orders_per_year > 1 else 1
         for at in sorted(life.uniform(since + HOUR, self.start, count)):
             self._order(person, float(at), [self._item(person, self._category(person))])
         if person.filter_cycle:
@@ -655,7 +649,7 @@ class Simulation:
         life = person.life
         anonymous = self._start_session(person, t, str(life.choice(PAGES)))
         focus = self._category(person)
-        cart_rate = person.persona.cart_rate
+        cart_rate = person.archetype.cart_rate
         if focus == "air_filters":
             cart_rate = 0.0  # filters are bought when due (see _replenish)
         else:
@@ -785,7 +779,7 @@ class Simulation:
             return
         if channel != "sms":  # SMS reads are not reported
             self._feedback(person, seen_at, "opened", action)
-        click = person.persona.click_rate * CLICK_BY_CHANNEL[channel] * (0.15 + 0.85 * relevance)
+        click = person.archetype.click_rate * CLICK_BY_CHANNEL[channel] * (0.15 + 0.85 * relevance)
         if luck.random() >= min(0.9, click * click_lift / (1.0 + CLICK_FATIGUE * level)):
             if channel in ("push", "web") and luck.random() < 0.5:
                 self._feedback(person, seen_at + 5 + luck.exponential(20), "dismissed", action)
@@ -869,7 +863,7 @@ class Simulation:
         satiation = person.satiation(category, t) if category in CATEGORIES else 1.0
         if timing == "due":
             satiation = 1.0
-        buy = person.persona.buy_rate * buy_lift * satiation
+        buy = person.archetype.buy_rate * buy_lift * satiation
         if luck.random() >= min(0.8, buy):
             return
         items = list(person.cart) if timing == "cart" else []
@@ -887,39 +881,6 @@ class Simulation:
         value = round(sum(i["price"] * i["quantity"] for i in items), 2)
         person.pending = PendingOrder(t, order_id, value, attributed=True)
         self._feedback(person, t + 1, "converted", action, value=value)
-
-
-# -- the event log (JSON Lines) --------------------------------------------------------------
-
-_encoder = msgspec.json.Encoder()
-_line_decoder = msgspec.json.Decoder(dict[str, Any])
-
-
-def write_event_log(records: Iterable[LogRecord], path: Path | str) -> int:
-    """Write `{"kind": ..., "event": {...}}` lines; returns how many."""
-    count = 0
-    with Path(path).open("wb") as out:
-        for record in records:
-            out.write(_encoder.encode({"kind": record.kind, "event": record.event}))
-            out.write(b"\n")
-            count += 1
-    return count
-
-
-def read_event_log(path: Path | str) -> Iterator[LogRecord]:
-    """Read an event log back; a malformed line raises ValueError naming it."""
-    with Path(path).open("rb") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                record = _line_decoder.decode(line)
-                kind, event = record["kind"], record["event"]
-            except (msgspec.DecodeError, KeyError) as exc:
-                raise ValueError(f"{path}:{number}: not an event log line ({exc})") from None
-            if not isinstance(kind, str) or not isinstance(event, dict):
-                raise ValueError(f"{path}:{number}: kind must be a string, event an object")
-            yield LogRecord(kind, event)
 
 
 # -- helpers --------------------------------------------------------------------------------

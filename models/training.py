@@ -1,6 +1,6 @@
 """Train the propensity and persona models from an event log.
 
-The log is replayed first (models.replay): every action that was sent comes
+The log is replayed first (models.examples): every action that was sent comes
 back with the features the engine saw when it decided. The label is whether
 the person clicked or converted within a window after the decision. The split
 is by time: the last days are held out, and training uses only decisions
@@ -36,12 +36,13 @@ from sklearn.preprocessing import StandardScaler
 
 from nudge.errors import UserError
 from nudge.models.cycles import PurchaseCycles, fit_cycles
+from nudge.models.examples import Example, ExampleSet, build_examples
 from nudge.models.features import FEATURE_NAMES
 from nudge.models.personas import PersonaModel, descriptors, profiled
-from nudge.models.replay import Example, Replay, read_log, replay
 from nudge.models.uplift import UpliftError, UpliftModel, compare, fit_uplift, qini_gain
 from nudge.policy.clock import DAY
 from nudge.policy.config import Catalog, ContactPolicy
+from nudge.schemas.eventlog import read_log
 
 RELIABILITY_BINS = 10
 HOLDOUT_SHARE = 0.25  # of the days the log has decisions in, by default
@@ -63,17 +64,17 @@ class TrainingResult:
 
 
 def split(
-    replayed: Replay, holdout_days: float, label_window_days: float
+    data: ExampleSet, holdout_days: float, label_window_days: float
 ) -> tuple[list[Example], list[Example], float]:
     """Label each example; train on decisions whose label window closed before
     the held-out period, validate on the last `holdout_days` (only decisions
     whose window closed before the log ends, so every label is complete)."""
     window = label_window_days * DAY
-    cutoff = replayed.end - holdout_days * DAY
-    for example in replayed.examples:
-        responded = replayed.responses.get(example.decision_id)
+    cutoff = data.end - holdout_days * DAY
+    for example in data.examples:
+        responded = data.responses.get(example.decision_id)
         example.label = responded is not None and example.at <= responded <= example.at + window
-    training, validation = _by_time(replayed.examples, cutoff, window, replayed.end)
+    training, validation = _by_time(data.examples, cutoff, window, data.end)
     return training, validation, cutoff
 
 
@@ -97,20 +98,20 @@ def label_orders(examples: list[Example], orders: dict[str, list[float]], window
 
 
 def train_uplift(
-    replayed: Replay, propensity: Pipeline, cutoff: float, label_window_days: float
+    data: ExampleSet, propensity: Pipeline, cutoff: float, label_window_days: float
 ) -> tuple[UpliftModel | None, dict[str, Any]]:
     """Fit the T-learner on the marketing actions sent and the holdout's
     would-be actions before `cutoff`; compare its held-out ranking with the
     propensity model's. Returns the model only if it is worth serving."""
     window = label_window_days * DAY
-    sent = [e for e in replayed.examples if not e.features[_TRANSACTIONAL]]
-    examples = sent + replayed.withheld
-    for times in replayed.orders.values():
+    sent = [e for e in data.examples if not e.features[_TRANSACTIONAL]]
+    examples = sent + data.withheld
+    for times in data.orders.values():
         times.sort()
-    label_orders(examples, replayed.orders, window)
-    withheld = {id(e) for e in replayed.withheld}
+    label_orders(examples, data.orders, window)
+    withheld = {id(e) for e in data.withheld}
     arms = {id(e): id(e) in withheld for e in examples}  # True: the holdout
-    train_set, validation = _by_time(examples, cutoff, window, replayed.end)
+    train_set, validation = _by_time(examples, cutoff, window, data.end)
     summary: dict[str, Any] = {
         "model": "T-learner: StandardScaler -> LogisticRegression per arm",
         "label": "ordered within the label window",
@@ -162,7 +163,7 @@ def _arm_counts(examples: list[Example], arms: dict[int, bool]) -> dict[str, int
     }
 
 
-def default_holdout_days(replayed: Replay, label_window_days: float) -> float:
+def default_holdout_days(data: ExampleSet, label_window_days: float) -> float:
     """The last quarter of the days the log has decisions in, at most a week, and
     at least one day of decisions whose label window closes inside the log.
 
@@ -170,7 +171,7 @@ def default_holdout_days(replayed: Replay, label_window_days: float) -> float:
     starts with up to two years of imported history and no decisions in it, so
     a fixed 7-day holdout would hold out every decision of a 7-day simulation.
     """
-    span_days = (replayed.end - _first_decision(replayed)) / DAY
+    span_days = (data.end - _first_decision(data)) / DAY
     return min(MAX_HOLDOUT_DAYS, max(HOLDOUT_SHARE * span_days, label_window_days + 1.0))
 
 
@@ -226,20 +227,20 @@ def train(
     label_window_days: float = 2.0,
     n_personas: int = 4,
 ) -> TrainingResult:
-    """Replay, split by time, fit both models, evaluate on the held-out days
+    """Build the examples, split by time, fit both models, evaluate on the held-out days
     (by default `default_holdout_days` of the log)."""
-    records = read_log(log_path)
-    replayed = replay(records, catalog, policy)
+    records = list(read_log(log_path))
+    data = build_examples(records, catalog, policy)
     if holdout_days is None:
-        holdout_days = round(default_holdout_days(replayed, label_window_days), 1)
-    train_set, validation, cutoff = split(replayed, holdout_days, label_window_days)
+        holdout_days = round(default_holdout_days(data, label_window_days), 1)
+    train_set, validation, cutoff = split(data, holdout_days, label_window_days)
     for name, examples in (("training", train_set), ("held-out", validation)):
         if len({e.label for e in examples}) < 2:
             raise TrainingError(
                 f"the {name} set ({len(examples)} decisions) needs both responses and"
                 f" non-responses (held out: the last {holdout_days:g} days, label window"
-                f" {label_window_days:g} days, decisions from {_iso(_first_decision(replayed))},"
-                f" log end {_iso(replayed.end)}): use a longer log or change --holdout-days"
+                f" {label_window_days:g} days, decisions from {_iso(_first_decision(data))},"
+                f" log end {_iso(data.end)}): use a longer log or change --holdout-days"
             )
     X, y = _arrays(train_set)
     propensity = fit_propensity(X, y)
@@ -250,24 +251,24 @@ def train(
         "train": {"examples": len(y), "positive_rate": round(float(y.mean()), 4)},
         "validation": evaluate(y_val, p_val, float(y.mean()), heuristic),
     }
-    customers = profiled(replayed.states)
-    uplift, uplift_summary = train_uplift(replayed, propensity, cutoff, label_window_days)
+    customers = profiled(data.states)
+    uplift, uplift_summary = train_uplift(data, propensity, cutoff, label_window_days)
     # Purchase cycles learn from the whole log: they are judged on real
     # histories split by time (models/cycles_check.py), not on this hold-out.
-    cycles, cycles_summary = fit_cycles(records, replayed.end)
+    cycles, cycles_summary = fit_cycles(records, data.end)
     personas = None
     if len(customers) >= n_personas:
-        matrix = np.array([descriptors(s, replayed.end) for s in customers])
+        matrix = np.array([descriptors(s, data.end) for s in customers])
         personas = PersonaModel(n_personas=n_personas).fit(matrix)
     metadata = {
         "source": {
             "log": log_path.name,
             "log_sha256": hashlib.sha256(log_path.read_bytes()).hexdigest(),
-            "replay": replayed.stats,
+            "replay": data.stats,
         },
         "training_window": {
-            "log_start": _iso(replayed.start),
-            "log_end": _iso(replayed.end),
+            "log_start": _iso(data.start),
+            "log_end": _iso(data.end),
             "holdout_from": _iso(cutoff),
             "holdout_days": holdout_days,
             "label_window_days": label_window_days,
@@ -370,8 +371,8 @@ def _arrays(examples: list[Example], ordered: bool = False) -> tuple[np.ndarray,
     return X, y
 
 
-def _first_decision(replayed: Replay) -> float:
-    return min((e.at for e in replayed.examples), default=replayed.start)
+def _first_decision(data: ExampleSet) -> float:
+    return min((e.at for e in data.examples), default=data.start)
 
 
 def _iso(ts: float) -> str:

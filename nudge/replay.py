@@ -34,13 +34,14 @@ from typing import Any, Literal, Protocol
 
 import msgspec
 
-from nudge.eventlog import Item
+from nudge.errors import UserError
 from nudge.policy.engine import Engine
 from nudge.policy.erasure import MARKER_TABLE
 from nudge.policy.holds import DueHolds
 from nudge.policy.onsite import IMPRESSION_KIND
 from nudge.policy.processor import FORWARD_KIND, HOLDS_KIND, MERGE_KIND, Processor, Result
 from nudge.policy.state import TABLES, decode_state
+from nudge.schemas.eventlog import EventLogError, LoggedEvent, Unreadable
 from nudge.schemas.events import EVENT_TYPES_BY_TOPIC, UtcTime
 from nudge.schemas.outputs import Action, Decision, Suppression
 from nudge.streams.produced import ProducedActions
@@ -131,7 +132,7 @@ def open_tables(spec: str) -> Tables:
         return MemoryTables()
     if spec.startswith("rocksdb:") and len(spec) > len("rocksdb:"):
         return RocksTables(Path(spec.removeprefix("rocksdb:")))
-    raise ValueError(f"--state must be memory or rocksdb:DIR, not {spec!r}")
+    raise UserError(f"--state must be memory or rocksdb:DIR, not {spec!r}")
 
 
 @dataclass
@@ -228,14 +229,14 @@ class Replay:
             self.due.note(subject, due)
         self._offset = 0
 
-    def run(self, items: Iterable[Item]) -> Iterator[Decision]:
-        """Raises ValueError on a line that is not an event at all; events
+    def run(self, items: Iterable[LoggedEvent | Unreadable]) -> Iterator[Decision]:
+        """Raises EventLogError on a line that is not an event at all; events
         the contract rejects are dead-lettered and counted, as live."""
         for item in items:
-            if item.error is not None:
-                raise ValueError(f"line {item.line}: {item.error}")
+            if isinstance(item, Unreadable):
+                raise EventLogError(f"line {item.line}: {item.error}")
             if item.kind not in REPLAYED_KINDS:
-                self.report.skipped[str(item.kind)] += 1
+                self.report.skipped[item.kind] += 1
                 continue
             self.report.events += 1
             yield from self._feed(item)
@@ -244,8 +245,8 @@ class Replay:
         yield from self._release_until(last)
         self.report.still_held = len(self.due)
 
-    def _feed(self, item: Item) -> Iterator[Decision]:
-        event = item.event or {}
+    def _feed(self, item: LoggedEvent) -> Iterator[Decision]:
+        event = item.event
         if item.kind == IMPRESSION_KIND:
             key = str(event.get("customer_id", "")).encode()
         else:
@@ -258,7 +259,7 @@ class Replay:
         else:
             processor, now = self.on_event_time, self.clock_at(ts)
             yield from self._release_until(ts)
-        result = self._apply(processor, str(item.kind), key, item.value, now)
+        result = self._apply(processor, item.kind, key, item.value, now)
         if result.invalid_reason is None and ts is not None:
             self.newest = ts if self.newest is None else max(self.newest, ts)
         for emit in result.emits:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nudge.config import CATALOG, POLICY, shipped
+from nudge.errors import UserError
 
 if TYPE_CHECKING:  # the models load when the command runs, not for `nudge --help`
     from nudge.models.logged import Replayed
@@ -54,21 +55,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from nudge.models.logged import from_log
-    from nudge.models.simulator import read_event_log
     from nudge.policy.config import load_catalog, load_policy
     from nudge.policy.engine import Engine
+    from nudge.schemas.eventlog import read_log
 
     if args.policy is None and args.catalog is None:
-        raise ValueError("--offline needs a candidate: --policy and/or --catalog")
+        raise UserError("--offline needs a candidate: --policy and/or --catalog")
     logging = Engine(load_catalog(args.logged_catalog), load_policy(args.logged_policy))
     target = Engine(
         load_catalog(args.catalog or args.logged_catalog),
         load_policy(args.policy or args.logged_policy),
     )
-    records = ((r.kind, r.event) for r in read_event_log(args.offline))
-    replayed = from_log(records, logging, target, reward=args.reward)
+    replayed = from_log(read_log(args.offline), logging, target, reward=args.reward)
     if replayed.diverged > MAX_DIVERGED_SHARE * replayed.logged_actions:
-        raise ValueError(
+        raise UserError(
             f"the replay reproduced only {replayed.logged_actions - replayed.diverged:,} of"
             f" {replayed.logged_actions:,} logged actions: the log was made with another"
             " catalog, policy or model (--logged-catalog, --logged-policy)"
@@ -83,7 +83,7 @@ def render(args: argparse.Namespace, replayed: Replayed) -> str:
 
     decisions = replayed.decisions
     if not decisions:
-        raise ValueError("the log holds no settled decisions with a marketing candidate")
+        raise UserError("the log holds no settled decisions with a marketing candidate")
     d = diagnostics(decisions)
     candidate = ", ".join(str(p) for p in (args.catalog, args.policy) if p is not None)
     lines = [

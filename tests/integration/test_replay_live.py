@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from nudge.cli import main
-from nudge.eventlog import KIND_OF_TYPE, contract_key
+from nudge.schemas.eventlog import KIND_OF_TYPE, contract_key
 from nudge.models.baselines import NudgePolicy
 from nudge.models.simulator import Simulation
 from nudge.policy.ids import decision_id, hash64

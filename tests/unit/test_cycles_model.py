@@ -9,7 +9,6 @@ import math
 from datetime import UTC, datetime
 from pathlib import Path
 
-import msgspec
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
@@ -21,10 +20,10 @@ from nudge.models.cycles import POOLED, Purchase, PurchaseCycles, fit_cycles, pu
 from nudge.models.cycles_check import main as check_main
 from nudge.models.cycles_check import read_transactions, report
 from nudge.models.features import FEATURE_NAMES
-from nudge.models.replay import LogRecord
 from nudge.models.serving import ScorerHolder
 from nudge.policy.clock import DAY
 from nudge.policy.config import ContactPolicy
+from nudge.schemas.eventlog import LoggedEvent
 
 START = datetime(2025, 1, 1, tzinfo=UTC).timestamp()
 
@@ -154,7 +153,7 @@ def test_the_check_reads_cdnow_transactions_and_writes_its_figures(tmp_path: Pat
     assert "repeat purchases that came while it silenced" in (out / "README.md").read_text()
 
 
-def _order(customer: str, order: str, day: float, *categories: str) -> LogRecord:
+def _order(customer: str, order: str, day: float, *categories: str) -> LoggedEvent:
     event = {
         "event_id": f"e-{order}-{day}",
         "type": "purchase",
@@ -163,7 +162,7 @@ def _order(customer: str, order: str, day: float, *categories: str) -> LogRecord
         "order_id": order,
         "items": [{"product_id": f"p-{c}", "category": c, "price": 5.0} for c in categories],
     }
-    return LogRecord("purchases", msgspec.Raw(json.dumps(event).encode()))
+    return LoggedEvent("purchases", event)
 
 
 def test_purchases_from_a_log_count_each_order_once_per_category() -> None:

@@ -12,9 +12,9 @@ import jsonschema
 import pytest
 
 from nudge.cli.docs import OPERATORS, environment_table, with_environment_table
-from nudge.eventlog import KIND_OF_TYPE, contract_key
 from nudge.schemas import docs as event_docs
 from nudge.schemas.codec import decode_event
+from nudge.schemas.eventlog import KIND_OF_TYPE, contract_key
 from nudge.schemas.jsonschema import SCHEMA_DIR
 from nudge.schemas.outputs import Action, Suppression
 from nudge.streams.settings import environment_reference

@@ -14,7 +14,8 @@ from nudge.cli import main as nudge
 from nudge.models import evaluate as evaluation
 from nudge.models.baselines import NudgePolicy, SilentPolicy
 from nudge.models.evaluate import evaluate, play, trained_scorer
-from nudge.models.simulator import START, Simulation, read_event_log
+from nudge.models.simulator import START, Simulation
+from nudge.schemas.eventlog import read_log
 
 ARGV = ["evaluate", "--customers", "60", "--days", "4", "--seed", "3", "--seeds", "2"]
 
@@ -33,7 +34,7 @@ def run(tmp_path_factory) -> tuple[dict, str]:
 
 def test_the_control_arm_sends_nothing() -> None:
     sim = Simulation(60, 4, 3)
-    actions = [event for kind, event in sim.run(SilentPolicy()) if kind == "actions"]
+    actions = [r.event for r in sim.run(SilentPolicy()) if r.kind == "actions"]
     assert actions, "the control still confirms orders"
     assert {a["message_class"] for a in actions} == {"transactional"}
     tally = play("silent", 60, 4, 3)
@@ -92,8 +93,8 @@ def test_the_harm_counters_fire_on_a_policy_without_rules(run) -> None:
 def test_the_gap_breakdown_adds_up_to_the_policys_messages(run) -> None:
     report, _ = run
     for name in ("nudge", "blast", "autopilot"):
-        by_persona = report["gap"][name]["by_persona"]
-        total = sum(row["messages"] for row in by_persona.values())
+        by_archetype = report["gap"][name]["by_archetype"]
+        total = sum(row["messages"] for row in by_archetype.values())
         assert total == pytest.approx(report["policies"][name]["messages"], abs=0.05)
 
 
@@ -145,7 +146,7 @@ def trained(tmp_path_factory) -> tuple:
 def test_training_never_sees_an_evaluated_world(trained) -> None:
     _, summary, built, work = trained
     assert built == [(1, START.timestamp() - 10 * 86400, START.timestamp())]
-    times = [event["ts"] for _, event in read_event_log(work / "history-1.jsonl") if "ts" in event]
+    times = [r.event["ts"] for r in read_log(work / "history-1.jsonl") if "ts" in r.event]
     assert times and max(times) < START.isoformat()
     assert summary["history"]["end"] == START.isoformat() > summary["log_end"]
     with pytest.raises(ValueError, match="training world"):

@@ -281,7 +281,7 @@ def test_the_due_index_keeps_the_latest_due_time_per_subject() -> None:
 
 
 def test_a_replay_releases_held_actions_when_its_clock_passes_them() -> None:
-    from nudge.eventlog import parse
+    from nudge.schemas.eventlog import parse
     from nudge.replay import MemoryTables, Replay
 
     log = [

@@ -9,7 +9,6 @@ import math
 from datetime import UTC, datetime
 from pathlib import Path
 
-import msgspec
 import numpy as np
 import pytest
 import skops.io as sio
@@ -20,9 +19,9 @@ from bench.model_latency import synthetic_log
 from nudge.cli import main as cli_main
 from nudge.models import artifact
 from nudge.models.artifact import ArtifactError
+from nudge.models.examples import Example, ExampleSet, build_examples
 from nudge.models.features import FEATURE_NAMES, FeatureBuilder
 from nudge.models.personas import DESCRIPTORS, PersonaModel, assign, descriptors
-from nudge.models.replay import Example, LogRecord, Replay, read_log, replay
 from nudge.models.scorer import ModelScorer
 from nudge.models.serving import ScorerHolder
 from nudge.models.training import TrainingResult, split, train
@@ -32,6 +31,7 @@ from nudge.policy.engine import Engine
 from nudge.policy.processor import Processor
 from nudge.policy.scoring import ScoringRequest
 from nudge.policy.state import TABLES, ConsentEntry, Contact, CustomerState
+from nudge.schemas.eventlog import LoggedEvent, read_log, write_log
 from nudge.schemas.events import ClickEvent
 from nudge.schemas.outputs import Action
 
@@ -142,7 +142,7 @@ def test_training_beats_a_constant_predictor_on_held_out_days(trained: TrainingR
 
 
 def test_held_out_days_come_after_the_training_decisions(log_path: Path) -> None:
-    replayed = replay(read_log(log_path), CATALOG, POLICY)
+    replayed = build_examples(read_log(log_path), CATALOG, POLICY)
     train_set, validation, cutoff = split(replayed, holdout_days=7, label_window_days=2)
     assert max(e.at for e in train_set) + 2 * DAY <= cutoff <= min(e.at for e in validation)
     assert max(e.at for e in validation) + 2 * DAY <= replayed.end
@@ -155,7 +155,7 @@ def test_label_counts_a_click_or_conversion_within_the_window_only() -> None:
     t = 1_000_000.0
     examples = [example("soon", t), example("late", t), example("never", t)]
     responses = {"soon": t + 3600, "late": t + 3 * DAY}
-    replayed = Replay(examples, responses, [], t - 20 * DAY, t + 10 * DAY)
+    replayed = ExampleSet(examples, responses, [], t - 20 * DAY, t + 10 * DAY)
     train_set, validation, _ = split(replayed, holdout_days=5, label_window_days=2)
     assert [e.label for e in examples] == [True, False, False]
     assert len(train_set) == 3 and validation == []
@@ -164,36 +164,32 @@ def test_label_counts_a_click_or_conversion_within_the_window_only() -> None:
 def test_features_are_those_of_the_decision_time_not_of_later_events(log_path: Path) -> None:
     """The leakage rule: cutting the log after a moment, or adding events
     after it, changes no feature of a decision made before it."""
-    records = read_log(log_path)
+    records = list(read_log(log_path))
 
-    def when(record) -> float:
-        event = json.loads(bytes(record.event))
+    def when(record: LoggedEvent) -> float:
+        event = record.event
         return datetime.fromisoformat(event.get("decided_at") or event["ts"]).timestamp()
 
-    full = replay(records, CATALOG, POLICY)
+    full = build_examples(records, CATALOG, POLICY)
     cut = full.start + (full.end - full.start) * 0.6
     before = [r for r in records if when(r) <= cut]
     late = datetime.fromtimestamp(cut + 60, UTC).isoformat()
     later = [
-        LogRecord(
+        LoggedEvent(
             "purchases",
-            msgspec.Raw(
-                json.dumps(
-                    {
-                        "event_id": f"late-{i}",
-                        "type": "purchase",
-                        "customer_id": f"shopper-{i:05d}",
-                        "ts": late,
-                        "order_id": f"late-{i}",
-                        "items": [{"product_id": "p", "category": "garden", "price": 500}],
-                    }
-                ).encode()
-            ),
+            {
+                "event_id": f"late-{i}",
+                "type": "purchase",
+                "customer_id": f"shopper-{i:05d}",
+                "ts": late,
+                "order_id": f"late-{i}",
+                "items": [{"product_id": "p", "category": "garden", "price": 500}],
+            },
         )
         for i in range(250)
     ]
-    truncated = replay(before, CATALOG, POLICY)
-    extended = replay(before + later, CATALOG, POLICY)
+    truncated = build_examples(before, CATALOG, POLICY)
+    extended = build_examples(before + later, CATALOG, POLICY)
     expected = {e.decision_id: e.features for e in full.examples if e.at <= cut}
     assert len(expected) > 500
     for other in (truncated, extended):
@@ -216,7 +212,7 @@ def test_the_feature_builder_never_sees_an_event_after_the_decision(
         return original(self, request)
 
     monkeypatch.setattr(FeatureBuilder, "row", checked)
-    replay(read_log(log_path), CATALOG, POLICY)
+    build_examples(read_log(log_path), CATALOG, POLICY)
     assert len(seen) > 1000
 
 
@@ -227,8 +223,8 @@ def test_a_simulator_log_replays_with_every_logged_decision_reproduced(tmp_path:
     baselines = pytest.importorskip("nudge.models.baselines")
     path = tmp_path / "simulated.jsonl"
     world = simulator.Simulation(150, 10, seed=3)
-    simulator.write_event_log(world.run(baselines.NudgePolicy()), path)
-    replayed = replay(read_log(path), CATALOG, POLICY)
+    write_log(world.run(baselines.NudgePolicy()), path)
+    replayed = build_examples(read_log(path), CATALOG, POLICY)
     assert replayed.stats["logged_actions"] > 20
     assert replayed.stats["diverged"] == 0
     assert len(replayed.examples) == replayed.stats["logged_actions"]
@@ -455,16 +451,16 @@ def test_actions_name_the_served_model_version(
     processor = Processor(Engine(CATALOG, POLICY, ScorerHolder(tmp_path, POLICY)))
     tables: dict[str, dict[bytes, bytes]] = {table: {} for table in TABLES}
     actions = []
-    for record in read_log(log_path)[:4000]:
+    for record in list(read_log(log_path))[:4000]:
         if record.kind == "actions":
             continue
-        event = json.loads(bytes(record.event))
+        event = record.event
         key = event["customer_id"].encode()
         now = datetime.fromisoformat(event["ts"])
         result = processor.process(
             record.kind,
             key,
-            bytes(record.event),
+            record.value,
             ("t", 0, 0),
             lambda s: {t: tables[t].get(s.encode()) for t in TABLES},
             now,

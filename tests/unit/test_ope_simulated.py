@@ -16,9 +16,9 @@ from nudge.models.baselines import CATALOG, POLICY
 from nudge.models.logged import from_log
 from nudge.models.ope import estimate_all, ips, on_policy
 from nudge.models.ope_check import check_seed, play, push_first
-from nudge.models.simulator import LogRecord, write_event_log
 from nudge.policy.config import load_catalog, load_policy
 from nudge.policy.engine import Engine
+from nudge.schemas.eventlog import write_log
 
 CUSTOMERS, DAYS, SEED = 150, 5.0, 11
 
@@ -84,7 +84,7 @@ def test_the_command_prints_each_estimate_with_its_interval(
 ) -> None:
     _, records, _ = logged_world
     log = tmp_path / "log.jsonl"
-    write_event_log((LogRecord(kind, event) for kind, event in records), log)
+    write_log(records, log)
     variant = tmp_path / "push-first.toml"
     variant.write_text(
         POLICY.read_text().replace(

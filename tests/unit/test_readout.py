@@ -18,7 +18,8 @@ import pytest
 from nudge.cli import main
 from nudge.models.baselines import NudgePolicy
 from nudge.models.readout import MIN_PEOPLE, Readout, read
-from nudge.models.simulator import Simulation, write_event_log
+from nudge.models.simulator import Simulation
+from nudge.schemas.eventlog import LoggedEvent, read_log, write_log
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
@@ -43,6 +44,10 @@ def decision(subject: str, arm: str, holdout: bool, at: datetime) -> tuple[str, 
 
 def order(subject: str, at: datetime, n: int) -> tuple[str, dict[str, Any]]:
     return "purchases", {"customer_id": subject, "order_id": f"{subject}-{n}", "ts": iso(at)}
+
+
+def logged(records: list[tuple[str, dict[str, Any]]]) -> list[LoggedEvent]:
+    return [LoggedEvent(kind, event) for kind, event in records]
 
 
 def synthetic_log(
@@ -76,7 +81,7 @@ def test_the_intervals_cover_the_true_difference_at_the_stated_rate(confidence: 
     runs = 200
     for _ in range(runs):
         records = synthetic_log(rng, {"lift": (0.3, 0.2), "flat": (0.2, 0.2)}, treated, held)
-        for row in read(records).report(confidence):
+        for row in read(logged(records)).report(confidence):
             assert (row.people, row.holdout_people) == (treated, held)
             covered += row.low <= truth[row.arm] * treated <= row.high
             widths += row.high - row.low
@@ -97,7 +102,7 @@ def test_orders_before_entering_and_decisions_of_others_do_not_count() -> None:
         ("suppressions", {**decision("x", "a", True, T0)[1], "would_be": None}),  # no would-be
         ("actions", {**decision("y", "a", False, T0)[1], "message_class": "transactional"}),
     ]
-    (row,) = read(records).report()
+    (row,) = read(logged(records)).report()
     assert (row.people, row.holdout_people) == (1, 1)
     assert (row.messages, row.conversions, row.holdout_conversions) == (2, 1, 0)
     assert row.note.startswith("too small to tell")
@@ -107,7 +112,7 @@ def test_a_held_action_enters_its_person_when_it_was_decided_not_released() -> N
     held = decision("t-1", "a", False, T0 + timedelta(hours=10))
     held[1]["held_at"] = iso(T0)
     records = [held, order("t-1", T0 + timedelta(hours=1), 1), decision("h-1", "a", True, T0)]
-    (row,) = read(records).report()
+    (row,) = read(logged(records)).report()
     assert (row.messages, row.conversions) == (1, 1)
 
 
@@ -126,12 +131,12 @@ def test_a_visitor_who_logs_in_is_one_person_with_the_customers_orders() -> None
 
 def test_a_sample_too_small_to_tell_says_so_and_a_clear_effect_does_not() -> None:
     rng = np.random.default_rng(3)
-    small = read(synthetic_log(rng, {"a": (0.5, 0.2)}, MIN_PEOPLE - 1, 5)).report()
+    small = read(logged(synthetic_log(rng, {"a": (0.5, 0.2)}, MIN_PEOPLE - 1, 5))).report()
     assert "fewer than" in small[0].note
-    flat = read(synthetic_log(rng, {"a": (0.2, 0.2)}, 2000, 2000)).report()
+    flat = read(logged(synthetic_log(rng, {"a": (0.2, 0.2)}, 2000, 2000))).report()
     # A true difference of 0 is inside a 95 % interval almost always (seeded).
     assert flat[0].note == "too small to tell: the interval includes 0"
-    clear = read(synthetic_log(rng, {"a": (1.0, 0.2)}, 400, 400)).report()
+    clear = read(logged(synthetic_log(rng, {"a": (1.0, 0.2)}, 400, 400))).report()
     assert clear[0].note == "" and clear[0].low > 0
 
 
@@ -172,7 +177,7 @@ def test_a_simulated_experiment_logs_its_arms_and_reads_out(tmp_path: Path) -> N
     )
     policy = NudgePolicy(log_would_be=True, experiments=tmp_path / "experiments.toml")
     log = tmp_path / "run.jsonl"
-    write_event_log(Simulation(300, 7, 3).run(policy), log)
+    write_log(Simulation(300, 7, 3).run(policy), log)
     decisions = [
         json.loads(line)["event"]
         for line in log.read_text().splitlines()
@@ -180,10 +185,7 @@ def test_a_simulated_experiment_logs_its_arms_and_reads_out(tmp_path: Path) -> N
     ]
     assert decisions and all(d["experiment"]["name"] == "caps" for d in decisions)
     assert {d["experiment"]["arm"] for d in decisions} == {"current", "gentle"}
-    with log.open("rb") as stream:
-        from nudge.eventlog import read as read_log
-
-        rows = read((item.kind, item.event) for item in read_log(stream)).report()
+    rows = read(read_log(log)).report()
     assert [(r.experiment, r.arm) for r in rows] == [("caps", "current"), ("caps", "gentle")]
     assert all(r.people > 0 and r.messages >= r.people for r in rows)
     assert all(r.holdout_people > 0 for r in rows)  # their would-be suppressions are logged

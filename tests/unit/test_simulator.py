@@ -7,14 +7,14 @@ import json
 from collections import Counter
 from datetime import datetime, timedelta
 
-import msgspec
 import pytest
 
 from nudge.cli import main as nudge
 from nudge.models.baselines import BlastPolicy, NudgePolicy
-from nudge.models.simulator import LogRecord, Simulation, read_event_log, write_event_log
+from nudge.models.simulator import ARCHETYPES, Simulation
 from nudge.policy.inmemory import event_key
 from nudge.schemas.codec import decode_event
+from nudge.schemas.eventlog import LoggedEvent, read_log, write_log
 
 CUSTOMERS, DAYS = 80, 7
 
@@ -24,21 +24,21 @@ def play(policy, customers: int = CUSTOMERS, days: float = DAYS, seed: int = 7):
 
 
 @pytest.fixture(scope="module")
-def nudge_log() -> list[LogRecord]:
+def nudge_log() -> list[LoggedEvent]:
     return play(NudgePolicy())
 
 
-def test_same_seed_gives_the_identical_log(nudge_log: list[LogRecord]) -> None:
+def test_same_seed_gives_the_identical_log(nudge_log: list[LoggedEvent]) -> None:
     assert play(NudgePolicy()) == nudge_log
 
 
-def test_another_seed_gives_another_world(nudge_log: list[LogRecord]) -> None:
+def test_another_seed_gives_another_world(nudge_log: list[LoggedEvent]) -> None:
     assert play(NudgePolicy(), seed=8) != nudge_log
 
 
-def test_every_event_is_valid_per_the_contract(nudge_log: list[LogRecord]) -> None:
+def test_every_event_is_valid_per_the_contract(nudge_log: list[LoggedEvent]) -> None:
     kinds = Counter()
-    for kind, event in nudge_log:
+    for kind, event in ((r.kind, r.event) for r in nudge_log):
         if kind == "actions":
             continue
         now = datetime.fromisoformat(event["ts"]) + timedelta(seconds=1)
@@ -66,16 +66,16 @@ def test_nudge_worker_sees_no_invalid_input() -> None:
     assert not policy.worker.deadletters
 
 
-def test_anonymous_visitors_browse_before_they_identify(nudge_log: list[LogRecord]) -> None:
-    anonymous = {e.get("anonymous_id") for k, e in nudge_log if k == "clickstream"}
-    identified = {e["anonymous_id"] for k, e in nudge_log if k == "identity"}
+def test_anonymous_visitors_browse_before_they_identify(nudge_log: list[LoggedEvent]) -> None:
+    anonymous = {r.event.get("anonymous_id") for r in nudge_log if r.kind == "clickstream"}
+    identified = {r.event["anonymous_id"] for r in nudge_log if r.kind == "identity"}
     assert anonymous & identified
 
 
-def test_feedback_refers_to_actions_sent_before(nudge_log: list[LogRecord]) -> None:
+def test_feedback_refers_to_actions_sent_before(nudge_log: list[LoggedEvent]) -> None:
     sent: set[str] = set()
     answered = 0
-    for kind, event in nudge_log:
+    for kind, event in ((r.kind, r.event) for r in nudge_log):
         if kind == "actions":
             sent.add(event["decision_id"])
         elif kind == "feedback":
@@ -84,20 +84,22 @@ def test_feedback_refers_to_actions_sent_before(nudge_log: list[LogRecord]) -> N
     assert answered
 
 
-def test_respond_answers_one_action_with_its_decision_id(nudge_log: list[LogRecord]) -> None:
-    action = next(e for k, e in nudge_log if k == "actions" and e["message_class"] == "marketing")
+def test_respond_answers_one_action_with_its_decision_id(nudge_log: list[LoggedEvent]) -> None:
+    actions = [r.event for r in nudge_log if r.kind == "actions"]
+    action = next(e for e in actions if e["message_class"] == "marketing")
     simulation = Simulation(CUSTOMERS, DAYS, 7)
-    records = simulation.respond(action)
-    feedback = [e for k, e in records if k == "feedback"]
+    reactions = simulation.respond(action)
+    feedback = [r.event for r in reactions if r.kind == "feedback"]
     assert feedback[0]["type"] in ("delivered", "bounced", "ignored")
     assert {e["decision_id"] for e in feedback} == {action["decision_id"]}
-    assert [e["ts"] for _, e in records] == sorted(e["ts"] for _, e in records)
+    times = [r.event["ts"] for r in reactions]
+    assert times == sorted(times)
 
 
 def test_blast_sends_far_more_and_loses_more_people() -> None:
     def tally(policy) -> Counter:
         counts: Counter = Counter()
-        for kind, event in play(policy, customers=150, days=14):
+        for kind, event in ((r.kind, r.event) for r in play(policy, customers=150, days=14)):
             if kind == "actions" and event["message_class"] == "marketing":
                 counts["messages"] += 1
             elif kind == "feedback" and event["type"] in ("unsubscribed", "complained"):
@@ -109,23 +111,24 @@ def test_blast_sends_far_more_and_loses_more_people() -> None:
     assert blast_counts["opt_outs"] > 3 * max(1, nudge_counts["opt_outs"])
 
 
-def test_the_event_log_round_trips(tmp_path, nudge_log: list[LogRecord]) -> None:
+def test_the_simulated_log_round_trips(tmp_path, nudge_log: list[LoggedEvent]) -> None:
     path = tmp_path / "log.jsonl"
-    assert write_event_log(nudge_log, path) == len(nudge_log)
-    assert list(read_event_log(path)) == nudge_log
+    assert write_log(nudge_log, path) == len(nudge_log)
+    assert list(read_log(path)) == nudge_log
 
 
-def test_a_bad_log_line_is_named(tmp_path) -> None:
-    path = tmp_path / "log.jsonl"
-    path.write_bytes(msgspec.json.encode({"kind": "clickstream", "event": {}}) + b"\n{oops\n")
-    with pytest.raises(ValueError, match=r"log.jsonl:2"):
-        list(read_event_log(path))
+def test_every_person_has_one_of_the_archetypes() -> None:
+    """The hidden truth is an Archetype; "persona" is left to the learned clusters."""
+    world = Simulation(CUSTOMERS, DAYS, 7)
+    names = {a.name for a in ARCHETYPES}
+    assert {p.archetype.name for p in world.people} == names
+    assert not hasattr(world.people[0], "persona")
 
 
 def test_simulate_command_writes_the_log(tmp_path) -> None:
     path = tmp_path / "out" / "log.jsonl"
     argv = ["simulate", "--customers", "20", "--days", "2", "--out", str(path), "--quiet"]
     assert nudge(argv) == 0
-    records = list(read_event_log(path))
+    records = list(read_log(path))
     assert records == play(NudgePolicy(), customers=20, days=2)
-    assert {kind for kind, _ in records} >= {"clickstream", "consent", "actions", "feedback"}
+    assert {r.kind for r in records} >= {"clickstream", "consent", "actions", "feedback"}

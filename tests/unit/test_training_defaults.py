@@ -11,7 +11,7 @@ import pytest
 from bench.model_latency import synthetic_log
 from nudge.cli import main as nudge
 from nudge.models import artifact
-from nudge.models.replay import Example, Replay
+from nudge.models.examples import Example, ExampleSet
 from nudge.models.training import beats_constant, default_holdout_days
 from nudge.policy.clock import DAY
 
@@ -24,18 +24,18 @@ def default_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def fake_replay(first_decision_day: float, end_day: float) -> Replay:
+def fake_examples(first_decision_day: float, end_day: float) -> ExampleSet:
     """A replay whose log starts two years before its first decision, as a simulated one does."""
     example = Example("d", first_decision_day * DAY, [], 0.0)
-    return Replay([example], {}, [], -720 * DAY, end_day * DAY, {})
+    return ExampleSet([example], {}, [], -720 * DAY, end_day * DAY, {})
 
 
 def test_the_holdout_is_measured_from_the_first_decision_not_the_imported_history() -> None:
-    assert default_holdout_days(fake_replay(0, 28), label_window_days=2) == 7.0
-    assert default_holdout_days(fake_replay(0, 20), label_window_days=2) == 5.0
+    assert default_holdout_days(fake_examples(0, 28), label_window_days=2) == 7.0
+    assert default_holdout_days(fake_examples(0, 20), label_window_days=2) == 5.0
     # A week of decisions: the old fixed 7-day holdout left nothing to train on.
-    assert default_holdout_days(fake_replay(0, 7), label_window_days=2) == 3.0
-    assert default_holdout_days(fake_replay(0, 400), label_window_days=2) == 7.0
+    assert default_holdout_days(fake_examples(0, 7), label_window_days=2) == 3.0
+    assert default_holdout_days(fake_examples(0, 400), label_window_days=2) == 7.0
 
 
 def test_simulate_then_train_with_their_defaults_train_and_evaluate(

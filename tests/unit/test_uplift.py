@@ -15,11 +15,11 @@ from nudge.cli import main as cli_main
 from nudge.models import artifact
 from nudge.models.artifact import ArtifactError
 from nudge.models.baselines import NudgePolicy
+from nudge.models.examples import build_examples
 from nudge.models.features import FEATURE_NAMES, FeatureBuilder
-from nudge.models.replay import read_log, replay
 from nudge.models.scorer import ModelScorer
 from nudge.models.serving import ScorerHolder
-from nudge.models.simulator import Simulation, write_event_log
+from nudge.models.simulator import Simulation
 from nudge.models.training import fit_propensity, label_orders, train, uplift_report
 from nudge.models.uplift import (
     UpliftError,
@@ -34,6 +34,7 @@ from nudge.models.uplift import (
 from nudge.policy.config import load_catalog, load_policy
 from nudge.policy.engine import Engine
 from nudge.policy.scoring import HeuristicScorer, ScoringRequest
+from nudge.schemas.eventlog import read_log, write_log
 from tests.unit.policy_kit import DAY, T0, Person, catalog, click, marketing, policy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -260,13 +261,14 @@ def test_nudge_simulate_logs_the_holdouts_would_be_decisions(tmp_path: Path) -> 
     out = tmp_path / "events.jsonl"
     argv = ["simulate", "--customers", "40", "--days", "4", "--quiet", "--out", str(out)]
     assert cli_main([*argv, "--policy", str(policy_path)]) == 0
-    records = read_log(out)
+    records = list(read_log(out))
     would_be = [r for r in records if r.kind == "suppressions"]
     assert would_be
-    assert all(b'"experiment_arm":"holdout"' in bytes(r.event) for r in would_be)
-    marketing = [r for r in records if r.kind == "actions" and b'"marketing"' in bytes(r.event)]
+    assert all(r.event["experiment_arm"] == "holdout" for r in would_be)
+    actions = [r for r in records if r.kind == "actions"]
+    marketing = [r for r in actions if r.event["message_class"] == "marketing"]
     assert marketing  # the other half are sent messages
-    assert all(b'"experiment_arm":"treatment"' in bytes(r.event) for r in marketing)
+    assert all(r.event["experiment_arm"] == "treatment" for r in marketing)
 
 
 # -- from a simulated log --------------------------------------------------------------------
@@ -282,16 +284,16 @@ def holdout_log(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     policy_path.write_text(policy_text.replace("share = 0.05", "share = 0.5"))
     log = folder / "events.jsonl"
     world = Simulation(200, 14, seed=5)
-    write_event_log(world.run(NudgePolicy(policy=policy_path, log_would_be=True)), log)
+    write_log(world.run(NudgePolicy(policy=policy_path, log_would_be=True)), log)
     return log, policy_path
 
 
 def test_the_holdouts_would_be_decisions_come_back_as_examples(holdout_log) -> None:
     log, policy_path = holdout_log
-    records = read_log(log)
+    records = list(read_log(log))
     logged = [r for r in records if r.kind == "suppressions"]
     assert logged, "the simulator logs the holdout's would-be decisions"
-    replayed = replay(records, CATALOG, load_policy(policy_path))
+    replayed = build_examples(records, CATALOG, load_policy(policy_path))
     stats = replayed.stats
     assert stats["logged_would_be"] == len(logged)
     assert len(replayed.withheld) + stats["would_be_diverged"] == len(logged)

@@ -7,7 +7,10 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nudge.schemas.eventlog import LoggedEvent
 
 EPILOG = """\
 examples:
@@ -73,14 +76,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _records(stream: Any, skipped: list[str]) -> Iterator[tuple[str, dict[str, Any]]]:
-    from nudge.eventlog import read
+def _records(stream: Any, skipped: list[str]) -> Iterator[LoggedEvent]:
+    from nudge.schemas.eventlog import Unreadable, read
 
     for item in read(stream):
-        if item.error is not None or item.kind is None or item.event is None:
-            skipped.append(f"line {item.line}: {item.error or 'no event'}")
+        if isinstance(item, Unreadable):
+            skipped.append(f"line {item.line}: {item.error}")
             continue
-        yield item.kind, item.event
+        yield item
 
 
 def render(rows: list[dict[str, Any]]) -> str:

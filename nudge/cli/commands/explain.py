@@ -70,21 +70,21 @@ def worker_url(args: argparse.Namespace) -> str:
 def _event(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     import sys
 
-    from nudge import eventlog
+    from nudge.schemas import eventlog
 
     data = sys.stdin.buffer.read() if args.event == "-" else _read(args.event)
     items = eventlog.parse(data, args.kind)
     if len(items) != 1:
         raise UserError(f"{args.event}: expected one event, found {len(items)}")
     [item] = items
-    if item.error:
+    if isinstance(item, eventlog.Unreadable):
         raise UserError(f"{args.event}: line {item.line}: {item.error}")
-    event = dict(item.event or {})
+    event = dict(item.event)
     event.setdefault("event_id", f"explain-{uuid.uuid4().hex[:12]}")
     event.setdefault("ts", datetime.now(UTC).isoformat())
     if args.customer and not (event.get("customer_id") or event.get("anonymous_id")):
         event["customer_id"] = args.customer
-    return str(item.kind), event
+    return item.kind, event
 
 
 def _read(name: str) -> bytes:

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import IO
 
+from nudge.errors import UserError
+
 #: More rejected events than this share of the log fails the replay.
 MAX_REJECTED_SHARE = 0.5
 
@@ -122,14 +124,14 @@ def _open(name: str) -> IO[bytes]:
         return sys.stdin.buffer
     path = Path(name)
     if not path.is_file():
-        raise ValueError(f"{name}: no such file")
+        raise UserError(f"{name}: no such file")
     return path.open("rb")
 
 
 def _progress(stream: IO[bytes], args: argparse.Namespace):
     from tqdm import tqdm
 
-    from nudge import eventlog
+    from nudge.schemas import eventlog
 
     total = None
     if stream is not sys.stdin.buffer:

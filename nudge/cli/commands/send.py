@@ -53,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nudge import eventlog
+    from nudge.schemas import eventlog
     from nudge.schemas.codec import InvalidEvent, decode_event
     from nudge.streams.topics import INPUT_KINDS
 
@@ -63,15 +63,15 @@ def run(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     valid, invalid, skipped = [], [], 0
     for item in items:
-        if item.error is None and item.kind not in INPUT_KINDS:
+        if isinstance(item, eventlog.LoggedEvent) and item.kind not in INPUT_KINDS:
             skipped += 1
             continue
         problem = None
-        if item.error is not None:  # not JSON, or no way to tell its topic
+        if isinstance(item, eventlog.Unreadable):  # not JSON, or no way to tell its topic
             problem = f"{'malformed' if item.event is None else 'unknown_type'}: {item.error}"
         if problem is None:
             try:
-                decode_event(str(item.kind), item.value, None, now, check_key=False)
+                decode_event(item.kind, item.value, None, now, check_key=False)
             except InvalidEvent as exc:
                 problem = f"{exc.reason}: {exc.detail}"
         if problem is None:
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(valid)} valid, {len(invalid)} invalid")
         return 1 if invalid else 0
     # Forcing sends what can be sent: anything with an event and a topic.
-    sendable = [i for i in invalid if i.event is not None and i.kind in INPUT_KINDS]
+    sendable = [i for i in invalid if isinstance(i, eventlog.LoggedEvent)]
     forced = sendable if args.force else []
     to_send = sorted(valid + forced, key=lambda item: item.line)
     sent = _publish(to_send, args) if to_send else 0

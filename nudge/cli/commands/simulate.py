@@ -16,6 +16,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from nudge.errors import UserError
+
 CATCH_UP_SECONDS = 10.0  # --react: how long to wait for the worker's last actions
 # A log long enough for `nudge train`'s default split: a week held out after
 # three weeks of training decisions. Live traffic wants a short, lively window.
@@ -84,13 +86,13 @@ def run(args: argparse.Namespace) -> int:
     if args.days is None:
         args.days = LOG_DAYS if args.out else LIVE_DAYS
     if args.customers < 1 or args.days <= 0:
-        raise ValueError("--customers and --days must be positive")
+        raise UserError("--customers and --days must be positive")
     if args.kafka is None and (args.react or args.rate):
-        raise ValueError("--react and --rate need --kafka")
+        raise UserError("--react and --rate need --kafka")
     if args.experiments is not None and args.out is None:
-        raise ValueError("--experiments needs --out (a live worker reads NUDGE_EXPERIMENTS)")
+        raise UserError("--experiments needs --out (a live worker reads NUDGE_EXPERIMENTS)")
     if args.rate < 0:
-        raise ValueError("--rate must be >= 0")
+        raise UserError("--rate must be >= 0")
     from nudge.models.simulator import START, Simulation
 
     start = args.start
@@ -104,14 +106,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _write(simulation: Any, args: argparse.Namespace) -> int:
     from nudge.models.baselines import POLICY, NudgePolicy
-    from nudge.models.simulator import write_event_log
+    from nudge.schemas.eventlog import write_log
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with _DayBar(simulation, args) as bar:
         policy = NudgePolicy(
             policy=args.policy or POLICY, log_would_be=True, experiments=args.experiments
         )
-        count = write_event_log(bar.follow(simulation.run(policy)), args.out)
+        count = write_log(bar.follow(simulation.run(policy)), args.out)
     print(f"wrote {count:,} lines to {args.out}")
     return 0
 
@@ -127,12 +129,12 @@ def _publish(simulation: Any, args: argparse.Namespace) -> int:
     sent = 0
     try:
         with _DayBar(simulation, args) as bar:
-            for kind, event in bar.follow(simulation.run(live or NudgePolicy())):
-                if kind == "actions":
+            for logged in bar.follow(simulation.run(live or NudgePolicy())):
+                if logged.kind == "actions":
                     continue  # decided in-process; a live worker makes its own
                 if live is None:  # with --react the live policy publishes as it decides
                     pace.wait()
-                    publisher.send(kind, event)
+                    publisher.send(logged.kind, logged.event)
                 sent += 1
             if live is not None:
                 sent += live.catch_up(simulation, CATCH_UP_SECONDS)
@@ -160,7 +162,7 @@ def _require_topics(bootstrap: str, prefix: str) -> None:
     missing = [topic_name(prefix, kind) for kind in INPUT_KINDS]
     missing = [topic for topic in missing if topic not in existing]
     if missing:
-        raise ValueError(
+        raise UserError(
             f"topics missing on {bootstrap}: {', '.join(missing)}; a nudge worker with "
             f"NUDGE_TOPIC_PREFIX={prefix} creates them when it starts"
         )
@@ -187,7 +189,7 @@ class _LivePolicy:
         topic = topic_name(prefix, "actions")
         partitions = self.consumer.partitions_for_topic(topic)
         if not partitions:
-            raise ValueError(f"topic {topic} does not exist: is a nudge worker running?")
+            raise UserError(f"topic {topic} does not exist: is a nudge worker running?")
         self.consumer.assign([TopicPartition(topic, p) for p in partitions])
         self.consumer.seek_to_end()  # only actions decided from now on
 
@@ -204,9 +206,9 @@ class _LivePolicy:
         while time.monotonic() < deadline:
             now = datetime.fromtimestamp(simulation.end, UTC)
             for action in self._poll(500):
-                for kind, event in simulation.respond(_onto_clock(action, now)):
-                    if datetime.fromisoformat(event["ts"]) <= _now() + timedelta(hours=1):
-                        self.publisher.send(kind, event)
+                for reaction in simulation.respond(_onto_clock(action, now)):
+                    if datetime.fromisoformat(reaction.event["ts"]) <= _now() + timedelta(hours=1):
+                        self.publisher.send(reaction.kind, reaction.event)
                         sent += 1
         return sent
 

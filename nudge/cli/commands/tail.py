@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from nudge.cli import connection
+from nudge.errors import UserError
 
 #: Kinds worth reading as JSON: outputs, inputs and the impressions topic
 #: (identity merges carry msgpack state, not for people).
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from nudge.streams.topics import topic_name
 
     if args.limit is not None and args.limit < 1:
-        raise ValueError("--limit must be at least 1")
+        raise UserError("--limit must be at least 1")
     bootstrap, prefix, security = connection.resolve(args)
     kind_of = {topic_name(prefix, kind): kind for kind in args.kinds}
     connection.require_topics(bootstrap, kind_of, security)
@@ -116,8 +117,9 @@ def _render(args: argparse.Namespace, kind: str, record: Any) -> str:
         value = None
     at = datetime.fromtimestamp(record.timestamp / 1000, UTC)
     if args.log:
-        stamp = at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        return json.dumps({"kind": kind, "event": value, "at": stamp})
+        from nudge.schemas.eventlog import encode_line
+
+        return encode_line(kind, value, at).decode()
     key = (record.key or b"").decode("utf-8", errors="replace") or "-"
     if not isinstance(value, dict):
         what = f"(not JSON: {len(record.value or b'')} bytes)"

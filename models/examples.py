@@ -1,5 +1,9 @@
-"""The event log, replayed through the engine to recover what it saw at
-each decision.
+"""Training examples from an event log: the log replayed through the engine
+to recover what it saw at each decision.
+
+Not the what-if replay (nudge.replay, `nudge replay`), which asks what a
+catalog or policy would decide; this one reproduces the decisions the log
+holds, to learn from them.
 
 The log (JSON Lines, time order) holds every input event as
 `{"kind": <input topic kind>, "event": {...}}` and every action the engine
@@ -26,21 +30,21 @@ log, and they sent nothing. A logged decision the replay cannot reproduce
 for quiet hours (its `held_at`) is decided again then, when the scorer saw
 it, and goes out at its due time, as the worker's timer releases it.
 
-The holdout's would-be decisions come back as examples too (`Replay.withheld`):
-with the orders of every subject (`Replay.orders`) they let models.uplift
+The holdout's would-be decisions come back as examples too (`ExampleSet.withheld`):
+with the orders of every subject (`ExampleSet.orders`) they let models.uplift
 compare what happened with a message and without one.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 import msgspec
 
+from nudge.errors import UserError
 from nudge.models.features import FeatureBuilder
 from nudge.policy.config import Catalog, ContactPolicy
 from nudge.policy.engine import Engine
@@ -48,6 +52,7 @@ from nudge.policy.holds import DueHolds
 from nudge.policy.processor import HOLDS_KIND, MERGE_KIND, Processor, Result
 from nudge.policy.scoring import HeuristicScorer, ScoringRequest
 from nudge.policy.state import TABLES, CustomerState, decode_state, encode_profile
+from nudge.schemas.eventlog import LoggedEvent
 from nudge.schemas.events import EVENT_TYPES_BY_TOPIC
 from nudge.schemas.outputs import Action, Suppression
 
@@ -55,13 +60,8 @@ POSITIVE = ("clicked", "converted")
 LOGGED_DECISIONS = ("actions", "suppressions")
 
 
-class LogError(ValueError):
-    """An event log that cannot be replayed (unreadable, or no actions in it)."""
-
-
-class LogRecord(msgspec.Struct):
-    kind: str
-    event: msgspec.Raw
+class ExamplesError(UserError):
+    """An event log that holds no examples (no actions, or unknown kinds in it)."""
 
 
 class Header(msgspec.Struct):
@@ -123,7 +123,9 @@ class Example:
 
 
 @dataclass
-class Replay:
+class ExampleSet:
+    """What a log teaches: its sent actions as examples, and what followed them."""
+
     examples: list[Example]
     responses: dict[str, float]  # decision id -> time of the first click or conversion
     states: list[CustomerState]  # every subject's state at the end of the log
@@ -134,7 +136,7 @@ class Replay:
     orders: dict[str, list[float]] = field(default_factory=dict)  # subject -> order times
 
 
-class _ReplayScorer:
+class _LoggedChoiceScorer:
     """Captures each candidate's features as the engine asks for scores, and
     lets the logged action win so the replay does what really happened."""
 
@@ -153,44 +155,31 @@ class _ReplayScorer:
         return [1.0 if r.action.id == self.expected else 0.0 for r in requests]
 
 
-def read_log(path: Path) -> list[LogRecord]:
-    decoder = msgspec.json.Decoder(LogRecord)
-    records = []
-    with path.open("rb") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                record = decoder.decode(line)
-            except msgspec.DecodeError as exc:
-                raise LogError(f"{path}:{number}: {exc}") from None
-            if record.kind not in LOGGED_DECISIONS and record.kind not in EVENT_TYPES_BY_TOPIC:
-                raise LogError(f"{path}:{number}: unknown kind {record.kind!r}")
-            records.append(record)
-    return records
-
-
-def replay(records: list[LogRecord], catalog: Catalog, policy: ContactPolicy) -> Replay:
+def build_examples(
+    log: Iterable[LoggedEvent], catalog: Catalog, policy: ContactPolicy
+) -> ExampleSet:
     """Run the log through the engine; one Example per logged action it reproduced."""
-    header_decoder = msgspec.json.Decoder(Header)
-    action_decoder = msgspec.json.Decoder(LoggedAction)
-    suppression_decoder = msgspec.json.Decoder(LoggedSuppression)
+    records = list(log)
     logged: dict[str, LoggedAction] = {}
     would_be: dict[str, LoggedSuppression] = {}
     for record in records:
+        if record.kind not in LOGGED_DECISIONS and record.kind not in EVENT_TYPES_BY_TOPIC:
+            raise ExamplesError(f"line {record.line}: unknown kind {record.kind!r}")
         try:
             if record.kind == "actions":
-                action = action_decoder.decode(record.event)
+                action = msgspec.convert(record.event, LoggedAction)
                 logged[action.trigger_event_id] = action
             elif record.kind == "suppressions":
-                suppression = suppression_decoder.decode(record.event)
+                suppression = msgspec.convert(record.event, LoggedSuppression)
                 if suppression.experiment_arm == "holdout" and suppression.would_be:
                     would_be[suppression.trigger_event_id] = suppression
-        except msgspec.DecodeError as exc:
-            raise LogError(f"a decision in the log is not a decision record: {exc}") from None
+        except msgspec.ValidationError as exc:
+            raise ExamplesError(
+                f"line {record.line}: a decision in the log is not a decision record: {exc}"
+            ) from None
     if not logged:
-        raise LogError("the log holds no actions to learn from")
-    scorer = _ReplayScorer(FeatureBuilder(policy.quiet_hours))
+        raise ExamplesError("the log holds no actions to learn from")
+    scorer = _LoggedChoiceScorer(FeatureBuilder(policy.quiet_hours))
     deciding = Processor(Engine(catalog, policy, scorer))
     # Built directly, since a catalog file must name at least one action.
     silent = Processor(Engine(Catalog(actions=[]), policy))
@@ -246,8 +235,8 @@ def replay(records: list[LogRecord], catalog: Catalog, policy: ContactPolicy) ->
         if record.kind in LOGGED_DECISIONS:
             continue
         try:
-            header = header_decoder.decode(record.event)
-        except msgspec.DecodeError:
+            header = msgspec.convert(record.event, Header)
+        except msgspec.ValidationError:
             stats["invalid"] += 1  # the worker would deadletter it: no state change
             continue
         ts = header.ts.timestamp()
@@ -274,13 +263,13 @@ def replay(records: list[LogRecord], catalog: Catalog, policy: ContactPolicy) ->
             continue
         expected = logged.get(header.event_id)
         if expected is None:
-            result = run(silent, record.kind, header.key, bytes(record.event), header.ts)
+            result = run(silent, record.kind, header.key, record.value, header.ts)
             stats["invalid"] += result.invalid_reason is not None
             continue
         keep_arm(expected.customer_id, expected.experiment_arm)
         scorer.expected, scorer.captured = expected.action_id, {}
         decided = expected.held_at or expected.decided_at  # when the scorer was asked
-        result = run(deciding, record.kind, header.key, bytes(record.event), decided)
+        result = run(deciding, record.kind, header.key, record.value, decided)
         if result.duplicate:
             continue
         decision = (result.outcome.decision or result.outcome.held) if result.outcome else None
@@ -303,14 +292,14 @@ def replay(records: list[LogRecord], catalog: Catalog, policy: ContactPolicy) ->
             stats["diverged"] += 1
     subjects = sorted(tables["profile"].keys() | tables["recency"].keys())
     states = [decode_state({table: tables[table].get(key) for table in TABLES}) for key in subjects]
-    return Replay(examples, responses, states, min(times), max(times), stats, withheld, orders)
+    return ExampleSet(examples, responses, states, min(times), max(times), stats, withheld, orders)
 
 
 def _replay_would_be(
     deciding: Processor,
-    scorer: _ReplayScorer,
+    scorer: _LoggedChoiceScorer,
     run: Callable[[Processor, str, bytes | None, bytes, datetime], Result],
-    record: LogRecord,
+    record: LoggedEvent,
     header: Header,
     logged: LoggedSuppression,
 ) -> Example | None:
@@ -319,7 +308,7 @@ def _replay_would_be(
     scored on. None if the replay does not reach the same suppression."""
     assert logged.would_be is not None
     scorer.expected, scorer.captured = logged.would_be.action_id, {}
-    result = run(deciding, record.kind, header.key, bytes(record.event), logged.decided_at)
+    result = run(deciding, record.kind, header.key, record.value, logged.decided_at)
     decision = result.outcome.decision if result.outcome else None
     if not (
         isinstance(decision, Suppression)
