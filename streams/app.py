@@ -23,10 +23,11 @@ from nudge.policy.engine import Engine, Produced
 from nudge.policy.processor import Processor, Result
 from nudge.policy.stored import STATE_TABLE
 from nudge.schemas.outputs import Action
-from nudge.streams import holds, metrics, ordering, producer_buffer, seek_race, undecodable
+from nudge.streams import faust_fixes, holds, metrics, ordering
 from nudge.streams.batch import BatchState
 from nudge.streams.crash_journal import CrashJournal
 from nudge.streams.delivery import Outbox
+from nudge.streams.faust_fixes import current_event
 from nudge.streams.holds import HoldTimer
 from nudge.streams.produced import ProducedActions
 from nudge.streams.settings import Settings
@@ -86,7 +87,6 @@ def faust_credentials(settings: Settings) -> faust.auth.Credentials | None:
 
 
 def create_app(settings: Settings, engine: Engine) -> NudgeApp:
-    seek_race.install()  # Faust 0.15 loses messages after a rebalance without it
     brokers = ";".join(f"kafka://{server}" for server in settings.bootstrap_servers.split(","))
     app = faust.App(
         settings.app_id,
@@ -117,7 +117,6 @@ def create_app(settings: Settings, engine: Engine) -> NudgeApp:
     # message; NUDGE_FAUST_METRICS=false leaves it out (docs/performance.md).
     metrics.register_metrics_page(app, faust_sensor=settings.faust_metrics)
     app.producer.buffer.max_messages = PRODUCER_BUFFER_MESSAGES
-    producer_buffer.install(app.producer)  # flushes that finish, also at shutdown
     rocksdb_options = {
         "driver": "rocksdict",
         "block_cache_size": settings.block_cache_mb * 1024 * 1024,
@@ -152,7 +151,7 @@ def create_app(settings: Settings, engine: Engine) -> NudgeApp:
     exactly_once = settings.processing_guarantee == "exactly_once"
     outbox = Outbox(app, outputs, exactly_once)
     nudge = NudgeApp(app, settings, processor, tables, outputs, outbox, kind_of=kind_of)
-    undecodable.install(nudge)  # a batch the client cannot decode: deadletter, not a crash loop
+    faust_fixes.install(nudge)  # every Faust/aiokafka workaround, for the tested versions only
     nudge.holds = holds.install(nudge)  # held actions: released by the agent when due
 
     order = ordering.for_topics(app, kind_of, INPUT_KINDS, settings.max_task_idle_ms / 1000)
@@ -193,7 +192,7 @@ def decide_batch(
         if n and time.perf_counter() - started > budget:
             return decided, state, batch[n:]
         message = event.message
-        ordering.make_current(event)  # its partition's store
+        current_event.make_current(event)  # its partition's store
         kind = nudge.kind_of.get(message.topic, message.topic)
         source = (message.topic, message.partition, message.offset)
         # The processing clock; with NUDGE_CLOCK=event the processor decides
@@ -237,8 +236,6 @@ async def deliver(nudge: NudgeApp, decided: list[Decided], state: BatchState) ->
     order; a failed send of an action forgets it was sent, so a copy of its
     trigger re-issues it."""
     journal = nudge.journal
-    if journal is not None and not journal.watching:
-        journal.watch_commits(nudge.app.consumer)
 
     def write_state() -> None:
         state.flush(journal, nudge.tables)

@@ -32,8 +32,8 @@ from nudge.policy.stored import (
     hold_index_key,
     merge,
 )
-from nudge.streams import ordering
 from nudge.streams.crash_journal import CrashJournal
+from nudge.streams.faust_fixes import current_event
 
 
 def stored_parts(table: faust.Table, key: bytes) -> Parts:
@@ -81,7 +81,7 @@ class BatchState:
             stored = self._stored[subject]
             if value == stored:
                 continue  # changed and changed back within the batch
-            ordering.make_current(event)
+            current_event.make_current(event)
             writes = {key: value}
             held, was_held = bool(self._parts[subject]["holds"]), self._held[subject]
             if held != was_held:

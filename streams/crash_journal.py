@@ -14,7 +14,8 @@ writes since the last commit:
   persisted then;
 - a commit opens a new epoch, and once it succeeds (the producer was
   flushed, so every write before it is on its changelog) the entries of the
-  epochs before it are dropped;
+  epochs before it are dropped (`around_commit`, which
+  streams/faust_fixes/commit_hook.py runs every consumer commit in);
 - after an unclean stop, each journaled key gets back its oldest pre-image
   and each table partition its oldest offset, so Faust's recovery replays
   the changelogs from there: the local tables equal the changelogs again.
@@ -22,6 +23,9 @@ writes since the last commit:
 Under exactly_once the tables of an unclean run are discarded instead
 (`recover_local_tables`): its local writes may come from transactions Kafka
 aborted, and Faust persists offsets differently there.
+
+Where Faust keeps a table partition and its persisted offset is Faust's own
+business: streams/faust_fixes/rocksdb_store.py.
 """
 
 from __future__ import annotations
@@ -29,21 +33,19 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 import faust
 import msgspec
 import rocksdict
 from faust.types import TP
 
+from nudge.streams.faust_fixes.rocksdb_store import OFFSET_KEY, table_path
+
 log = logging.getLogger("nudge.worker")
 
 CLEAN_STOP_MARKER = ".clean-stop"
-#: Faust's key for the changelog offset a table partition's RocksDB holds
-#: (faust.stores.rocksdb.Store.offset_key; the value is the offset in ASCII).
-FAUST_OFFSET_KEY = b"__faust\0offset__"
 
 _KEY, _OFFSET = "k", "o"
 _LENGTH = 4  # bytes of each frame's length prefix
@@ -55,11 +57,6 @@ def _options() -> rocksdict.Options:
     options = rocksdict.Options(raw_mode=True)
     options.create_if_missing(False)
     return options
-
-
-def table_path(tabledir: Path, table: str, partition: int) -> Path:
-    """Where Faust keeps one table partition (Store.partition_path)."""
-    return tabledir / f"{table}-{partition}.db"
 
 
 class CrashJournal:
@@ -74,7 +71,6 @@ class CrashJournal:
         self._file = -1
         self._journaled: set[bytes] = set()
         self._offsets_kept: set[tuple[str, int]] = set()
-        self.watching = False
         self.begin_epoch()
 
     def record(
@@ -106,20 +102,14 @@ class CrashJournal:
         if frames:
             os.write(self._file, b"".join(frames))
 
-    def watch_commits(self, consumer: faust.types.ConsumerT) -> None:
-        """Open an epoch at each of the consumer's commits, and drop the
-        epochs it closed once it succeeds (it flushed the producer first)."""
-        commit = consumer.commit
-
-        async def journaled_commit(*args: Any, **kwargs: Any) -> bool:
-            closed = self.begin_epoch()
-            committed = await commit(*args, **kwargs)
-            if committed:
-                self.drop_through(closed)
-            return committed
-
-        consumer.commit = journaled_commit  # type: ignore[method-assign]
-        self.watching = True
+    async def around_commit(self, commit: Callable[[], Awaitable[bool]]) -> bool:
+        """Run a consumer commit: it opens an epoch, and once it succeeds (it
+        flushed the producer first) the epochs it closed are dropped."""
+        closed = self.begin_epoch()
+        committed = await commit()
+        if committed:
+            self.drop_through(closed)
+        return committed
 
     def begin_epoch(self) -> int:
         """Writes from now on go to a new epoch; returns the one that closed."""
@@ -198,9 +188,9 @@ def roll_back(journal_path: Path, tabledir: Path) -> tuple[int, int]:
                     batch.put(key, image)
                 keys += 1
             if offset is None:
-                batch.delete(FAUST_OFFSET_KEY)  # Faust replays this partition in full
+                batch.delete(OFFSET_KEY)  # Faust replays this partition in full
             else:
-                batch.put(FAUST_OFFSET_KEY, str(offset).encode())
+                batch.put(OFFSET_KEY, str(offset).encode())
             store.write(batch)
             parts += 1
         finally:

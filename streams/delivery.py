@@ -30,36 +30,40 @@ keeps the order across brokers too.
 
 exactly_once: a message's outputs, its table changelog writes and its offset
 must land in one Kafka transaction. Faust 0.15.3 does not ensure that; three
-defects, each seen in tests/reliability/test_crash.py, are worked around here:
+defects, each seen in tests/reliability/test_crash.py, are worked around
+(the Faust-touching parts are in streams/faust_fixes):
 
 1. Faust picks the transactional producer by the *destination* topic's
-   partition group (faust/transport/consumer.py, TransactionManager.send): a
-   topic the app does not consume has no group (KeyError in
-   PartitionAssignor.group_for_topic) or no consumer metadata (Faust then
-   falls back to its plain, non-transactional producer). Outputs go to the
-   producer of the *source* partition, whose commit carries its offset.
+   partition group, and sends outputs to a topic the app does not consume
+   outside any transaction. Outputs go to the producer of the *source*
+   partition, whose commit carries its offset
+   (faust_fixes/source_transaction.py).
 2. Faust commits transactions from a timer, concurrently with the agent, so a
    commit could fall between a message's first output and its ack: outputs
    committed without their offset, duplicated after a crash. Commits wait for
-   the batch in progress (`Outbox.batch` and the gate around
-   TransactionManager.commit), and the message is acked inside the gate.
+   the batch in progress (`Outbox.batch` holds `Outbox.gate`, which
+   faust_fixes/commit_gate.py makes every commit wait for), and the message
+   is acked inside the gate.
 3. Table writes reach the producer through Faust's ProducerBuffer, which the
    exactly-once commit does not flush (Consumer._commit_offsets flushes only
    for at_least_once): a message's state change could land in a later
    transaction than its offset, and be lost with it in a crash. The buffer is
-   drained into the transaction before the message is acked.
+   drained into the transaction before the message is acked
+   (faust_fixes/producer_buffer.py, `drain`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import faust
 from faust.types import TP
 
 from nudge.policy.processor import Emit
+from nudge.streams.faust_fixes import producer_buffer
+from nudge.streams.faust_fixes.source_transaction import transactional_id
 
 #: Outputs that prove a person's choice was recorded (see the module docstring).
 PROOFS = frozenset({"consent-log", "erasures"})
@@ -82,8 +86,8 @@ class Outbox:
         self.app = app
         self.names = {kind: topic.get_topic_name() for kind, topic in topics.items()}
         self.exactly_once = exactly_once
-        self._gate = asyncio.Lock()  # held by one batch, or by one commit
-        self._commits_gated = False
+        #: Held by one batch, or (exactly_once) by one commit: faust_fixes/commit_gate.py.
+        self.gate = asyncio.Lock()
 
     async def deliver(
         self, emits: list[Sourced], write_state: Callable[[], None]
@@ -120,7 +124,7 @@ class Outbox:
         producer = self.app.producer
         sends = []
         for emit, source in emits:
-            transaction = self.transactional_id(source) if self.exactly_once else None
+            transaction = transactional_id(self.app, source) if self.exactly_once else None
             sent = await producer.send(
                 self.names[emit.kind], emit.key, emit.value, None, None, None,
                 transactional_id=transaction,
@@ -129,11 +133,6 @@ class Outbox:
         if not self.exactly_once and any(emit.kind in PROOFS for emit, _ in emits):
             await producer.flush()
         return sends
-
-    def transactional_id(self, source: TP) -> str:
-        """Faust's id for the producer of the source partition's transaction."""
-        group = self.app.assignor.group_for_topic(source.topic)
-        return f"{self.app.conf.id}-{group}-{source.partition}"
 
     @asynccontextmanager
     async def batch(self) -> AsyncIterator[list[faust.EventT]]:
@@ -145,28 +144,14 @@ class Outbox:
         if not self.exactly_once:
             yield handed_over
             return
-        self._gate_commits()
-        async with self._gate:
+        async with self.gate:
             yield handed_over
             await self._drain_table_writes()
             for event in handed_over:
                 event.ack()  # the stream's own ack that follows is then a no-op
 
-    def _gate_commits(self) -> None:
-        if self._commits_gated:
-            return
-        transactions = self.app.consumer.transactions
-        commit = transactions.commit
-
-        async def gated_commit(offsets: Mapping[TP, int], start_new_transaction: bool = True):
-            async with self._gate:
-                return await commit(offsets, start_new_transaction=start_new_transaction)
-
-        transactions.commit = gated_commit
-        self._commits_gated = True
-
     async def _drain_table_writes(self) -> None:
         """Hand the changelog messages queued by table writes to the producer
         (with exactly_once: the transaction's) now, instead of from Faust's
-        background task (streams/producer_buffer.py)."""
-        await self.app.producer.buffer.flush()
+        background task (streams/faust_fixes/producer_buffer.py)."""
+        await producer_buffer.drain(self.app.producer)

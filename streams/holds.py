@@ -38,6 +38,7 @@ from nudge.policy.holds import DueHolds
 from nudge.policy.processor import HOLDS_KIND, Processor, Result
 from nudge.policy.state import Holds
 from nudge.policy.stored import HOLD_INDEX_PREFIX, STATE_TABLE, decode_record
+from nudge.streams.faust_fixes.rocksdb_store import partition_db
 from nudge.streams.topics import topic_name
 
 if TYPE_CHECKING:
@@ -113,12 +114,11 @@ class HoldTimer:
             for tp in self.nudge.app.assignor.assigned_actives()
             if tp.topic == changelog
         }
-        store = table.data
         started = time.perf_counter()
         partitions: dict[int, DueHolds] = {}
         for partition in sorted(actives):
             index = partitions[partition] = DueHolds()
-            db = store._db_for_partition(partition)
+            db = partition_db(table, partition)
             for subject in indexed_subjects(db):
                 try:
                     holds = decode_record(db.get(subject))["holds"]

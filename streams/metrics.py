@@ -20,6 +20,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
+from nudge.streams.faust_fixes.rocksdb_store import active_dbs
+
 if TYPE_CHECKING:
     import faust
 
@@ -117,9 +119,8 @@ class TableEntries:
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = self._family()
         for name, table in self.tables.items():
-            # One RocksDB per partition; standby copies are not counted. A private
-            # Faust API (stores/rocksdb.py), stable within the pinned 0.15 line.
-            dbs = table.data._dbs_for_actives()
+            # One RocksDB per partition; standby copies are not counted.
+            dbs = active_dbs(table)
             keys = sum(db.property_int_value("rocksdb.estimate-num-keys") or 0 for db in dbs)
             family.add_metric([name], keys)
         yield family

@@ -69,7 +69,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -77,10 +76,10 @@ from typing import Generic, TypeVar
 
 import faust
 from faust.exceptions import ConsumerNotStarted
-from faust.streams import _current_event
 from faust.types import TP
 
 from nudge.streams import metrics
+from nudge.streams.faust_fixes.committed_offset import committed_offset
 
 T = TypeVar("T")
 
@@ -292,8 +291,7 @@ class ConsumerPositions:
     def start_offset(self, topic: str, partition: int) -> int:
         """The committed offset Faust seeked to; 0 without one (a partition
         emptied by retention then waits once per trigger until it gets a record)."""
-        committed = self.app.consumer._committed_offset.get(self._tp(topic, partition))
-        return committed or 0
+        return committed_offset(self.app, self._tp(topic, partition)) or 0
 
 
 def for_topics(
@@ -311,13 +309,6 @@ def for_topics(
         start_offset=positions.start_offset,
         on_enforced=metrics.ORDER_ENFORCED.inc,
     )
-
-
-def make_current(event: faust.EventT) -> None:
-    """Make `event` Faust's current event: its tables read from and write to
-    the event's partition (its store and its changelog), as in Faust's own
-    stream iteration. A private Faust variable (faust/streams.py)."""
-    _current_event.set(weakref.ref(event))
 
 
 async def batches_in_time_order(

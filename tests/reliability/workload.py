@@ -35,7 +35,7 @@ from nudge.policy.config import load_policy
 from nudge.policy.ids import decision_id
 from nudge.policy.state import Fatigue
 from nudge.policy.stored import STATE_TABLE, decode_record
-from nudge.streams.crash_journal import FAUST_OFFSET_KEY
+from nudge.streams.faust_fixes.rocksdb_store import OFFSET_KEY
 from nudge.testing import EventPublisher, OutputReader, Received, WorkerProcess
 from nudge.traffic import SHOPPING, Generator, consent, iso, with_prefix
 
@@ -332,7 +332,7 @@ def local_table(worker: WorkerProcess, table: str) -> dict[bytes, bytes]:
             rocksdict.Options(raw_mode=True),
             access_type=rocksdict.AccessType.read_only(),
         )
-        rows.update((k, v) for k, v in db.items() if k != FAUST_OFFSET_KEY)
+        rows.update((k, v) for k, v in db.items() if k != OFFSET_KEY)
         db.close()
     return rows
 

@@ -16,13 +16,12 @@ import rocksdict
 
 from nudge.streams.crash_journal import (
     CLEAN_STOP_MARKER,
-    FAUST_OFFSET_KEY,
     CrashJournal,
     mark_clean_stop,
     recover_local_tables,
     roll_back,
-    table_path,
 )
+from nudge.streams.faust_fixes.rocksdb_store import OFFSET_KEY, table_path
 
 PARTITION = 3
 
@@ -40,7 +39,7 @@ class StandInTable:
 
     def persisted_offset(self, tp) -> int | None:
         assert tp.partition == PARTITION and tp.topic == f"app-{self.name}-changelog"
-        offset = self.db.get(FAUST_OFFSET_KEY)
+        offset = self.db.get(OFFSET_KEY)
         return None if offset is None else int(offset)
 
     def write(self, key: bytes, value: bytes | None, changelog_offset: int | None = None) -> None:
@@ -53,7 +52,7 @@ class StandInTable:
 
     def acknowledge(self, changelog_offset: int) -> None:
         """What Faust does when the changelog acks a write (at-least-once)."""
-        self.db[FAUST_OFFSET_KEY] = str(changelog_offset).encode()
+        self.db[OFFSET_KEY] = str(changelog_offset).encode()
 
 
 @pytest.fixture
@@ -99,7 +98,7 @@ def test_a_crash_rolls_back_every_key_written_since_the_last_commit(tabledir, tm
     assert roll_back(tmp_path / "journal", tabledir) == (2, 1)
     # Each key as it was before the epoch, and the offset from then: Faust
     # replays the changelog from offset 11 and lands on what Kafka has.
-    assert reopen(profile) == {b"ann": b"ann-1", FAUST_OFFSET_KEY: b"10"}
+    assert reopen(profile) == {b"ann": b"ann-1", OFFSET_KEY: b"10"}
 
 
 def test_a_successful_commit_drops_the_epochs_it_flushed(tabledir, tmp_path) -> None:
@@ -112,7 +111,7 @@ def test_a_successful_commit_drops_the_epochs_it_flushed(tabledir, tmp_path) -> 
     crash(journal, fatigue)
 
     roll_back(tmp_path / "journal", tabledir)
-    assert reopen(fatigue) == {b"cy": b"cy-1", FAUST_OFFSET_KEY: b"0"}
+    assert reopen(fatigue) == {b"cy": b"cy-1", OFFSET_KEY: b"0"}
 
 
 def test_an_unacknowledged_partition_is_replayed_in_full(tabledir, tmp_path) -> None:
@@ -133,10 +132,8 @@ def test_the_journal_wraps_commits_and_drops_only_after_success(tabledir, tmp_pa
     async def commit() -> bool:
         return next(outcomes)
 
-    consumer = SimpleNamespace(commit=commit)
-    journal.watch_commits(consumer)
     journaled_write(journal, recency, b"ed", b"ed-1")
-    assert asyncio.run(consumer.commit()) is False
+    assert asyncio.run(journal.around_commit(commit)) is False
     journaled_write(journal, recency, b"ed", b"ed-2")  # first write of the new epoch
     crash(journal, recency)
     roll_back(tmp_path / "journal", tabledir)
@@ -144,10 +141,8 @@ def test_the_journal_wraps_commits_and_drops_only_after_success(tabledir, tmp_pa
 
     recency = StandInTable(tabledir, "recency")
     journal = CrashJournal(tmp_path / "journal2")
-    consumer = SimpleNamespace(commit=commit)
-    journal.watch_commits(consumer)
     journaled_write(journal, recency, b"ed", b"ed-3")
-    assert asyncio.run(consumer.commit()) is True
+    assert asyncio.run(journal.around_commit(commit)) is True
     crash(journal, recency)
     assert roll_back(tmp_path / "journal2", tabledir) == (0, 0)
 

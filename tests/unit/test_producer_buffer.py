@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 from faust.transport.producer import ProducerBuffer
 
-from nudge.streams import producer_buffer
+from nudge.streams.faust_fixes import producer_buffer
 
 HANDOVER_S = 0.15  # longer than the 0.1 s Faust's flush waits for progress
 

@@ -84,7 +84,7 @@ def result(subject: str, **writes: bytes | None) -> Result:
 
 def test_a_batch_reads_each_customer_once_and_writes_each_changed_one_once(monkeypatch) -> None:
     current: list[Event] = []
-    monkeypatch.setattr(batch_module.ordering, "make_current", current.append)
+    monkeypatch.setattr(batch_module.current_event, "make_current", current.append)
     stored = encode_record({"consent": b"granted"})
     assert stored is not None
     table = Table({b"ann": stored})
@@ -109,7 +109,7 @@ def test_a_batch_reads_each_customer_once_and_writes_each_changed_one_once(monke
 
 
 def test_an_erased_customer_is_deleted_once_and_the_pre_image_journaled(monkeypatch) -> None:
-    monkeypatch.setattr(batch_module.ordering, "make_current", lambda event: None)
+    monkeypatch.setattr(batch_module.current_event, "make_current", lambda event: None)
     stored = encode_record({"consent": b"c", "profile": b"p"})
     table = Table({b"ann": stored})  # type: ignore[dict-item]
     journaled = []
@@ -126,7 +126,7 @@ def test_an_erased_customer_is_deleted_once_and_the_pre_image_journaled(monkeypa
 
 
 def test_the_hold_index_follows_whether_a_customer_has_something_held(monkeypatch) -> None:
-    monkeypatch.setattr(batch_module.ordering, "make_current", lambda event: None)
+    monkeypatch.setattr(batch_module.current_event, "make_current", lambda event: None)
     table = Table({b"ann": encode_record({"consent": b"c", "holds": b"h"})})  # type: ignore[dict-item]
     state = BatchState(table)  # type: ignore[arg-type]
     state.apply(result("bob", holds=b"h"), Event(Message(0)))  # comes to have one

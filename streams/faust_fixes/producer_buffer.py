@@ -24,6 +24,14 @@ version of this fix did that, and the crash test caught a profile record
 one write behind). Only when the buffer itself is stopping, and its task
 with it, does the flush hand the rest over in order. The producer also
 flushes the buffer before it stops.
+
+`drain` is that flush for the worker's own use: under exactly_once the
+commit does not flush the buffer at all, so the Outbox drains it into the
+transaction before a batch is acked (streams/delivery.py).
+
+Upstream: not reported. The flush came from the fix of an ordering race,
+faust-streaming#112 (https://github.com/faust-streaming/faust/pull/112);
+the flush before a commit from #273. Entry: docs/reliability.md#producer_buffer.
 """
 
 from __future__ import annotations
@@ -33,6 +41,9 @@ from collections import deque
 
 from faust.transport.producer import Producer
 from faust.types import FutureMessage
+
+#: The versions whose ProducerBuffer and Producer.on_stop the module docstring describes.
+TESTED = {"faust-streaming": ("0.15.3",)}
 
 
 def install(producer: Producer) -> None:
@@ -81,3 +92,9 @@ def install(producer: Producer) -> None:
     buffer._send_pending = counted_send  # type: ignore[method-assign]
     buffer.flush = flush  # type: ignore[method-assign]
     producer.on_stop = flush_then_stop  # type: ignore[method-assign]
+
+
+async def drain(producer: Producer) -> None:
+    """Hand every table write queued so far to the producer (the installed
+    flush: it returns only when they are handed over)."""
+    await producer.buffer.flush()
