@@ -99,6 +99,7 @@ from bench.pipeline import (
     build_stream,
     consent_grants,
     events_consumed,
+    metric_series,
     produce,
     scrape,
     templates,
@@ -470,20 +471,10 @@ def traffic(customers: int, events: int, seed: int) -> list[Template]:
     return out
 
 
-def metric_total(text: str, name: str) -> dict[str, float]:
-    """`name`'s series on a Prometheus page, labelled or not: {labels: value}."""
-    series = {}
-    for line in text.splitlines():
-        if line.startswith((name + "{", name + " ")):
-            labels, value = line[len(name) :].rsplit(" ", 1)
-            series[labels] = float(value)
-    return series
-
-
 def decisions(worker: WorkerProcess) -> dict[str, dict[str, float]]:
     text = scrape(f"{worker.url}/metrics")
     return {
-        name: metric_total(text, f"nudge_{name}")
+        name: metric_series(text, f"nudge_{name}")
         for name in ("decisions_total", "suppressions_total", "decision_seconds_sum",
                      "decision_seconds_count", "duplicate_events_total")
     }  # fmt: skip
