@@ -135,10 +135,15 @@ class Driver:
         """Move the clock forward by `by` (seconds, if a number). Held actions
         that fall due on the way are released, each as of its due time, as
         the worker's hold timer releases them: their outputs are returned."""
-        step = by if isinstance(by, timedelta) else timedelta(seconds=by)
-        if step < timedelta(0):
-            raise ValueError("the clock only moves forward")
-        self._now += step
+        return self.advance_to(
+            self._now + (by if isinstance(by, timedelta) else timedelta(seconds=by))
+        )
+
+    def advance_to(self, moment: datetime) -> Outputs:
+        """Move the clock forward to `moment`, as `advance` does."""
+        if moment < self._now:
+            raise ValueError(f"the clock only moves forward: it is {self._now}, not {moment}")
+        self._now = moment.astimezone(UTC)
         return self._publish(self.worker.release_due(self._now, as_of_due=True))
 
     def send(self, kind: str, event: dict[str, Any] | bytes, key: bytes | None = None) -> Outputs:
@@ -171,6 +176,11 @@ class Driver:
     def state(self, customer_id: str) -> CustomerState:
         """The customer's state as the worker's tables hold it (empty if none)."""
         return self.worker.state(customer_id)
+
+    def stored(self, key: str) -> dict[str, bytes]:
+        """The bytes the worker's tables hold under `key` (table -> value):
+        nothing, for a customer who was erased."""
+        return {table: raw for table, raw in self.worker.load(key).items() if raw is not None}
 
     def _publish(self, results: list[Result]) -> Outputs:
         outputs = Outputs(

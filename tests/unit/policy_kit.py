@@ -2,6 +2,8 @@
 
 Events are built as JSON dicts and decoded through `schemas.codec`, exactly as
 the worker sees them, so a test cannot pass on a record the contract rejects.
+`driver` and `feed` run them through nudge.testing.Driver (the worker in
+memory); `Person` drives the engine alone, for tests of what happens inside it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from nudge.policy.state import CustomerState
 from nudge.schemas.codec import decode_event
 from nudge.schemas.events import Event
 from nudge.schemas.outputs import Action, Suppression
+from nudge.testing import Driver, Outputs
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_CATALOG = ROOT / "config" / "catalog.toml"
@@ -196,6 +199,47 @@ def feedback(
 
 def erasure(customer: str, at: datetime, *, event_id: str | None = None) -> dict[str, Any]:
     return _base("erasure", customer, at, event_id)
+
+
+# -- the worker in memory --------------------------------------------------------
+
+
+def driver(*actions: dict[str, Any], start: datetime = T0, **policy_fields: Any) -> Driver:
+    """A Driver on a catalog of `actions` (one `marketing()` if none) and
+    `policy(**policy_fields)`, its clock at `start`."""
+    return Driver(catalog(*(actions or (marketing(),))), policy(**policy_fields), start=start)
+
+
+def feed(driver: Driver, event: dict[str, Any], now: datetime | None = None) -> Outputs:
+    """Publish `event` on its topic when the clock reaches `now`: by default
+    its own time, or the driver's clock if that is later (a late arrival)."""
+    driver.advance_to(max(driver.now, now or datetime.fromisoformat(event["ts"])))
+    return driver.send(topic_of(event), event)
+
+
+def acted(outputs: Outputs) -> Action:
+    """The one action published."""
+    (action,) = outputs.actions
+    return action
+
+
+def suppressed(outputs: Outputs) -> Suppression:
+    """The one suppression published."""
+    (suppression,) = outputs.suppressions
+    return suppression
+
+
+def held(outputs: Outputs) -> Action:
+    """The action decided but held (nothing published): its `send_after` says until when."""
+    assert outputs == [], f"expected a hold, got {outputs!r}"
+    action = outputs.results[0].outcome.held
+    assert isinstance(action, Action), "expected a held action"
+    return action
+
+
+def opt_in(driver: Driver, customer: str, at: datetime, *channels: str) -> None:
+    for channel in channels or CHANNELS:
+        feed(driver, consent(customer, at, channel))
 
 
 # -- a customer, step by step --------------------------------------------------

@@ -1,9 +1,8 @@
 """Experiments: the configuration, the hashed assignment, each arm deciding
 with its own catalog or policy, and every decision naming its arm.
 
-Through the Processor with tables in dicts (the worker's per-message path
-without a broker); the per-arm counters through the worker's own
-`record_metrics`.
+Through nudge.testing.Driver (the worker's per-message path without a
+broker); the per-arm counters through the worker's own `record_metrics`.
 """
 
 from __future__ import annotations
@@ -17,19 +16,17 @@ import msgspec
 import pytest
 from prometheus_client import REGISTRY
 
-from nudge.policy.config import ConfigError, load_catalog, load_policy
-from nudge.policy.engine import Engine
+from nudge.policy.config import ConfigError, ContactPolicy, load_catalog, load_policy
 from nudge.policy.experiments import Experiments, load_experiments
-from nudge.policy.processor import HOLDS_KIND, Processor
-from nudge.policy.state import decode_state
 from nudge.schemas.codec import encode
 from nudge.schemas.outputs import Action, Suppression
 from nudge.streams.app import record_metrics
 from nudge.streams.settings import Settings
-from tests.unit.policy_kit import SHIPPED_CATALOG, SHIPPED_POLICY, catalog, click, consent
+from nudge.testing import Driver
+from tests.unit.policy_kit import SHIPPED_CATALOG, SHIPPED_POLICY, catalog, click, consent, held
 from tests.unit.policy_kit import marketing as marketing_action
 from tests.unit.policy_kit import policy as policy_of
-from tests.unit.test_erasure_identity import T, Worker, anonymous_view, identify
+from tests.unit.test_erasure_identity import T, anonymous_view, decisions, identify, send
 
 MINUTE = timedelta(minutes=1)
 BASE_CATALOG = catalog(marketing_action("promo_a"))
@@ -64,6 +61,12 @@ def write(tmp_path: Path, text: str, files: dict[str, str] | None = None) -> Pat
 def two_arms(tmp_path: Path) -> Experiments:
     path = write(tmp_path, TWO_ARMS, {"catalog-b.toml": CATALOG_B})
     return load_experiments(path, BASE_CATALOG, BASE_POLICY)
+
+
+def arms_driver(tmp_path: Path, policy: ContactPolicy = BASE_POLICY) -> Driver:
+    """The worker in memory running TWO_ARMS."""
+    path = write(tmp_path, TWO_ARMS, {"catalog-b.toml": CATALOG_B})
+    return Driver(BASE_CATALOG, policy, experiments=path, start=T)
 
 
 def arm_of(experiments: Experiments, subject: str) -> str:
@@ -154,33 +157,33 @@ def test_each_arm_decides_with_its_own_catalog_and_every_output_names_it(
     tmp_path: Path,
 ) -> None:
     experiments = two_arms(tmp_path)
-    worker = Worker(Engine(BASE_CATALOG, BASE_POLICY, experiments=experiments))
+    d = arms_driver(tmp_path)
     seen = Counter()
     for n in range(40):
         customer = f"c-{n}"
         arm = arm_of(experiments, customer)
-        worker.send(consent(customer, T, "email"))
-        (action,) = worker.decisions(worker.send(click(customer, T + MINUTE)))
+        send(d, consent(customer, T, "email"))
+        (action,) = decisions(send(d, click(customer, T + MINUTE)))
         assert isinstance(action, Action)
         assert action.action_id == {"a": "promo_a", "b": "promo_b"}[arm]
         assert (action.experiment.name, action.experiment.arm) == ("promo_test", arm)
         published = msgspec.json.decode(encode(action))
         assert published["experiment"] == {"name": "promo_test", "arm": arm}
-        stored = decode_state(worker.load(customer)).profile.experiment
+        stored = d.state(customer).profile.experiment
         assert (stored.experiment, stored.arm) == ("promo_test", arm)
         seen[arm] += 1
         # A suppression names the arm too (no consent on the channel any more).
-        worker.send(consent(customer, T + 2 * MINUTE, "email", "revoked"))
-        (suppression,) = worker.decisions(worker.send(click(customer, T + 3 * MINUTE)))
+        send(d, consent(customer, T + 2 * MINUTE, "email", "revoked"))
+        (suppression,) = decisions(send(d, click(customer, T + 3 * MINUTE)))
         assert isinstance(suppression, Suppression)
         assert suppression.experiment == action.experiment
     assert seen["a"] > 5 and seen["b"] > 5
 
 
 def test_no_experiment_no_field() -> None:
-    worker = Worker(Engine(BASE_CATALOG, BASE_POLICY))
-    worker.send(consent("c-1", T, "email"))
-    (action,) = worker.decisions(worker.send(click("c-1", T + MINUTE)))
+    d = Driver(BASE_CATALOG, BASE_POLICY, start=T)
+    send(d, consent("c-1", T, "email"))
+    (action,) = decisions(send(d, click("c-1", T + MINUTE)))
     assert action.experiment is None
     assert msgspec.json.decode(encode(action))["experiment"] is None
 
@@ -189,15 +192,15 @@ def test_the_arm_stays_the_same_after_a_login_merges_a_visitor(tmp_path: Path) -
     experiments = two_arms(tmp_path)
     visitor = next(f"anon-{n}" for n in range(1000) if arm_of(experiments, f"anon-{n}") == "b")
     customer = next(f"cust-{n}" for n in range(1000) if arm_of(experiments, f"cust-{n}") == "a")
-    worker = Worker(Engine(BASE_CATALOG, BASE_POLICY, experiments=experiments))
-    (before,) = worker.decisions(worker.send(anonymous_view(visitor, T, 0)))
+    d = arms_driver(tmp_path)
+    (before,) = decisions(send(d, anonymous_view(visitor, T, 0)))
     assert before.experiment.arm == "b"
-    worker.send(identify(visitor, customer, T + MINUTE))
-    worker.send(consent(customer, T + 2 * MINUTE, "email"))
-    (after,) = worker.decisions(worker.send(click(customer, T + 3 * MINUTE)))
+    send(d, identify(visitor, customer, T + MINUTE))
+    send(d, consent(customer, T + 2 * MINUTE, "email"))
+    (after,) = decisions(send(d, click(customer, T + 3 * MINUTE)))
     # The customer's own id draws arm a; the visitor's stored arm b is kept.
     assert (after.experiment.arm, after.action_id) == ("b", "promo_b")
-    assert decode_state(worker.load(customer)).profile.experiment.arm == "b"
+    assert d.state(customer).profile.experiment.arm == "b"
 
 
 def test_a_customer_with_an_arm_keeps_it_when_a_visitor_from_another_arm_logs_in(
@@ -206,31 +209,32 @@ def test_a_customer_with_an_arm_keeps_it_when_a_visitor_from_another_arm_logs_in
     experiments = two_arms(tmp_path)
     visitor = next(f"anon-{n}" for n in range(1000) if arm_of(experiments, f"anon-{n}") == "b")
     customer = next(f"cust-{n}" for n in range(1000) if arm_of(experiments, f"cust-{n}") == "a")
-    worker = Worker(Engine(BASE_CATALOG, BASE_POLICY, experiments=experiments))
-    worker.send(consent(customer, T, "email"))
-    (first,) = worker.decisions(worker.send(click(customer, T + MINUTE)))
-    worker.send(anonymous_view(visitor, T + 2 * MINUTE, 0))
-    worker.send(identify(visitor, customer, T + 3 * MINUTE))
-    (later,) = worker.decisions(worker.send(click(customer, T + 4 * MINUTE)))
+    d = arms_driver(tmp_path)
+    send(d, consent(customer, T, "email"))
+    (first,) = decisions(send(d, click(customer, T + MINUTE)))
+    send(d, anonymous_view(visitor, T + 2 * MINUTE, 0))
+    send(d, identify(visitor, customer, T + 3 * MINUTE))
+    (later,) = decisions(send(d, click(customer, T + 4 * MINUTE)))
     assert first.experiment.arm == later.experiment.arm == "a"
 
 
 def test_decisions_are_counted_per_experiment_arm(tmp_path: Path) -> None:
     experiments = two_arms(tmp_path)
     customer = next(f"c-{n}" for n in range(1000) if arm_of(experiments, f"c-{n}") == "b")
-    worker = Worker(Engine(BASE_CATALOG, BASE_POLICY, experiments=experiments))
+    d = arms_driver(tmp_path)
 
     def counted(outcome: str) -> float:
         labels = {"experiment": "promo_test", "arm": "b", "outcome": outcome}
         return REGISTRY.get_sample_value("nudge_experiment_decisions_total", labels) or 0.0
 
     actions, suppressions = counted("action"), counted("suppression")
-    worker.send(consent(customer, T, "email"))
-    (result,) = [r for r in worker.send(click(customer, T + MINUTE)) if r.outcome is not None]
+    send(d, consent(customer, T, "email"))
+    (result,) = [r for r in send(d, click(customer, T + MINUTE)).results if r.outcome is not None]
     record_metrics("clickstream", result)
     assert counted("action") == actions + 1
-    worker.send(consent(customer, T + 2 * MINUTE, "email", "revoked"))
-    (result,) = [r for r in worker.send(click(customer, T + 3 * MINUTE)) if r.outcome is not None]
+    send(d, consent(customer, T + 2 * MINUTE, "email", "revoked"))
+    out = send(d, click(customer, T + 3 * MINUTE))
+    (result,) = [r for r in out.results if r.outcome is not None]
     record_metrics("clickstream", result)
     assert counted("suppression") == suppressions + 1
 
@@ -241,21 +245,14 @@ def test_a_held_action_is_released_by_its_arm_and_names_it(tmp_path: Path) -> No
         write(tmp_path, TWO_ARMS, {"catalog-b.toml": CATALOG_B}), BASE_CATALOG, quiet
     )
     customer = next(f"c-{n}" for n in range(1000) if arm_of(experiments, f"c-{n}") == "b")
-    worker = Worker(Engine(BASE_CATALOG, quiet, experiments=experiments))
+    d = arms_driver(tmp_path, quiet)
     night = T.replace(hour=22)
-    worker.send(consent(customer, night, "email"))
-    (result,) = [r for r in worker.send(click(customer, night + MINUTE)) if r.outcome]
-    assert result.outcome.decision is None and result.outcome.held.experiment.arm == "b"
+    send(d, consent(customer, night, "email"))
+    assert held(send(d, click(customer, night + MINUTE))).experiment.arm == "b"
     # The worker's timer asks for the release (streams/holds.py): the arm's engine answers.
     morning = night.replace(hour=8) + timedelta(days=1)
-    release = worker.processor.process(
-        HOLDS_KIND,
-        customer.encode(),
-        Processor.release_request(morning.timestamp()),
-        (HOLDS_KIND, 0, 1),
-        worker.load,
-        morning,
-    )
-    (action,) = release.outcome.released
+    assert d.advance_to(morning - MINUTE) == []
+    release = d.advance_to(morning)
+    (action,) = release.actions
     assert isinstance(action, Action) and action.held_at is not None
     assert (action.action_id, action.experiment.arm) == ("promo_b", "b")

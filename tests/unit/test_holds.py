@@ -15,16 +15,21 @@ import pytest
 from policy_kit import (
     HOUR,
     Person,
+    acted,
     catalog,
     click,
     consent,
     erasure,
+    feed,
     feedback,
+    held,
     key_of,
     marketing,
+    opt_in,
     policy,
     preferences,
     purchase,
+    suppressed,
     topic_of,
     transactional,
 )
@@ -32,95 +37,113 @@ from policy_kit import (
 from nudge.policy.engine import Engine
 from nudge.policy.holds import DueHolds
 from nudge.policy.ids import decision_id
-from nudge.policy.processor import HOLDS_KIND, Processor
-from nudge.policy.state import MAX_MARKETING_HOLDS, decode_state
+from nudge.policy.inmemory import InMemoryWorker
+from nudge.policy.processor import HOLDS_KIND, Processor, Result
+from nudge.policy.state import MAX_MARKETING_HOLDS
 from nudge.schemas.outputs import Action, Suppression
+from nudge.testing import Driver
 
 NIGHT = {"start": "22:00", "end": "07:00", "tz": "UTC"}
 EVENING = datetime(2026, 3, 2, 23, 0, tzinfo=UTC)
 DUE = datetime(2026, 3, 3, 7, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
-ENGINE = Engine(
-    catalog(
-        marketing("promo", channels=["email"], category="$event", expiry_hours=12),
-        transactional(),
-    ),
-    policy(purchase_cooldown={"default_days": 3}),
+CATALOG = catalog(
+    marketing("promo", channels=["email"], category="$event", expiry_hours=12),
+    transactional(),
 )
+POLICY = policy(purchase_cooldown={"default_days": 3})
+ENGINE = Engine(CATALOG, POLICY)
 
 
 def held_person(name: str = "c-1") -> tuple[Person, Action]:
-    """A person with email consent and night quiet hours, and one held promo."""
+    """A person with email consent and night quiet hours, and one held promo,
+    for what happens inside the engine (a late release, the next event)."""
     p = Person(ENGINE, name)
     p.opt_in(EVENING - HOUR, "email")
     p.send(preferences(p.id, EVENING - HOUR, quiet_hours=NIGHT))
-    held = p.hold(click(p.id, EVENING, category="lighting"))
-    assert held.send_after == DUE
-    return p, held
+    promo = p.hold(click(p.id, EVENING, category="lighting"))
+    assert promo.send_after == DUE
+    return p, promo
+
+
+def held_promo() -> tuple[Driver, Action]:
+    """The worker in memory at 23:00 with one held promo for c-1, who gave
+    email consent and night quiet hours."""
+    d = Driver(CATALOG, POLICY, start=EVENING - HOUR)
+    opt_in(d, "c-1", EVENING - HOUR, "email")
+    feed(d, preferences("c-1", EVENING - HOUR, quiet_hours=NIGHT))
+    promo = held(feed(d, click("c-1", EVENING, category="lighting")))
+    assert promo.send_after == DUE
+    return d, promo
 
 
 def test_a_held_action_is_kept_in_state_and_its_contact_reserved_at_its_due_time() -> None:
-    p, held = held_person()
-    [hold] = p.state.holds.pending
+    d, promo = held_promo()
+    [hold] = d.state("c-1").holds.pending
     assert hold.due == DUE.timestamp() and hold.action_id == "promo"
-    [contact] = p.state.fatigue.contacts
-    assert contact.at == DUE.timestamp() and contact.decision_id == held.decision_id[:16]
-    assert p.release(DUE - MINUTE) == []  # not due yet: nothing changes
-    assert len(p.state.holds.pending) == 1
+    [contact] = d.state("c-1").fatigue.contacts
+    assert contact.at == DUE.timestamp() and contact.decision_id == promo.decision_id[:16]
+    assert d.advance_to(DUE - MINUTE) == []  # not due yet: nothing changes
+    assert len(d.state("c-1").holds.pending) == 1
 
 
 def test_nothing_changed_releases_the_action_once_with_its_decision_id() -> None:
-    p, held = held_person()
-    [action] = p.release(DUE + timedelta(seconds=1))
-    assert isinstance(action, Action)
-    assert action.decision_id == held.decision_id == decision_id(held.trigger_event_id, "promo")
-    assert action.send_after is None and action.decided_at == DUE + timedelta(seconds=1)
+    d, promo = held_promo()
+    out = d.advance_to(DUE + timedelta(seconds=1))
+    assert [o.kind for o in out] == ["actions", "actions.email"]
+    action = acted(out)
+    assert action.decision_id == promo.decision_id == decision_id(promo.trigger_event_id, "promo")
+    assert action.send_after is None and action.decided_at == DUE  # the timer's release
     assert action.channel == "email" and action.category == "lighting"
     assert action.reasons[-1].startswith("held from 2026-03-02 23:00 until 2026-03-03 07:00")
-    assert action.expires_at == held.expires_at
-    assert p.state.holds.pending == []
-    [contact] = p.state.fatigue.contacts  # the contact now sits where it reached the person
-    assert contact.at == (DUE + timedelta(seconds=1)).timestamp() and contact.deferred_s == 0
-    assert p.release(DUE + HOUR) == []  # released once: the hold is gone
+    assert action.expires_at == promo.expires_at
+    assert d.state("c-1").holds.pending == []
+    [contact] = d.state("c-1").fatigue.contacts  # the contact now sits where it reached the person
+    assert contact.at == DUE.timestamp() and contact.deferred_s == 0
+    assert d.advance_to(DUE + HOUR) == []  # released once: the hold is gone
 
 
 def test_a_revocation_before_the_due_time_becomes_a_consent_suppression() -> None:
-    p, held = held_person()
-    p.send(consent(p.id, EVENING + HOUR, "email", "revoked"))
-    [withdrawn] = p.release(DUE)
-    assert isinstance(withdrawn, Suppression)
-    assert withdrawn.decision_id == held.decision_id
+    d, promo = held_promo()
+    feed(d, consent("c-1", EVENING + HOUR, "email", "revoked"))
+    withdrawn = suppressed(d.advance_to(DUE))
+    assert withdrawn.decision_id == promo.decision_id
     assert withdrawn.reasons == ["consent"]
     assert withdrawn.candidates[0].action_id == "promo"
-    assert p.state.fatigue.contacts == []  # the reservation is given back
-    assert "promo" not in p.state.fatigue.last_action
+    state = d.state("c-1")
+    assert state.fatigue.contacts == []  # the reservation is given back
+    assert "promo" not in state.fatigue.last_action
+    assert d.outputs("actions") == []
 
 
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
-        (lambda p, at: consent(p.id, at, "all", "revoked"), "consent"),
-        (lambda p, at: feedback(p.id, at, "unsubscribed", "email"), "consent"),
-        (lambda p, at: feedback(p.id, at, "bounced", "email"), "channel_blocked"),
-        (lambda p, at: purchase(p.id, at, "lighting"), "purchase_cooldown"),
-        (lambda p, at: preferences(p.id, at, snooze_until=(at + 9 * HOUR).isoformat()), "snooze"),
+        (lambda at: consent("c-1", at, "all", "revoked"), "consent"),
+        (lambda at: feedback("c-1", at, "unsubscribed", "email"), "consent"),
+        (lambda at: feedback("c-1", at, "bounced", "email"), "channel_blocked"),
+        (lambda at: purchase("c-1", at, "lighting"), "purchase_cooldown"),
+        (lambda at: preferences("c-1", at, snooze_until=(at + 9 * HOUR).isoformat()), "snooze"),
     ],
     ids=["opt-out", "unsubscribe", "bounce", "purchase of the category", "snooze"],
 )
 def test_what_changed_before_the_due_time_is_named(change, reason: str) -> None:
-    p, held = held_person()
-    p.send(change(p, EVENING + HOUR))
-    [withdrawn] = [d for d in p.release(DUE) if d.trigger_event_id == held.trigger_event_id]
+    d, promo = held_promo()
+    feed(d, change(EVENING + HOUR))
+    out = d.advance_to(DUE)
+    decided = [*out.actions, *out.suppressions]
+    [withdrawn] = [x for x in decided if x.trigger_event_id == promo.trigger_event_id]
     assert isinstance(withdrawn, Suppression) and withdrawn.reasons == [reason]
-    assert withdrawn.decision_id == held.decision_id
+    assert withdrawn.decision_id == promo.decision_id
 
 
 def test_a_purchase_of_another_category_does_not_stop_it() -> None:
-    p, held = held_person()
-    p.send(purchase(p.id, EVENING + HOUR, "garden"))
-    promo, receipt = p.release(DUE)  # the order confirmation waited too
-    assert isinstance(promo, Action) and promo.decision_id == held.decision_id
-    assert isinstance(receipt, Action) and receipt.action_id == "receipt"
+    d, promo = held_promo()
+    feed(d, purchase("c-1", EVENING + HOUR, "garden"))
+    released = d.advance_to(DUE)  # the order confirmation waited too
+    promo_out, receipt = released.actions
+    assert promo_out.decision_id == promo.decision_id
+    assert receipt.action_id == "receipt" and released.suppressions == []
 
 
 def test_a_held_message_counts_against_caps_and_a_late_release_is_capped_again() -> None:
@@ -145,110 +168,109 @@ def test_a_held_message_counts_against_caps_and_a_late_release_is_capped_again()
 
 
 def test_an_erasure_withdraws_held_actions_and_releases_nothing() -> None:
-    p, held = held_person()
-    outcome = p.send(erasure(p.id, EVENING + HOUR))
-    [withdrawn] = outcome.released
-    assert isinstance(withdrawn, Suppression) and withdrawn.reasons == ["erased"]
-    assert withdrawn.decision_id == held.decision_id and withdrawn.customer_id == p.id
-    assert p.state.holds.pending == []
-    assert p.release(DUE + HOUR) == []
+    d, promo = held_promo()
+    out = feed(d, erasure("c-1", EVENING + HOUR))
+    withdrawn = suppressed(out)
+    assert withdrawn.reasons == ["erased"]
+    assert withdrawn.decision_id == promo.decision_id and withdrawn.customer_id == "c-1"
+    assert [o.kind for o in out] == ["suppressions", "erasures"]
+    assert d.state("c-1").holds.pending == []
+    assert d.advance_to(DUE + HOUR) == []
 
 
 def test_changed_quiet_hours_keep_it_waiting_and_an_expired_one_is_withdrawn() -> None:
-    p, held = held_person()
+    d, promo = held_promo()
     later = {"start": "22:00", "end": "09:00", "tz": "UTC"}
-    p.send(preferences(p.id, EVENING + HOUR, quiet_hours=later))
-    assert p.release(DUE) == []  # still night for them: it waits on
-    [hold] = p.state.holds.pending
+    feed(d, preferences("c-1", EVENING + HOUR, quiet_hours=later))
+    assert d.advance_to(DUE) == []  # still night for them: it waits on
+    [hold] = d.state("c-1").holds.pending
     assert hold.due == (DUE + 2 * HOUR).timestamp()
-    [action] = p.release(DUE + 2 * HOUR)
-    assert isinstance(action, Action) and action.decision_id == held.decision_id
+    action = acted(d.advance_to(DUE + 2 * HOUR))
+    assert action.decision_id == promo.decision_id
 
+    # Released late (the worker was down): the trigger's 12 h expiry has passed.
     q, _ = held_person("c-2")
-    [late] = q.release(EVENING + 12 * HOUR)  # the trigger's 12 h expiry has passed
+    [late] = q.release(EVENING + 12 * HOUR)
     assert isinstance(late, Suppression) and late.reasons == ["expired"]
 
 
 def test_the_next_event_after_the_due_time_releases_it_first() -> None:
-    p, held = held_person()
+    """Inside the engine: an event of the person's after the due time releases
+    a hold the timer has not released yet."""
+    p, promo = held_person()
     outcome = p.send(purchase(p.id, DUE + MINUTE, "lighting"))
     [action, *_] = outcome.released
-    assert isinstance(action, Action) and action.decision_id == held.decision_id
+    assert isinstance(action, Action) and action.decision_id == promo.decision_id
     assert outcome.decision is not None and outcome.decision.action_id == "receipt"
 
 
 def test_a_redelivered_held_trigger_issues_nothing() -> None:
-    p, held = held_person()
-    trigger = click(p.id, EVENING, category="lighting", event_id=held.trigger_event_id)
-    again = p.send(trigger, EVENING + HOUR)
-    assert again.duplicate and again.decision is None and again.released == []
+    d, promo = held_promo()
+    trigger = click("c-1", EVENING, category="lighting", event_id=promo.trigger_event_id)
+    again = feed(d, trigger, now=EVENING + HOUR)
+    assert again == []
+    [result] = again.results
+    assert result.duplicate and result.outcome.decision is None and result.outcome.released == []
+    assert len(d.state("c-1").holds.pending) == 1
 
 
 def test_marketing_waits_only_while_few_are_held_transactional_always_goes_out() -> None:
     kinds = ("search", "page_view", "session_start", "add_to_cart", "product_view")
     promos = [marketing(f"promo_{k}", triggers=[{"event": k}], expiry_hours=12) for k in kinds]
-    p = Person(Engine(catalog(*promos, transactional()), policy()))
-    p.opt_in(EVENING - HOUR, "email")
-    p.send(preferences(p.id, EVENING - HOUR, quiet_hours=NIGHT))
+    d = Driver(catalog(*promos, transactional()), policy(), start=EVENING - HOUR)
+    opt_in(d, "c-1", EVENING - HOUR, "email")
+    feed(d, preferences("c-1", EVENING - HOUR, quiet_hours=NIGHT))
     for i, kind in enumerate(kinds[:MAX_MARKETING_HOLDS]):
-        p.hold(click(p.id, EVENING + i * MINUTE, kind))
-    full = p.suppress(click(p.id, EVENING + HOUR, kinds[MAX_MARKETING_HOLDS]))
+        held(feed(d, click("c-1", EVENING + i * MINUTE, kind)))
+    full = suppressed(feed(d, click("c-1", EVENING + HOUR, kinds[MAX_MARKETING_HOLDS])))
     assert full.candidates[0].channel_reasons == {"email": ["quiet_hours"]}
-    receipt = p.hold(purchase(p.id, EVENING + HOUR))  # transactional: held beyond the four
+    receipt = held(feed(d, purchase("c-1", EVENING + HOUR)))  # transactional: held beyond four
     assert receipt.message_class == "transactional"
-    released = [d.action_id for d in p.release(DUE) if isinstance(d, Action)]
+    released = [a.action_id for a in d.advance_to(DUE).actions]
     assert released == [f"promo_{k}" for k in kinds[:MAX_MARKETING_HOLDS]] + ["receipt"]
 
 
-class EventClockWorker:
-    """A Processor on the event clock over in-memory tables, as a worker uses it."""
+def event_clock_worker(*subjects: str) -> InMemoryWorker:
+    """The worker's loop on the event clock, with one promo held for each subject."""
+    worker = InMemoryWorker(ENGINE, event_clock=True)
+    for subject in subjects:
+        send(worker, consent(subject, EVENING - HOUR, "email"))
+        send(worker, preferences(subject, EVENING - HOUR, quiet_hours=NIGHT))
+        assert send(worker, click(subject, EVENING)).outcome.held is not None
+    return worker
 
-    def __init__(self) -> None:
-        self.processor = Processor(ENGINE, event_clock=True)
-        self.tables: dict[str, dict[str, bytes]] = {}
 
-    def load(self, subject: str) -> dict[str, bytes | None]:
-        return dict(self.tables.get(subject, {}))
-
-    def feed(self, kind: str, key: bytes, value: bytes, now: datetime):
-        result = self.processor.process(kind, key, value, (kind, 0, 0), self.load, now)
-        stored = self.tables.setdefault(result.subject or "", {})
-        for table, data in result.writes.items():
-            if data is None:
-                stored.pop(table, None)
-            else:
-                stored[table] = data
-        return result
-
-    def event(self, event: dict, now: datetime = EVENING):
-        return self.feed(topic_of(event), key_of(event), json.dumps(event).encode(), now)
-
-    def hold_one(self, subject: str):
-        self.event(consent(subject, EVENING - HOUR, "email"))
-        self.event(preferences(subject, EVENING - HOUR, quiet_hours=NIGHT))
-        return self.event(click(subject, EVENING))
+def send(worker: InMemoryWorker, event: dict, now: datetime = EVENING) -> Result:
+    (result,) = worker.feed(topic_of(event), key_of(event), json.dumps(event).encode(), now)
+    return result
 
 
 def test_the_processor_releases_on_a_holds_due_message_and_deletes_the_empty_record() -> None:
-    worker = EventClockWorker()
-    feed, load, tables = worker.feed, worker.load, worker.tables
-    result = worker.hold_one("c-9")
+    worker = event_clock_worker()
+    send(worker, consent("c-9", EVENING - HOUR, "email"))
+    send(worker, preferences("c-9", EVENING - HOUR, quiet_hours=NIGHT))
+    result = send(worker, click("c-9", EVENING))
     assert [e.kind for e in result.emits] == []  # held: nothing published
-    assert result.next_due == DUE.timestamp() and "holds" in tables["c-9"]
+    assert result.next_due == DUE.timestamp() and b"c-9" in worker.tables["holds"]
 
-    early = feed(HOLDS_KIND, b"c-9", Processor.release_request(DUE.timestamp() - 60), EVENING)
+    def release(at: float, request: bytes | None = None) -> Result:
+        value = Processor.release_request(at) if request is None else request
+        (result,) = worker.feed(HOLDS_KIND, b"c-9", value, EVENING)
+        return result
+
+    early = release(DUE.timestamp() - 60)
     assert early.emits == [] and early.writes == {} and early.next_due == DUE.timestamp()
 
-    due = feed(HOLDS_KIND, b"c-9", Processor.release_request(DUE.timestamp()), EVENING)
+    due = release(DUE.timestamp())
     assert [e.kind for e in due.emits] == ["actions", "actions.email"]
-    assert due.writes["holds"] is None and "holds" not in tables["c-9"]
+    assert due.writes["holds"] is None and b"c-9" not in worker.tables["holds"]
     assert due.next_due is None
-    assert decode_state(load("c-9")).holds.pending == []
+    assert worker.state("c-9").holds.pending == []
 
-    again = feed(HOLDS_KIND, b"c-9", Processor.release_request(DUE.timestamp()), EVENING)
+    again = release(DUE.timestamp())
     assert again.emits == []  # a repeated request releases nothing twice
 
-    bad = feed(HOLDS_KIND, b"c-9", b"\xc1", EVENING)
+    bad = release(0, b"\xc1")
     assert bad.invalid_reason == "malformed"
 
 
@@ -258,13 +280,12 @@ def test_on_the_event_clock_a_hold_the_timer_missed_is_judged_as_of_its_due_time
     releases it. Judged as of that event, it would be in quiet hours and held
     again; `nudge replay` released it at 07:00. Judged as of its due time,
     the worker agrees with the replay."""
-    worker = EventClockWorker()
-    worker.hold_one("c-8")
+    worker = event_clock_worker("c-8")
     next_night = DUE + timedelta(hours=16)  # 23:00 again: quiet hours
-    result = worker.event(click("c-8", next_night, category="garden"), next_night)
+    result = send(worker, click("c-8", next_night, category="garden"), next_night)
     [action] = [d for d in result.outcome.released if isinstance(d, Action)]
     assert action.decided_at == DUE and action.send_after is None
-    assert decode_state(worker.load("c-8")).holds.pending[0].due > next_night.timestamp()
+    assert worker.state("c-8").holds.pending[0].due > next_night.timestamp()
     # ^ what stays held is the new click's promo, until the morning after
 
 
@@ -281,8 +302,8 @@ def test_the_due_index_keeps_the_latest_due_time_per_subject() -> None:
 
 
 def test_a_replay_releases_held_actions_when_its_clock_passes_them() -> None:
-    from nudge.schemas.eventlog import parse
     from nudge.replay import MemoryTables, Replay
+    from nudge.schemas.eventlog import parse
 
     log = [
         consent("r-1", EVENING - HOUR, "email"),

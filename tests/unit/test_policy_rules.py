@@ -11,16 +11,22 @@ from policy_kit import (
     HOUR,
     T0,
     Person,
+    acted,
     catalog,
     click,
     consent,
     decode,
+    driver,
+    feed,
     feedback,
+    held,
     marketing,
+    opt_in,
     policy,
     preferences,
     purchase,
     reasons_of,
+    suppressed,
     transactional,
 )
 
@@ -47,69 +53,69 @@ def utc(*args: int) -> datetime:
 
 
 def test_marketing_needs_a_granted_consent_on_the_channel() -> None:
-    p = Person(engine(marketing(channels=["email", "push"])))
-    s = p.suppress(click(p.id, T0))
+    d = driver(marketing(channels=["email", "push"]))
+    s = suppressed(feed(d, click("c-1", T0)))
     assert s.reasons == ["consent"]
     assert s.candidates[0].channel_reasons == {"email": ["consent"], "push": ["consent"]}
-    p.send(consent(p.id, T0 + MINUTE, "push"))
-    assert p.act(click(p.id, T0 + 2 * MINUTE)).channel == "push"
+    feed(d, consent("c-1", T0 + MINUTE, "push"))
+    assert acted(feed(d, click("c-1", T0 + 2 * MINUTE))).channel == "push"
 
 
 def test_pending_double_opt_in_is_not_consent_until_confirmed() -> None:
-    p = Person(engine())
-    p.send(consent(p.id, T0, "email", "pending"))
-    assert p.suppress(click(p.id, T0 + MINUTE)).reasons == ["consent"]
-    p.send(consent(p.id, T0 + 2 * MINUTE, "email", "granted"))
-    assert p.act(click(p.id, T0 + 3 * MINUTE)).channel == "email"
+    d = driver()
+    feed(d, consent("c-1", T0, "email", "pending"))
+    assert suppressed(feed(d, click("c-1", T0 + MINUTE))).reasons == ["consent"]
+    feed(d, consent("c-1", T0 + 2 * MINUTE, "email", "granted"))
+    assert acted(feed(d, click("c-1", T0 + 3 * MINUTE))).channel == "email"
 
 
 def test_a_revocation_rules_out_only_its_channel() -> None:
-    p = Person(engine(marketing(channels=["email", "push"])))
-    p.opt_in(T0, "email", "push")
-    p.send(consent(p.id, T0 + MINUTE, "email", "revoked"))
-    assert p.act(click(p.id, T0 + 2 * MINUTE)).channel == "push"
-    p.send(consent(p.id, T0 + 3 * MINUTE, "push", "revoked"))
-    s = p.suppress(click(p.id, T0 + 4 * MINUTE))
+    d = driver(marketing(channels=["email", "push"]))
+    opt_in(d, "c-1", T0, "email", "push")
+    feed(d, consent("c-1", T0 + MINUTE, "email", "revoked"))
+    assert acted(feed(d, click("c-1", T0 + 2 * MINUTE))).channel == "push"
+    feed(d, consent("c-1", T0 + 3 * MINUTE, "push", "revoked"))
+    s = suppressed(feed(d, click("c-1", T0 + 4 * MINUTE)))
     assert s.candidates[0].channel_reasons == {"email": ["consent"], "push": ["consent"]}
 
 
 def test_a_grant_for_all_covers_every_channel() -> None:
-    p = Person(engine(marketing(channels=["sms"])))
-    p.send(consent(p.id, T0, "all"))
+    d = driver(marketing(channels=["sms"]))
+    feed(d, consent("c-1", T0, "all"))
     # A grant for `all` gives no phone number: sms needs one on file.
-    assert p.suppress(click(p.id, T0 + MINUTE)).reasons == ["no_channel"]
-    p.send(preferences(p.id, T0 + MINUTE, reachable_channels=["email", "sms"]))
-    assert p.act(click(p.id, T0 + 2 * MINUTE)).channel == "sms"
+    assert suppressed(feed(d, click("c-1", T0 + MINUTE))).reasons == ["no_channel"]
+    feed(d, preferences("c-1", T0 + MINUTE, reachable_channels=["email", "sms"]))
+    assert acted(feed(d, click("c-1", T0 + 2 * MINUTE))).channel == "sms"
 
 
 def test_global_opt_out_stands_over_channel_grants_until_all_is_granted_again() -> None:
-    p = Person(engine(marketing(channels=["email", "push"])))
-    p.opt_in(T0, "email", "push")
-    p.send(consent(p.id, T0 + MINUTE, "all", "revoked"))
-    assert p.suppress(click(p.id, T0 + 2 * MINUTE)).reasons == ["consent"]
-    p.send(consent(p.id, T0 + 3 * MINUTE, "email", "granted"))  # the global opt-out stands
-    assert p.suppress(click(p.id, T0 + 4 * MINUTE)).reasons == ["consent"]
-    p.send(consent(p.id, T0 + 5 * MINUTE, "all", "granted"))
-    assert p.act(click(p.id, T0 + 6 * MINUTE)).channel == "email"
+    d = driver(marketing(channels=["email", "push"]))
+    opt_in(d, "c-1", T0, "email", "push")
+    feed(d, consent("c-1", T0 + MINUTE, "all", "revoked"))
+    assert suppressed(feed(d, click("c-1", T0 + 2 * MINUTE))).reasons == ["consent"]
+    feed(d, consent("c-1", T0 + 3 * MINUTE, "email", "granted"))  # the global opt-out stands
+    assert suppressed(feed(d, click("c-1", T0 + 4 * MINUTE))).reasons == ["consent"]
+    feed(d, consent("c-1", T0 + 5 * MINUTE, "all", "granted"))
+    assert acted(feed(d, click("c-1", T0 + 6 * MINUTE))).channel == "email"
 
 
 def test_an_older_grant_for_all_cannot_undo_a_newer_channel_revocation() -> None:
-    p = Person(engine(marketing(channels=["email", "push"])))
-    p.opt_in(T0, "email", "push")
-    p.send(consent(p.id, T0 + 2 * HOUR, "email", "revoked"))
-    late = consent(p.id, T0 + HOUR, "all", "granted")  # sent earlier, arrives later
-    p.send(late, now=T0 + 3 * HOUR)
-    action = p.act(click(p.id, T0 + 3 * HOUR))
+    d = driver(marketing(channels=["email", "push"]))
+    opt_in(d, "c-1", T0, "email", "push")
+    feed(d, consent("c-1", T0 + 2 * HOUR, "email", "revoked"))
+    late = consent("c-1", T0 + HOUR, "all", "granted")  # sent earlier, arrives later
+    feed(d, late, now=T0 + 3 * HOUR)
+    action = acted(feed(d, click("c-1", T0 + 3 * HOUR)))
     assert action.channel == "push"
-    assert p.state.consent.entries["email:marketing"].status == "revoked"
+    assert d.state("c-1").consent.entries["email:marketing"].status == "revoked"
 
 
 def test_a_grant_at_the_same_instant_as_a_revocation_does_not_apply() -> None:
-    p = Person(engine())
-    p.send(consent(p.id, T0, "email", "revoked"))
-    log = p.send(consent(p.id, T0, "email", "granted"), now=T0 + MINUTE).records[0]
+    d = driver()
+    feed(d, consent("c-1", T0, "email", "revoked"))
+    (log,) = feed(d, consent("c-1", T0, "email", "granted"), now=T0 + MINUTE).consent_log
     assert log.applied is False
-    assert p.suppress(click(p.id, T0 + 2 * MINUTE)).reasons == ["consent"]
+    assert suppressed(feed(d, click("c-1", T0 + 2 * MINUTE))).reasons == ["consent"]
 
 
 # -- hard channel blocks -----------------------------------------------------------
@@ -270,41 +276,41 @@ def test_purchase_cooldown_survives_eviction_from_the_bounded_purchase_map() -> 
 
 
 def test_action_cooldown() -> None:
-    p = Person(engine(marketing(cooldown_hours=6)))
-    p.opt_in(T0)
-    p.act(click(p.id, T0))
-    assert p.suppress(click(p.id, T0 + 5 * HOUR)).reasons == ["action_cooldown"]
-    p.act(click(p.id, T0 + 6 * HOUR + MINUTE))
+    d = driver(marketing(cooldown_hours=6))
+    opt_in(d, "c-1", T0)
+    acted(feed(d, click("c-1", T0)))
+    assert suppressed(feed(d, click("c-1", T0 + 5 * HOUR))).reasons == ["action_cooldown"]
+    acted(feed(d, click("c-1", T0 + 6 * HOUR + MINUTE)))
 
 
 def test_action_cap_per_week() -> None:
-    p = Person(engine(marketing(max_per_week=2, channels=["web"])))
-    p.opt_in(T0)
-    p.act(click(p.id, T0))
-    p.act(click(p.id, T0 + DAY))
-    assert p.suppress(click(p.id, T0 + 2 * DAY)).reasons == ["action_cap"]
-    p.act(click(p.id, T0 + 7 * DAY + MINUTE))
+    d = driver(marketing(max_per_week=2, channels=["web"]))
+    opt_in(d, "c-1", T0)
+    acted(feed(d, click("c-1", T0)))
+    acted(feed(d, click("c-1", T0 + DAY)))
+    assert suppressed(feed(d, click("c-1", T0 + 2 * DAY))).reasons == ["action_cap"]
+    acted(feed(d, click("c-1", T0 + 7 * DAY + MINUTE)))
 
 
 def test_channel_cap_moves_to_another_channel_then_suppresses() -> None:
     caps = {"email": {"day": 1}, "push": {"hour": 1}}
-    p = Person(engine(marketing(channels=["email", "push"]), channel_caps=caps))
-    p.opt_in(T0)
-    assert p.act(click(p.id, T0)).channel == "email"
-    assert p.act(click(p.id, T0 + MINUTE)).channel == "push"
-    s = p.suppress(click(p.id, T0 + 2 * MINUTE))
+    d = driver(marketing(channels=["email", "push"]), channel_caps=caps)
+    opt_in(d, "c-1", T0)
+    assert acted(feed(d, click("c-1", T0))).channel == "email"
+    assert acted(feed(d, click("c-1", T0 + MINUTE))).channel == "push"
+    s = suppressed(feed(d, click("c-1", T0 + 2 * MINUTE)))
     assert s.candidates[0].channel_reasons == {"email": ["channel_cap"], "push": ["channel_cap"]}
-    assert p.act(click(p.id, T0 + HOUR + 2 * MINUTE)).channel == "push"
+    assert acted(feed(d, click("c-1", T0 + HOUR + 2 * MINUTE))).channel == "push"
 
 
 def test_global_cap_counts_every_channel() -> None:
-    p = Person(engine(marketing(channels=["email", "push", "sms"]), global_caps={"day": 2}))
-    p.opt_in(T0)
-    p.act(click(p.id, T0))
-    p.act(click(p.id, T0 + HOUR))
-    s = p.suppress(click(p.id, T0 + 2 * HOUR))
+    d = driver(marketing(channels=["email", "push", "sms"]), global_caps={"day": 2})
+    opt_in(d, "c-1", T0)
+    acted(feed(d, click("c-1", T0)))
+    acted(feed(d, click("c-1", T0 + HOUR)))
+    s = suppressed(feed(d, click("c-1", T0 + 2 * HOUR)))
     assert s.reasons == ["global_cap"]
-    assert p.act(click(p.id, T0 + DAY + MINUTE)).action_id == "promo"
+    assert acted(feed(d, click("c-1", T0 + DAY + MINUTE))).action_id == "promo"
 
 
 def test_caps_count_deferred_messages_where_they_will_land() -> None:
@@ -313,17 +319,19 @@ def test_caps_count_deferred_messages_where_they_will_land() -> None:
         marketing("banner", channels=["web"]),
         marketing("mail_again", channels=["email"], triggers=[{"event": "page_view"}]),
     )
-    p = Person(engine(*actions, global_caps={"hour": 1}, quiet_hours=BERLIN_NIGHT))
-    p.opt_in(T0)
+    d = driver(*actions, global_caps={"hour": 1}, quiet_hours=BERLIN_NIGHT)
+    opt_in(d, "c-1", T0)
     at_0630 = utc(2026, 3, 3, 5, 30)  # 06:30 in Berlin: quiet until 07:00
-    mail = p.hold(click(p.id, at_0630, "search"))
+    mail = held(feed(d, click("c-1", at_0630, "search")))
     assert mail.send_after == utc(2026, 3, 3, 6, 0)
     # 06:45: the banner would land 15 minutes before the deferred mail.
-    assert p.suppress(click(p.id, at_0630 + 15 * MINUTE)).reasons == ["global_cap"]
-    q = Person(engine(*actions, channel_caps={"email": {"hour": 1}}, quiet_hours=BERLIN_NIGHT))
-    q.opt_in(T0)
-    q.hold(click(q.id, at_0630, "search"))
-    s = q.suppress(click(q.id, at_0630 + 10 * MINUTE, "page_view"))
+    assert suppressed(feed(d, click("c-1", at_0630 + 15 * MINUTE))).reasons == ["global_cap"]
+    (released,) = d.advance_to(utc(2026, 3, 3, 6, 0)).actions  # the mail, at 07:00 in Berlin
+    assert released.decision_id == mail.decision_id
+    q = driver(*actions, channel_caps={"email": {"hour": 1}}, quiet_hours=BERLIN_NIGHT)
+    opt_in(q, "c-1", T0)
+    held(feed(q, click("c-1", at_0630, "search")))
+    s = suppressed(feed(q, click("c-1", at_0630 + 10 * MINUTE, "page_view")))
     assert s.reasons == ["channel_cap"]
 
 
@@ -443,44 +451,47 @@ def test_a_complaint_backoff_outlasts_engagement() -> None:
 def test_quiet_hours_defer_to_their_end_in_the_persons_zone(
     window: dict, event_at: datetime, send_after: datetime
 ) -> None:
-    p = Person(engine(marketing(channels=["email"])))
-    p.opt_in(event_at - DAY)
-    p.send(preferences(p.id, event_at - DAY, quiet_hours=window))
-    action = p.hold(click(p.id, event_at))
+    d = driver(marketing(channels=["email"]), start=event_at - DAY)
+    opt_in(d, "c-1", event_at - DAY)
+    feed(d, preferences("c-1", event_at - DAY, quiet_hours=window))
+    action = held(feed(d, click("c-1", event_at)))
     assert action.send_after == send_after
     assert "deferred to the end of quiet hours" in action.reasons
+    assert d.advance_to(send_after - MINUTE) == []
+    (released,) = d.advance_to(send_after).actions
+    assert released.decision_id == action.decision_id and released.decided_at == send_after
 
 
 def test_outside_quiet_hours_nothing_waits() -> None:
-    p = Person(engine(marketing(channels=["email"])))
-    p.opt_in(T0)
-    p.send(preferences(p.id, T0, quiet_hours=BERLIN_NIGHT))
-    assert p.act(click(p.id, T0 + MINUTE)).send_after is None  # 12:01 in Berlin
+    d = driver(marketing(channels=["email"]))
+    opt_in(d, "c-1", T0)
+    feed(d, preferences("c-1", T0, quiet_hours=BERLIN_NIGHT))
+    assert acted(feed(d, click("c-1", T0 + MINUTE))).send_after is None  # 12:01 in Berlin
 
 
 def test_the_policy_default_applies_when_the_person_has_none() -> None:
-    p = Person(engine(marketing(channels=["email"]), quiet_hours=BERLIN_NIGHT))
-    p.opt_in(T0)
-    assert p.hold(click(p.id, utc(2026, 3, 2, 22, 30))).send_after == utc(2026, 3, 3, 6, 0)
-    q = Person(engine(marketing(channels=["email"]), quiet_hours=BERLIN_NIGHT), "c-2")
-    q.opt_in(T0)
-    q.send(preferences(q.id, T0, quiet_hours={"start": "02:00", "end": "05:00", "tz": "UTC"}))
-    assert q.act(click(q.id, utc(2026, 3, 2, 22, 30))).send_after is None  # theirs wins
+    d = driver(marketing(channels=["email"]), quiet_hours=BERLIN_NIGHT)
+    opt_in(d, "c-1", T0)
+    opt_in(d, "c-2", T0)
+    feed(d, preferences("c-2", T0, quiet_hours={"start": "02:00", "end": "05:00", "tz": "UTC"}))
+    late = utc(2026, 3, 2, 22, 30)
+    assert held(feed(d, click("c-1", late))).send_after == utc(2026, 3, 3, 6, 0)
+    assert acted(feed(d, click("c-2", late))).send_after is None  # theirs wins
 
 
 def test_a_silent_channel_is_used_at_once_instead_of_waiting() -> None:
-    p = Person(engine(marketing(channels=["email", "web"])))
-    p.opt_in(T0)
-    p.send(preferences(p.id, T0, quiet_hours=BERLIN_NIGHT))
-    action = p.act(click(p.id, utc(2026, 3, 2, 22, 30)))
+    d = driver(marketing(channels=["email", "web"]))
+    opt_in(d, "c-1", T0)
+    feed(d, preferences("c-1", T0, quiet_hours=BERLIN_NIGHT))
+    action = acted(feed(d, click("c-1", utc(2026, 3, 2, 22, 30))))
     assert action.channel == "web" and action.send_after is None
 
 
 def test_quiet_hours_rule_out_a_channel_when_waiting_would_pass_the_expiry() -> None:
-    p = Person(engine(marketing(channels=["email"], expiry_hours=1)))
-    p.opt_in(T0)
-    p.send(preferences(p.id, T0, quiet_hours=BERLIN_NIGHT))
-    s = p.suppress(click(p.id, utc(2026, 3, 2, 22, 30)))
+    d = driver(marketing(channels=["email"], expiry_hours=1))
+    opt_in(d, "c-1", T0)
+    feed(d, preferences("c-1", T0, quiet_hours=BERLIN_NIGHT))
+    s = suppressed(feed(d, click("c-1", utc(2026, 3, 2, 22, 30))))
     assert s.reasons == ["quiet_hours"]
     assert s.candidates[0].channel_reasons == {"email": ["quiet_hours"]}
 

@@ -36,14 +36,14 @@ from policy_kit import (
 )
 
 from nudge.policy.engine import REISSUE, Engine
-from nudge.policy.processor import Processor, Result
+from nudge.policy.inmemory import InMemoryWorker
+from nudge.policy.processor import Result
 from nudge.policy.state import (
     MAX_ORDER_IDS,
     MAX_PROCESSED_IDS,
     MAX_TRANSACTIONAL,
     Contact,
     Fatigue,
-    decode_state,
 )
 from nudge.policy.updates import merge_states
 from nudge.schemas.outputs import Action, Suppression
@@ -127,66 +127,33 @@ def test_contacts_read_before_the_deferral_field_existed() -> None:
 def test_the_crash_hazard_through_the_processor() -> None:
     """State written, outputs lost (kill -9 before the producer flushed):
     the redelivered message yields the action the first attempt never delivered."""
-    processor = Processor(ENGINE)
-    tables: dict[str, bytes] = {}
-
-    def deliver(event: dict, offset: int, now_offset: timedelta) -> list[tuple[str, dict]]:
-        now = T0 + timedelta(hours=1, seconds=1) + now_offset
-        raw = json.dumps(event).encode()
-        kind = topic_of(event)
-        result = processor.process(
-            kind, key_of(event), raw, (kind, 0, offset), lambda _: dict(tables), now
-        )
-        tables.update({t: v for t, v in result.writes.items() if v is not None})
-        return [(e.kind, json.loads(e.value)) for e in result.emits]
-
-    deliver(consent("c-1", T0), 1, timedelta(0))
+    worker = InMemoryWorker(ENGINE)
+    now = T0 + timedelta(hours=1, seconds=1)
+    send(worker, consent("c-1", T0), now)
     trigger = click("c-1", T0 + HOUR)
-    lost = deliver(trigger, 2, timedelta(0))  # written to the tables, never published
-    replayed = deliver(trigger, 2, timedelta(seconds=30))  # the restarted worker knows nothing
+    lost, _ = records([send(worker, trigger, now)])  # written to the tables, never published
+    restart(worker)  # the restarted worker knows nothing
+    replayed = records([send(worker, trigger, now + timedelta(seconds=30))])
     assert [kind for kind, _ in replayed] == ["actions", "actions.email"]
-    assert replayed[0][1]["decision_id"] == lost[0][1]["decision_id"]
-    assert (
-        decode_state(dict(tables)).fatigue.contacts[0].decision_id
-        == (lost[0][1]["decision_id"][:16])
-    )
+    assert replayed[0][1]["decision_id"] == lost[1]["decision_id"]
+    assert worker.state("c-1").fatigue.contacts[0].decision_id == lost[1]["decision_id"][:16]
 
 
 # -- re-issue only what may not have reached Kafka ---------------------------------
 
 
-class Worker:
-    """The processor with tables and the transport's record of the actions it
-    sent (as streams/app.py keeps it): bytes in, emits out, no Kafka."""
+def send(worker: InMemoryWorker, event: dict, now: datetime | None = None) -> Result:
+    """One event through the worker's loop with its record of the actions it
+    sent (as streams/app.py keeps it), at `now` (one second after the event
+    by default): bytes in, emits out, no Kafka."""
+    now = now or datetime.fromisoformat(event["ts"]) + timedelta(seconds=1)
+    (result,) = worker.feed(topic_of(event), key_of(event), json.dumps(event).encode(), now)
+    return result
 
-    def __init__(self, engine: Engine = ENGINE) -> None:
-        self.processor = Processor(engine)
-        self.tables: dict[str, bytes] = {}
-        self.sent: set[str] = set()
-        self.offset = 0
 
-    def restart(self) -> None:
-        """A new process: the tables survive (changelog), the record does not."""
-        self.sent = set()
-
-    def send(self, event: dict, now_offset: timedelta = timedelta(seconds=1)) -> Result:
-        self.offset += 1
-        kind, raw = topic_of(event), json.dumps(event).encode()
-        now = datetime.fromisoformat(event["ts"]) + now_offset
-        result = self.processor.process(
-            kind,
-            key_of(event),
-            raw,
-            (kind, 0, self.offset),
-            lambda _: dict(self.tables),
-            now,
-            produced=self.sent.__contains__,
-        )
-        self.tables.update({t: v for t, v in result.writes.items() if v is not None})
-        decision = result.outcome.decision if result.outcome is not None else None
-        if isinstance(decision, Action):
-            self.sent.add(decision.decision_id)
-        return result
+def restart(worker: InMemoryWorker) -> None:
+    """A new process: the tables survive (changelog), the record does not."""
+    worker.sent.clear()
 
 
 def records(results: list[Result]) -> list[tuple[str, dict]]:
@@ -196,26 +163,27 @@ def records(results: list[Result]) -> list[tuple[str, dict]]:
 def test_ten_thousand_copies_of_a_trigger_send_one_action() -> None:
     """The issue's case: one event id resent 10,000 times, no restart: one
     record on `actions` and one on `actions.email`, nothing else."""
-    worker = Worker()
-    worker.send(consent("c-1", T0))
+    worker = InMemoryWorker(ENGINE)
+    send(worker, consent("c-1", T0))
     trigger = click("c-1", T0 + HOUR)
-    results = [worker.send(trigger) for _ in range(10_000)]
+    results = [send(worker, trigger) for _ in range(10_000)]
     assert [kind for kind, _ in records(results)] == ["actions", "actions.email"]
     assert [r.duplicate for r in results].count(True) == 9_999
     assert all(r.writes == {} for r in results[1:])  # state changed once
-    assert len(decode_state(dict(worker.tables)).fatigue.contacts) == 1
+    assert len(worker.state("c-1").fatigue.contacts) == 1
 
 
 def test_after_a_restart_ten_thousand_copies_reissue_once_and_say_why() -> None:
     """State written, action maybe lost (the worker died before Kafka had it):
     the first copy the restarted worker sees re-issues it, with the same
     decision id and a reason that says why; the other copies issue nothing."""
-    worker = Worker()
-    worker.send(consent("c-1", T0))
+    worker = InMemoryWorker(ENGINE)
+    send(worker, consent("c-1", T0))
     trigger = click("c-1", T0 + HOUR)
-    [first, _] = records([worker.send(trigger)])
-    worker.restart()
-    results = [worker.send(trigger, timedelta(seconds=30)) for _ in range(10_000)]
+    [first, _] = records([send(worker, trigger)])
+    restart(worker)
+    later = T0 + HOUR + timedelta(seconds=30)
+    results = [send(worker, trigger, later) for _ in range(10_000)]
     again = records(results)
     assert [kind for kind, _ in again] == ["actions", "actions.email"]
     copy = again[0][1]
@@ -244,33 +212,33 @@ def test_a_copy_the_transport_knows_is_sent_issues_nothing_not_even_a_withheld_o
 def test_an_order_resent_beyond_the_event_ring_counts_once() -> None:
     """33 events later the event id has left the dedupe ring; the order id
     has not: RFM, last purchase and the confirmation are not repeated."""
-    worker = Worker()
+    worker = InMemoryWorker(ENGINE)
     order = purchase("c-1", T0, "lighting", price=40.0)
-    [confirmation] = [d for k, d in records([worker.send(order)]) if k == "actions"]
+    [confirmation] = [d for k, d in records([send(worker, order)]) if k == "actions"]
     for n in range(MAX_PROCESSED_IDS + 1):
-        worker.send(click("c-1", T0 + timedelta(minutes=n + 1), "page_view"))
-    late = worker.send(order, timedelta(hours=2))
+        send(worker, click("c-1", T0 + timedelta(minutes=n + 1), "page_view"))
+    late = send(worker, order, T0 + 2 * HOUR)
     assert late.duplicate and late.emits == [] and late.writes == {}
-    recency = decode_state(dict(worker.tables)).recency
+    recency = worker.state("c-1").recency
     assert (recency.orders, recency.revenue) == (1, 40.0)
     assert recency.last_purchase == {"lighting": T0.timestamp()}
     # After a restart the copy re-issues the confirmation it may have lost, once.
-    worker.restart()
-    again = records([worker.send(order, timedelta(hours=3)) for _ in range(3)])
+    restart(worker)
+    again = records([send(worker, order, T0 + 3 * HOUR) for _ in range(3)])
     assert [k for k, _ in again] == ["actions", "actions.email"]
     assert again[0][1]["decision_id"] == confirmation["decision_id"]
 
 
 def test_an_order_resent_with_a_new_event_id_counts_once() -> None:
-    worker = Worker()
+    worker = InMemoryWorker(ENGINE)
     order = purchase("c-1", T0, "lighting", price=40.0)
-    worker.send(order)
+    send(worker, order)
     resent = {**order, "event_id": "shop-retry-1", "ts": iso(T0 + HOUR)}
-    result = worker.send(resent)
+    result = send(worker, resent)
     assert result.duplicate and result.emits == [] and result.writes == {}
     other = purchase("c-1", T0 + 2 * HOUR, "garden", price=5.0)
-    worker.send(other)
-    recency = decode_state(dict(worker.tables)).recency
+    send(worker, other)
+    recency = worker.state("c-1").recency
     assert (recency.orders, recency.revenue) == (2, 45.0)
 
 

@@ -145,20 +145,15 @@ def test_after_an_erasure_the_state_is_empty_and_old_events_stay_dropped(
     driver.advance(60)
     (confirmation,) = driver.send("privacy", driver.event("erasure", "c-1")).erasures
     assert confirmation.customer_id == "c-1"
-    assert stored(driver, "c-1") == {}
+    assert driver.stored("c-1") == {}
     state = driver.state("c-1")
     assert state.consent.entries == {} and state.fatigue.contacts == []
     driver.advance(timedelta(days=3))
     again = driver.send("consent", old_grant)  # redelivered from before the erasure
     assert again == [] and again.results[0].dropped == "erased"
-    assert stored(driver, "c-1") == {}
+    assert driver.stored("c-1") == {}
     (suppression,) = driver.send("clickstream", view(driver)).suppressions
     assert suppression.reasons == ["consent"]
-
-
-def stored(driver: Driver, customer: str) -> dict[str, bytes]:
-    """What the worker's tables hold under the customer's key."""
-    return {table: raw for table, raw in driver.worker.load(customer).items() if raw is not None}
 
 
 def scenario(driver: Driver) -> list[bytes]:
