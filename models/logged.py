@@ -32,6 +32,7 @@ from typing import Any
 
 import msgspec
 
+from nudge.errors import UserError
 from nudge.models.ope import LoggedDecision, Pair
 from nudge.policy.clock import HOUR
 from nudge.policy.engine import Engine, Outcome
@@ -152,7 +153,7 @@ def from_log(
     records = list(log)
     logged = {r.event["trigger_event_id"]: r.event for r in records if r.kind == "actions"}
     if not logged:
-        raise ValueError("the log holds no actions: nothing was decided to learn from")
+        raise UserError("the log holds no actions: nothing was decided to learn from")
     times = {tid: _decided(action) for tid, action in logged.items()}
     first = min(times.values())
     recorder = DecisionRecorder(logging, target)

@@ -18,7 +18,7 @@ from nudge.models.ope import estimate_all, ips, on_policy
 from nudge.models.ope_check import check_seed, play, push_first
 from nudge.policy.config import load_catalog, load_policy
 from nudge.policy.engine import Engine
-from nudge.schemas.eventlog import write_log
+from nudge.schemas.eventlog import LoggedEvent, write_log
 
 CUSTOMERS, DAYS, SEED = 150, 5.0, 11
 
@@ -111,3 +111,13 @@ def test_the_command_prints_each_estimate_with_its_interval(
     assert "reproduced" in text and "largest weight" in text
     # the shipped policy (epsilon 0.05) did not make this log: refused, not guessed
     assert main(["evaluate", "--offline", str(log), "--policy", str(variant)]) == 1
+
+
+def test_a_log_without_actions_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    view = {"event_id": "e-1", "type": "page_view", "customer_id": "c-1"}
+    log = tmp_path / "log.jsonl"
+    write_log([LoggedEvent("clickstream", {**view, "ts": "2026-03-02T10:00:00Z"})], log)
+    assert main(["evaluate", "--offline", str(log), "--policy", str(POLICY)]) == 1
+    assert "the log holds no actions" in capsys.readouterr().err
