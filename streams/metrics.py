@@ -61,7 +61,7 @@ DEADLETTERS = Counter("nudge_deadletters", "Records written to the deadletter to
 UNDECODABLE_BATCHES = Counter(
     "nudge_undecodable_batches",
     "Record batches the Kafka client could not decode (corrupt, unknown codec): "
-    "deadlettered as undecodable_batch and skipped (streams/undecodable.py).",
+    "deadlettered as undecodable_batch and skipped (streams/faust_fixes/undecodable.py).",
     ["topic"],
 )
 CONSENT_CHANGES = Counter("nudge_consent_changes", "Consent changes logged.", ["applied"])
