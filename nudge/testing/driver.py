@@ -151,7 +151,10 @@ class Driver:
         as a worker reads it: an event dict, or raw bytes as they would arrive.
         `key` defaults to the one the contract asks for (`event_key`).
         Returns what it led to, including the outputs of what it sent to the
-        worker's own topics (an identity merge, erasures of linked ids)."""
+        worker's own topics (an identity merge, a logged-in visitor's event,
+        erasures of linked ids). Input nudge rejects comes back as a
+        deadletter record; an unexpected exception (a bug, which the worker
+        would deadletter as `internal_error`) is raised, for the test to see."""
         if isinstance(event, bytes):
             value = event
         else:
