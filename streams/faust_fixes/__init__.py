@@ -25,6 +25,7 @@ from weakref import WeakSet
 
 import faust
 
+from nudge.errors import UserError
 from nudge.streams.faust_fixes import (
     commit_gate,
     commit_hook,
@@ -58,8 +59,9 @@ DOCS = "docs/reliability.md"
 _installed: WeakSet[faust.App] = WeakSet()
 
 
-class UntestedVersion(RuntimeError):
-    """A fix meets a Faust or aiokafka version it was not checked against."""
+class UntestedVersion(UserError):
+    """A fix meets a Faust or aiokafka version it was not checked against: the
+    operator installs the locked versions (`nudge worker` says so in one line)."""
 
 
 def name(fix: ModuleType) -> str:

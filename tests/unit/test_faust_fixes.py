@@ -19,6 +19,7 @@ from aiokafka.consumer.fetcher import PartitionRecords
 from faust.transport.consumer import Consumer, TransactionManager
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
+from nudge.errors import UserError
 from nudge.streams import faust_fixes
 from nudge.streams.app import NudgeApp, create_app
 from nudge.streams.crash_journal import CrashJournal
@@ -117,6 +118,7 @@ def test_an_untested_faust_version_is_refused_before_anything_is_patched(
     assert f"faust-streaming 0.15.3, but {found} is installed" in message
     assert "docs/reliability.md#seek_race" in message
     assert applied == []
+    assert isinstance(refused.value, UserError)  # the CLI prints it in one line, exit 1
 
 
 @pytest.mark.parametrize("fix", faust_fixes.FIXES, ids=faust_fixes.name)
