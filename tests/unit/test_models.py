@@ -28,9 +28,9 @@ from nudge.models.training import TrainingResult, split, train
 from nudge.policy.clock import DAY
 from nudge.policy.config import load_catalog, load_policy
 from nudge.policy.engine import Engine
-from nudge.policy.processor import Processor
+from nudge.policy.inmemory import InMemoryWorker, event_key
 from nudge.policy.scoring import ScoringRequest
-from nudge.policy.state import TABLES, ConsentEntry, Contact, CustomerState
+from nudge.policy.state import ConsentEntry, Contact, CustomerState
 from nudge.schemas.eventlog import LoggedEvent, read_log, write_log
 from nudge.schemas.events import ClickEvent
 from nudge.schemas.outputs import Action
@@ -448,28 +448,16 @@ def test_actions_name_the_served_model_version(
     tmp_path: Path, log_path: Path, trained: TrainingResult
 ) -> None:
     save_version(tmp_path, trained, "v7")
-    processor = Processor(Engine(CATALOG, POLICY, ScorerHolder(tmp_path, POLICY)))
-    tables: dict[str, dict[bytes, bytes]] = {table: {} for table in TABLES}
+    worker = InMemoryWorker(Engine(CATALOG, POLICY, ScorerHolder(tmp_path, POLICY)))
     actions = []
     for record in list(read_log(log_path))[:4000]:
         if record.kind == "actions":
             continue
-        event = record.event
-        key = event["customer_id"].encode()
-        now = datetime.fromisoformat(event["ts"])
-        result = processor.process(
-            record.kind,
-            key,
-            record.value,
-            ("t", 0, 0),
-            lambda s: {t: tables[t].get(s.encode()) for t in TABLES},
-            now,
-        )
-        for table, value in result.writes.items():
-            tables[table][key] = value
-        decision = result.outcome.decision if result.outcome else None
-        if isinstance(decision, Action):
-            actions.append(decision)
+        now = datetime.fromisoformat(record.event["ts"])
+        for result in worker.feed(record.kind, event_key(record.event), record.value, now):
+            decision = result.outcome.decision if result.outcome else None
+            if isinstance(decision, Action):
+                actions.append(decision)
     assert actions and {a.model_version for a in actions} == {"v7"}
     assert all(0.0 <= a.propensity <= 1.0 for a in actions)
 

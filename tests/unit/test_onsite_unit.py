@@ -10,41 +10,23 @@ from policy_kit import T0, catalog, click, consent, marketing, policy
 
 from nudge.policy import onsite
 from nudge.policy.engine import Engine
-from nudge.policy.processor import Processor
-from nudge.policy.state import TABLES, decode_state
+from nudge.policy.inmemory import InMemoryWorker
+from nudge.policy.processor import Result
 from nudge.schemas.codec import InvalidEvent
 from nudge.schemas.outputs import Action, Suppression
 
 CUSTOMER = "c-1"
 
 
-class Tables:
-    """A customer's stored bytes, driven through the Processor like the worker."""
+def feed(worker: InMemoryWorker, kind: str, key: str, value: bytes, now: datetime) -> Result:
+    """One message through the worker's loop (its tables of bytes)."""
+    (result,) = worker.feed(kind, key.encode(), value, now)
+    return result
 
-    def __init__(self, engine: Engine, *, event_clock: bool = False) -> None:
-        self.processor = Processor(engine, event_clock=event_clock)
-        self.data: dict[str, dict[str, bytes]] = {name: {} for name in TABLES}
-        self.offset = 0
 
-    def load(self, subject: str) -> dict[str, bytes | None]:
-        return {name: table.get(subject) for name, table in self.data.items()}
-
-    def feed(self, kind: str, key: str, value: bytes, now: datetime):
-        self.offset += 1
-        result = self.processor.process(
-            kind, key.encode(), value, (kind, 0, self.offset), self.load, now
-        )
-        for name, data in result.writes.items():
-            if data is not None:
-                self.data[name][result.subject] = data
-        return result
-
-    def event(self, kind: str, event: dict, now: datetime | None = None):
-        at = now or datetime.fromisoformat(event["ts"])
-        return self.feed(kind, event["customer_id"], json.dumps(event).encode(), at)
-
-    def copy(self):
-        return decode_state(self.load(CUSTOMER))
+def send(worker: InMemoryWorker, kind: str, event: dict, now: datetime | None = None) -> Result:
+    at = now or datetime.fromisoformat(event["ts"])
+    return feed(worker, kind, event["customer_id"], json.dumps(event).encode(), at)
 
 
 def engine_for(*actions: dict) -> Engine:
@@ -56,17 +38,17 @@ def request(**fields) -> onsite.OnsiteRequest:
     return onsite.decode_request(json.dumps(body).encode())
 
 
-def consented(engine: Engine, *channels: str) -> Tables:
-    tables = Tables(engine)
+def consented(engine: Engine, *channels: str) -> InMemoryWorker:
+    worker = InMemoryWorker(engine)
     for channel in channels:
-        tables.event("consent", consent(CUSTOMER, T0 - timedelta(hours=1), channel))
-    return tables
+        send(worker, "consent", consent(CUSTOMER, T0 - timedelta(hours=1), channel))
+    return worker
 
 
 def test_the_decision_is_restricted_to_web_even_when_email_is_preferred() -> None:
     engine = engine_for(marketing("ideas", channels=["email", "web"]))
-    tables = consented(engine, "email", "web")
-    decision, impression = onsite.decide(engine, tables.copy(), request(), T0, "onsite-1")
+    worker = consented(engine, "email", "web")
+    decision, impression = onsite.decide(engine, worker.state(CUSTOMER), request(), T0, "onsite-1")
     assert isinstance(decision, Action)
     assert (decision.action_id, decision.channel) == ("ideas", "web")
     assert impression == onsite.Impression(
@@ -77,16 +59,16 @@ def test_the_decision_is_restricted_to_web_even_when_email_is_preferred() -> Non
 
 def test_actions_without_web_are_no_candidates() -> None:
     engine = engine_for(marketing("mail_only", channels=["email"]))
-    tables = consented(engine, "email", "web")
-    decision, impression = onsite.decide(engine, tables.copy(), request(), T0, "onsite-1")
+    worker = consented(engine, "email", "web")
+    decision, impression = onsite.decide(engine, worker.state(CUSTOMER), request(), T0, "onsite-1")
     assert decision is None and impression is None
     assert onsite.response_body(decision) == {"content": None, "reasons": []}
 
 
 def test_without_web_consent_the_answer_is_a_suppression_naming_consent() -> None:
     engine = engine_for(marketing("ideas", channels=["email", "web"]))
-    tables = consented(engine, "email")
-    decision, impression = onsite.decide(engine, tables.copy(), request(), T0, "onsite-1")
+    worker = consented(engine, "email")
+    decision, impression = onsite.decide(engine, worker.state(CUSTOMER), request(), T0, "onsite-1")
     assert isinstance(decision, Suppression) and impression is None
     body = onsite.response_body(decision)
     assert body["content"] is None and body["reasons"] == ["consent"]
@@ -94,28 +76,30 @@ def test_without_web_consent_the_answer_is_a_suppression_naming_consent() -> Non
 
 def test_a_recorded_impression_counts_once_and_then_holds_the_cooldown() -> None:
     engine = engine_for(marketing("ideas", channels=["web"], cooldown_hours=6))
-    tables = consented(engine, "web")
-    _, impression = onsite.decide(engine, tables.copy(), request(), T0, "onsite-1")
+    worker = consented(engine, "web")
+    _, impression = onsite.decide(engine, worker.state(CUSTOMER), request(), T0, "onsite-1")
     assert impression is not None
     value = onsite.encode_impression(impression)
-    first = tables.feed(onsite.IMPRESSION_KIND, CUSTOMER, value, T0 + timedelta(seconds=1))
-    again = tables.feed(onsite.IMPRESSION_KIND, CUSTOMER, value, T0 + timedelta(seconds=2))
+    first = feed(worker, onsite.IMPRESSION_KIND, CUSTOMER, value, T0 + timedelta(seconds=1))
+    again = feed(worker, onsite.IMPRESSION_KIND, CUSTOMER, value, T0 + timedelta(seconds=2))
     assert (first.duplicate, again.duplicate) == (False, True)
-    contacts = tables.copy().fatigue.contacts
+    contacts = worker.state(CUSTOMER).fatigue.contacts
     assert [(c.channel, c.action_id) for c in contacts] == [("web", "ideas")]
     later = T0 + timedelta(minutes=5)
-    decision, impression = onsite.decide(engine, tables.copy(), request(), later, "onsite-2")
+    decision, impression = onsite.decide(
+        engine, worker.state(CUSTOMER), request(), later, "onsite-2"
+    )
     assert isinstance(decision, Suppression) and impression is None
     assert decision.reasons == ["action_cooldown"]
 
 
 def test_an_impression_under_another_key_is_deadlettered() -> None:
     engine = engine_for(marketing("ideas", channels=["web"]))
-    tables = consented(engine, "web")
+    worker = consented(engine, "web")
     impression = onsite.Impression(decision_id="d1", customer_id=CUSTOMER, action_id="ideas", at=T0)
     value = onsite.encode_impression(impression)
-    assert tables.feed(onsite.IMPRESSION_KIND, "c-2", value, T0).invalid_reason == "key_mismatch"
-    assert tables.feed(onsite.IMPRESSION_KIND, CUSTOMER, b"{", T0).invalid_reason == "malformed"
+    assert feed(worker, onsite.IMPRESSION_KIND, "c-2", value, T0).invalid_reason == "key_mismatch"
+    assert feed(worker, onsite.IMPRESSION_KIND, CUSTOMER, b"{", T0).invalid_reason == "malformed"
 
 
 @pytest.mark.parametrize(
@@ -137,10 +121,10 @@ def test_the_event_clock_decides_as_of_the_event_time() -> None:
     engine = engine_for(marketing("ideas"))
     view = click(CUSTOMER, T0, event_id="v-1")
     late = T0 + timedelta(days=2)  # past the expiry on the wall clock
-    on_wall = consented(engine, "email").event("clickstream", view, late)
-    on_event = Tables(engine, event_clock=True)
-    on_event.event("consent", consent(CUSTOMER, T0 - timedelta(hours=1), "email"), late)
-    decided = on_event.event("clickstream", view, late).outcome.decision
+    on_wall = send(consented(engine, "email"), "clickstream", view, late)
+    on_event = InMemoryWorker(engine, event_clock=True)
+    send(on_event, "consent", consent(CUSTOMER, T0 - timedelta(hours=1), "email"), late)
+    decided = send(on_event, "clickstream", view, late).outcome.decision
     assert on_wall.outcome.decision.reasons == ["expired"]
     assert isinstance(decided, Action)
     assert decided.decided_at == T0.astimezone(UTC)
