@@ -16,7 +16,7 @@ import ssl
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import TopicAlreadyExistsError
 
 from nudge.errors import UserError
 from nudge.policy.stored import PARTS, STATE_TABLE
@@ -30,7 +30,7 @@ class TopicMismatch(UserError):
     """An existing input topic has a partition count other than configured."""
 
 
-class KafkaAuthenticationFailed(KafkaError):
+class KafkaAuthenticationFailed(UserError):
     """The broker refused the configured SASL credentials: retrying cannot help."""
 
 
