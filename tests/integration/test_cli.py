@@ -10,13 +10,13 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from nudge.testing import WorkerProcess, interruptible
+from tests.workers import Workers
 
 pytestmark = pytest.mark.integration
 
@@ -26,22 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def worker(
-    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[WorkerProcess]:
-    process = WorkerProcess(
-        kafka_bootstrap,
-        f"c{uuid.uuid4().hex[:8]}.",
-        tmp_path_factory.mktemp("cli-worker"),
-        extra_env={
-            "NUDGE_POLICY": str(Path(__file__).with_name("policy.toml")),
-            "NUDGE_API_TOKEN": TOKEN,
-            "NUDGE_MODEL_DIR": str(tmp_path_factory.mktemp("no-models")),
-        },
-    )
-    process.start()
-    yield process
-    process.stop()
+def worker(module_workers: Workers) -> WorkerProcess:
+    return module_workers.start(env={"NUDGE_API_TOKEN": TOKEN})
 
 
 def nudge(worker: WorkerProcess, *args: str, token: str = TOKEN, timeout: float = 60):

@@ -12,11 +12,11 @@ from __future__ import annotations
 import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
-from nudge.testing import EventPublisher, OutputReader, WorkerProcess
+from nudge.testing import WorkerProcess
+from tests.workers import Workers
 
 pytestmark = pytest.mark.integration
 
@@ -28,18 +28,7 @@ def at(minutes_ago: float) -> str:
     return (datetime.now(UTC) - timedelta(minutes=minutes_ago)).isoformat()
 
 
-def worker(bootstrap: str, prefix: str, data_dir: Path, models: Path) -> WorkerProcess:
-    return WorkerProcess(
-        bootstrap,
-        prefix,
-        data_dir,
-        extra_env={
-            "NUDGE_POLICY": str(Path(__file__).with_name("policy.toml")),
-            "NUDGE_API_TOKEN": TOKEN,
-            "NUDGE_MODEL_DIR": str(models),
-            "NUDGE_ERASURE_KEY": "integration-erasure-key",
-        },
-    )
+ENV = {"NUDGE_API_TOKEN": TOKEN, "NUDGE_ERASURE_KEY": "integration-erasure-key"}
 
 
 def dropped_as_erased(process: WorkerProcess) -> float:
@@ -49,11 +38,7 @@ def dropped_as_erased(process: WorkerProcess) -> float:
     return sum(float(line.split()[-1]) for line in lines if line.startswith(wanted))
 
 
-def test_an_erasure_stays_erased_on_another_worker(
-    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    prefix = f"e{uuid.uuid4().hex[:8]}."
-    models = tmp_path_factory.mktemp("no-models")
+def test_an_erasure_stays_erased_on_another_worker(workers: Workers) -> None:
     customer, visitor = f"erin-{uuid.uuid4().hex[:6]}", f"anon-{uuid.uuid4().hex[:6]}"
     grant = {"event_id": f"{customer}-grant", "type": "consent", "customer_id": customer,
              "ts": at(30), "channel": "email", "purpose": "marketing", "status": "granted",
@@ -78,59 +63,47 @@ def test_an_erasure_stays_erased_on_another_worker(
         return {"event_id": f"{customer}-visit-{n}", "type": "session_start",
                 "customer_id": customer, "ts": at(minutes_ago)}  # fmt: skip
 
-    first = worker(kafka_bootstrap, prefix, tmp_path_factory.mktemp("first"), models).start()
-    publisher = EventPublisher(kafka_bootstrap, prefix)
-    reader = OutputReader(kafka_bootstrap, prefix, OUTPUTS)
-    try:
-        for kind, event in [("consent", grant), ("preferences", interests),
-                            ("clickstream", views[0]), ("identity", login)]:  # fmt: skip
-            publisher.send(kind, event).get(10)
-        # After the login, the visitor's browsing follows them to the customer.
-        reader.wait_for(lambda _: _summary(first, customer).get("linked") == [visitor])
-        publisher.send("clickstream", views[1]).get(10)
-        reader.wait_for(lambda _: _summary(first, customer).get("garden", 0) > 1.5)
-        # The control: before the erasure the visit earns a garden email.
-        publisher.send("clickstream", visit(1, 25)).get(10)
-        reader.wait_for(lambda got: any(r.kind == "actions" for r in reader.by_trigger(
-            f"{customer}-visit-1")))  # fmt: skip
+    first = workers.start(env=ENV, no_traceback=True)
+    publisher = workers.publisher(first)
+    reader = workers.reader(first, OUTPUTS)
+    for kind, event in [("consent", grant), ("preferences", interests),
+                        ("clickstream", views[0]), ("identity", login)]:  # fmt: skip
+        publisher.send(kind, event).get(10)
+    # After the login, the visitor's browsing follows them to the customer.
+    reader.wait_for(lambda _: _summary(first, customer).get("linked") == [visitor])
+    publisher.send("clickstream", views[1]).get(10)
+    reader.wait_for(lambda _: _summary(first, customer).get("garden", 0) > 1.5)
+    # The control: before the erasure the visit earns a garden email.
+    publisher.send("clickstream", visit(1, 25)).get(10)
+    reader.wait_for(lambda got: any(r.kind == "actions" for r in reader.by_trigger(
+        f"{customer}-visit-1")))  # fmt: skip
 
-        erase = {"event_id": f"{customer}-erase", "type": "erasure", "customer_id": customer,
-                 "ts": at(20)}  # fmt: skip
-        publisher.send("privacy", erase).get(10)
-        confirmed = reader.wait_for(
-            lambda got: (
-                {r.value.get("customer_id") for r in got if r.kind == "erasures"}
-                >= {customer, visitor}
-            )
+    erase = {"event_id": f"{customer}-erase", "type": "erasure", "customer_id": customer,
+             "ts": at(20)}  # fmt: skip
+    publisher.send("privacy", erase).get(10)
+    confirmed = reader.wait_for(
+        lambda got: (
+            {r.value.get("customer_id") for r in got if r.kind == "erasures"} >= {customer, visitor}
         )
-        assert {r.value["customer_id"] for r in confirmed if r.kind == "erasures"} == {
-            customer,
-            visitor,
-        }
-        first.stop()
-        assert "Traceback" not in first.tail(400), first.tail(80)
+    )
+    assert {r.value["customer_id"] for r in confirmed if r.kind == "erasures"} == {
+        customer,
+        visitor,
+    }
+    first.stop()
 
-        # A second worker, empty disk: tables (markers included) from the changelogs.
-        second = worker(kafka_bootstrap, prefix, tmp_path_factory.mktemp("second"), models)
-        second.start()
-        try:
-            for kind, event in [("consent", grant), ("preferences", interests),
-                                ("clickstream", views[0])]:  # fmt: skip
-                publisher.send(kind, event).get(10)  # upstream resends the old events
-            publisher.send("clickstream", visit(2, 1)).get(10)
-            reader.wait_for(lambda got: bool(reader.by_trigger(f"{customer}-visit-2")))
-            (decision,) = reader.by_trigger(f"{customer}-visit-2")
-            assert decision.kind == "suppressions", decision.value
-            assert dropped_as_erased(second) == 3
-            status, _ = second.get(f"/api/customers/{visitor}", token=TOKEN)
-            assert status == 404  # the visitor's pointer went with the customer
-        finally:
-            second.stop()
-        assert "Traceback" not in second.tail(400), second.tail(80)
-    finally:
-        publisher.close()
-        reader.close()
-        first.stop()
+    # A second worker, empty disk: tables (markers included) from the changelogs.
+    second = workers.start(prefix=first.prefix, env=ENV, no_traceback=True)
+    for kind, event in [("consent", grant), ("preferences", interests),
+                        ("clickstream", views[0])]:  # fmt: skip
+        publisher.send(kind, event).get(10)  # upstream resends the old events
+    publisher.send("clickstream", visit(2, 1)).get(10)
+    reader.wait_for(lambda got: bool(reader.by_trigger(f"{customer}-visit-2")))
+    (decision,) = reader.by_trigger(f"{customer}-visit-2")
+    assert decision.kind == "suppressions", decision.value
+    assert dropped_as_erased(second) == 3
+    status, _ = second.get(f"/api/customers/{visitor}", token=TOKEN)
+    assert status == 404  # the visitor's pointer went with the customer
 
 
 def _summary(process: WorkerProcess, customer: str) -> dict:

@@ -12,49 +12,29 @@ holds fall due within about a minute and a half.
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from nudge.policy.ids import decision_id
 from nudge.testing import EventPublisher, OutputReader, WorkerProcess
 from tests.integration.test_worker import TOKEN, Story, processed, publish, wait_state
+from tests.workers import Workers
 
 pytestmark = pytest.mark.integration
 
-POLICY = Path(__file__).with_name("policy.toml")
 OUTPUTS = ("actions", "actions.email", "suppressions", "consent-log")
 ACTION = "category_inspiration"  # three views of a category, email only: waits for quiet hours
 #: Seconds at least between the start of a test's setup and the holds' due time.
 LEAD = 25
 
 
-def start_worker(bootstrap: str, prefix: str, data_dir: Path) -> WorkerProcess:
-    return WorkerProcess(
-        bootstrap,
-        prefix,
-        data_dir,
-        extra_env={
-            "NUDGE_POLICY": str(POLICY),
-            "NUDGE_API_TOKEN": TOKEN,
-            "NUDGE_MODEL_DIR": str(data_dir / "no-models"),
-        },
-    ).start()
+ENV = {"NUDGE_API_TOKEN": TOKEN}
 
 
 @pytest.fixture(scope="module")
-def worker(
-    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[WorkerProcess]:
-    process = start_worker(
-        kafka_bootstrap, f"h{uuid.uuid4().hex[:8]}.", tmp_path_factory.mktemp("w")
-    )
-    yield process
-    process.stop()
-    assert "Traceback" not in process.tail(400), process.tail(80)
+def worker(module_workers: Workers) -> WorkerProcess:
+    return module_workers.start(env=ENV, no_traceback=True)
 
 
 def quiet_until_soon() -> tuple[dict, datetime]:
@@ -97,94 +77,77 @@ def records_of(outputs: OutputReader, trigger: dict, kind: str) -> list:
 
 
 def test_a_revocation_or_a_purchase_before_the_due_time_stops_the_held_action(
-    worker: WorkerProcess,
+    worker: WorkerProcess, publisher: EventPublisher, outputs: OutputReader
 ) -> None:
-    publisher = EventPublisher(worker.bootstrap, worker.prefix)
-    outputs = OutputReader(worker.bootstrap, worker.prefix, OUTPUTS)
-    try:
-        quiet, due = quiet_until_soon()
-        revoked = hold(publisher, worker, "ann", quiet)
-        bought = hold(publisher, worker, "bob", quiet)
-        kept = hold(publisher, worker, "cid", quiet)  # the control: nothing changes
+    quiet, due = quiet_until_soon()
+    revoked = hold(publisher, worker, "ann", quiet)
+    bought = hold(publisher, worker, "bob", quiet)
+    kept = hold(publisher, worker, "cid", quiet)  # the control: nothing changes
 
-        ann, bob = revoked["story"], bought["story"]
-        revocation = ann.event("consent", 0, channel="email", purpose="marketing",
-                               status="revoked", source="test")  # fmt: skip
-        lamp = {"product_id": "lamp", "category": "lighting", "price": 40.0}
-        order = bob.event("purchase", 0, order_id=f"o-{bob.customer}", items=[lamp])
-        publish(publisher, ("consent", revocation), ("purchases", order))
-        processed(outputs, revocation)
-        wait_state(
-            worker, bob.customer, lambda s: "lighting" in s["records"]["recency"]["last_purchase"]
+    ann, bob = revoked["story"], bought["story"]
+    revocation = ann.event("consent", 0, channel="email", purpose="marketing",
+                           status="revoked", source="test")  # fmt: skip
+    lamp = {"product_id": "lamp", "category": "lighting", "price": 40.0}
+    order = bob.event("purchase", 0, order_id=f"o-{bob.customer}", items=[lamp])
+    publish(publisher, ("consent", revocation), ("purchases", order))
+    processed(outputs, revocation)
+    wait_state(
+        worker, bob.customer, lambda s: "lighting" in s["records"]["recency"]["last_purchase"]
+    )
+    assert datetime.now(UTC) < due, "setup took longer than the lead: the test proves nothing"
+
+    outputs.poll(1.0)  # held: nothing of the three triggers is published before it is due
+    for trigger in (revoked, bought, kept):
+        assert not records_of(outputs, trigger, "actions"), trigger["event_id"]
+        assert not records_of(outputs, trigger, "suppressions"), trigger["event_id"]
+
+    def ended(got: list) -> bool:
+        return all(
+            records_of(outputs, t, "actions") or records_of(outputs, t, "suppressions")
+            for t in (revoked, bought, kept)
         )
-        assert datetime.now(UTC) < due, "setup took longer than the lead: the test proves nothing"
 
-        outputs.poll(1.0)  # held: nothing of the three triggers is published before it is due
-        for trigger in (revoked, bought, kept):
-            assert not records_of(outputs, trigger, "actions"), trigger["event_id"]
-            assert not records_of(outputs, trigger, "suppressions"), trigger["event_id"]
+    outputs.wait_for(ended, timeout=(due - datetime.now(UTC)).total_seconds() + 30)
+    outputs.poll(3.0)  # anything that would follow a first release
 
-        def ended(got: list) -> bool:
-            return all(
-                records_of(outputs, t, "actions") or records_of(outputs, t, "suppressions")
-                for t in (revoked, bought, kept)
-            )
+    [action] = records_of(outputs, kept, "actions")
+    assert action.value["decision_id"] == decision_id(kept["event_id"], ACTION)
+    assert action.value["send_after"] is None and action.value["held_at"] is not None
+    assert datetime.fromisoformat(action.value["decided_at"]) >= due
+    assert len(records_of(outputs, kept, "actions.email")) == 1
+    assert not records_of(outputs, kept, "suppressions")
 
-        outputs.wait_for(ended, timeout=(due - datetime.now(UTC)).total_seconds() + 30)
-        outputs.poll(3.0)  # anything that would follow a first release
-
-        [action] = records_of(outputs, kept, "actions")
-        assert action.value["decision_id"] == decision_id(kept["event_id"], ACTION)
-        assert action.value["send_after"] is None and action.value["held_at"] is not None
-        assert datetime.fromisoformat(action.value["decided_at"]) >= due
-        assert len(records_of(outputs, kept, "actions.email")) == 1
-        assert not records_of(outputs, kept, "suppressions")
-
-        for trigger, reason in ((revoked, "consent"), (bought, "purchase_cooldown")):
-            assert not records_of(outputs, trigger, "actions"), trigger["event_id"]
-            assert not records_of(outputs, trigger, "actions.email"), trigger["event_id"]
-            [withdrawn] = records_of(outputs, trigger, "suppressions")
-            assert withdrawn.value["decision_id"] == decision_id(trigger["event_id"], ACTION)
-            assert withdrawn.value["reasons"] == [reason]
-            assert datetime.fromisoformat(withdrawn.value["decided_at"]) >= due
-        for trigger in (revoked, bought, kept):  # gone from state once released
-            customer = trigger["story"].customer
-            wait_state(worker, customer, lambda s: not s["records"]["holds"].get("pending"))
-    finally:
-        publisher.close()
-        outputs.close()
-
-
-def test_a_hold_survives_kill_9_and_is_released_exactly_once(
-    kafka_bootstrap: str, tmp_path: Path
-) -> None:
-    prefix = f"k{uuid.uuid4().hex[:8]}."
-    first = start_worker(kafka_bootstrap, prefix, tmp_path)
-    publisher = EventPublisher(kafka_bootstrap, prefix)
-    outputs = OutputReader(kafka_bootstrap, prefix, OUTPUTS)
-    second = None
-    try:
-        quiet, due = quiet_until_soon()
-        trigger = hold(publisher, first, "dan", quiet)
-        first.kill()  # kill -9 with the action held and not yet due
-        assert datetime.now(UTC) < due
-        second = start_worker(kafka_bootstrap, prefix, tmp_path)
-        did = decision_id(trigger["event_id"], ACTION)
-        timeout = max(0.0, (due - datetime.now(UTC)).total_seconds()) + 30
-        outputs.wait_for(lambda _: records_of(outputs, trigger, "actions"), timeout=timeout)
-        time.sleep(3)
-        outputs.poll(2.0)  # a second release would have arrived by now
-        [action] = records_of(outputs, trigger, "actions")
-        assert action.value["decision_id"] == did
-        assert datetime.fromisoformat(action.value["decided_at"]) >= due
-        assert len(records_of(outputs, trigger, "actions.email")) == 1
-        assert not records_of(outputs, trigger, "suppressions")
+    for trigger, reason in ((revoked, "consent"), (bought, "purchase_cooldown")):
+        assert not records_of(outputs, trigger, "actions"), trigger["event_id"]
+        assert not records_of(outputs, trigger, "actions.email"), trigger["event_id"]
+        [withdrawn] = records_of(outputs, trigger, "suppressions")
+        assert withdrawn.value["decision_id"] == decision_id(trigger["event_id"], ACTION)
+        assert withdrawn.value["reasons"] == [reason]
+        assert datetime.fromisoformat(withdrawn.value["decided_at"]) >= due
+    for trigger in (revoked, bought, kept):  # gone from state once released
         customer = trigger["story"].customer
-        wait_state(second, customer, lambda s: not s["records"]["holds"].get("pending"))
-        assert "Traceback" not in second.tail(400), second.tail(80)
-    finally:
-        publisher.close()
-        outputs.close()
-        if second is not None:
-            second.stop()
-        first.kill()
+        wait_state(worker, customer, lambda s: not s["records"]["holds"].get("pending"))
+
+
+def test_a_hold_survives_kill_9_and_is_released_exactly_once(workers: Workers) -> None:
+    first = workers.start(env=ENV)
+    publisher = workers.publisher(first)
+    outputs = workers.reader(first, OUTPUTS)
+    quiet, due = quiet_until_soon()
+    trigger = hold(publisher, first, "dan", quiet)
+    first.kill()  # kill -9 with the action held and not yet due
+    assert datetime.now(UTC) < due
+    second = workers.start(prefix=first.prefix, data_dir=first.data_dir, env=ENV)
+    did = decision_id(trigger["event_id"], ACTION)
+    timeout = max(0.0, (due - datetime.now(UTC)).total_seconds()) + 30
+    outputs.wait_for(lambda _: records_of(outputs, trigger, "actions"), timeout=timeout)
+    time.sleep(3)
+    outputs.poll(2.0)  # a second release would have arrived by now
+    [action] = records_of(outputs, trigger, "actions")
+    assert action.value["decision_id"] == did
+    assert datetime.fromisoformat(action.value["decided_at"]) >= due
+    assert len(records_of(outputs, trigger, "actions.email")) == 1
+    assert not records_of(outputs, trigger, "suppressions")
+    customer = trigger["story"].customer
+    wait_state(second, customer, lambda s: not s["records"]["holds"].get("pending"))
+    assert "Traceback" not in second.tail(400), second.tail(80)

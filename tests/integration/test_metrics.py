@@ -9,12 +9,9 @@ import json
 import re
 import shutil
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -22,11 +19,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from nudge.policy.stored import STATE_TABLE
 from nudge.streams.lag import INTERVAL_S
 from nudge.streams.topics import INPUT_KINDS, INTERNAL_KINDS
-from nudge.testing import EventPublisher, OutputReader, Received, WorkerProcess
+from nudge.testing import Received, WorkerProcess
+from tests.integration.test_worker import Story
+from tests.workers import Workers
 
 pytestmark = pytest.mark.integration
 
-POLICY = str(Path(__file__).with_name("policy.toml"))
 TOKEN = "metrics-test-token"
 PARTITIONS = 4
 OUTPUTS = ("actions", "suppressions", "deadletter", "consent-log")
@@ -78,30 +76,12 @@ def log_records(text: str) -> Iterator[tuple[str, str]]:
         yield level, line
 
 
-class Customer:
-    """Events for one fresh customer, with increasing ids and times."""
+class Customer(Story):
+    """A fresh customer's events (tests/integration/test_worker.py), purchases too."""
 
-    def __init__(self, name: str) -> None:
-        self.id = f"{name}-{uuid.uuid4().hex[:8]}"
-        self.count = 0
-
-    def event(self, type_: str, minutes_ago: float = 0, **fields: object) -> dict:
-        self.count += 1
-        return {
-            "event_id": f"{self.id}-{self.count}",
-            "type": type_,
-            "customer_id": self.id,
-            "ts": (datetime.now(UTC) - timedelta(minutes=minutes_ago)).isoformat(),
-            **fields,
-        }
-
-    def consent(self) -> dict:
-        return self.event(
-            "consent", 30, channel="email", purpose="marketing", status="granted", source="test"
-        )
-
-    def view(self, category: str, minutes_ago: float = 0) -> dict:
-        return self.event("product_view", minutes_ago, product_id="sku-1", category=category)
+    @property
+    def id(self) -> str:
+        return self.customer
 
     def purchase(self, category: str, minutes_ago: float = 0) -> dict:
         item = {"product_id": "sku-2", "category": category, "price": 30}
@@ -123,17 +103,10 @@ class Batch:
 
 
 @pytest.fixture(scope="module")
-def batch(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Batch]:
-    worker = WorkerProcess(
-        kafka_bootstrap,
-        f"m{uuid.uuid4().hex[:8]}.",
-        tmp_path_factory.mktemp("metrics"),
-        partitions=PARTITIONS,
-        extra_env={"NUDGE_POLICY": POLICY, "NUDGE_LOG_LEVEL": "debug"},
-    )
-    worker.start()
-    publisher = EventPublisher(worker.bootstrap, worker.prefix)
-    reader = OutputReader(worker.bootstrap, worker.prefix, OUTPUTS)
+def batch(module_workers: Workers) -> Batch:
+    worker = module_workers.start(partitions=PARTITIONS, env={"NUDGE_LOG_LEVEL": "debug"})
+    publisher = module_workers.publisher(worker)
+    reader = module_workers.reader(worker, OUTPUTS)
     sent: Counter = Counter()
     triggers: dict[str, str] = {}
 
@@ -145,83 +118,78 @@ def batch(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     def wait_for(kind: str, key: str) -> None:
         reader.wait_for(lambda got: any(r.kind == kind and r.key == key.encode() for r in got))
 
-    try:
-        buyers = [Customer("buyer") for _ in range(3)]
-        fans = [Customer("fan") for _ in range(2)]  # consented: the 3rd view earns an action
-        strangers = [Customer("stranger") for _ in range(2)]  # no consent: suppressed
-        cooled = Customer("cooled")  # just bought filters: no filter offer
-        browser = Customer("browser")  # page views trigger nothing
-        for fan in fans:
-            send("consent", fan.consent())
-        for fan in fans:  # topics are not ordered with each other: consent first
-            wait_for("consent-log", fan.id)
-        for buyer in buyers:
-            purchase = buyer.purchase("garden")
-            send("purchases", purchase)
-            triggers[purchase["event_id"]] = "order_confirmation"
-        send("purchases", purchase)  # the same event id again: counted, then skipped
-        filters = cooled.purchase("air_filters", 5)
-        send("purchases", filters)
-        triggers[filters["event_id"]] = "order_confirmation"
-        expected = {
-            **dict.fromkeys(fans, "category_inspiration"),
-            **dict.fromkeys(strangers, "consent"),
-        }
-        for person, outcome in expected.items():
-            send("clickstream", person.view("lighting", 2))
-            send("clickstream", person.view("lighting", 1))
-            trigger = person.view("lighting")
-            send("clickstream", trigger)
-            triggers[trigger["event_id"]] = outcome
-        for _ in range(4):
-            send("clickstream", browser.event("page_view", page="/garden"))
-        wait_for("actions", cooled.id)
-        trigger = cooled.view("air_filters")
+    buyers = [Customer("buyer") for _ in range(3)]
+    fans = [Customer("fan") for _ in range(2)]  # consented: the 3rd view earns an action
+    strangers = [Customer("stranger") for _ in range(2)]  # no consent: suppressed
+    cooled = Customer("cooled")  # just bought filters: no filter offer
+    browser = Customer("browser")  # page views trigger nothing
+    for fan in fans:
+        send("consent", fan.consent("email"))
+    for fan in fans:  # topics are not ordered with each other: consent first
+        wait_for("consent-log", fan.id)
+    for buyer in buyers:
+        purchase = buyer.purchase("garden")
+        send("purchases", purchase)
+        triggers[purchase["event_id"]] = "order_confirmation"
+    send("purchases", purchase)  # the same event id again: counted, then skipped
+    filters = cooled.purchase("air_filters", 5)
+    send("purchases", filters)
+    triggers[filters["event_id"]] = "order_confirmation"
+    expected = {
+        **dict.fromkeys(fans, "category_inspiration"),
+        **dict.fromkeys(strangers, "consent"),
+    }
+    for person, outcome in expected.items():
+        send("clickstream", person.view("lighting", 2))
+        send("clickstream", person.view("lighting", 1))
+        trigger = person.view("lighting")
         send("clickstream", trigger)
-        triggers[trigger["event_id"]] = "purchase_cooldown"
-        invalid = Counter(malformed=2, unknown_type=1, missing_subject=1)
-        key = browser.id.encode()
-        send("clickstream", b'{"event_id": "x1", "type": "page_view", "customer_id": ', key)
-        send("clickstream", b"\xff\xfe not json", key)
-        teleport = {**browser.event("page_view"), "type": "teleport"}
-        send("clickstream", json.dumps(teleport).encode(), key)
-        orphan = browser.event("page_view")
-        del orphan["customer_id"]
-        send("clickstream", json.dumps(orphan).encode(), key)
-        last_sent = time.monotonic()
+        triggers[trigger["event_id"]] = outcome
+    for _ in range(4):
+        send("clickstream", browser.event("page_view", page="/garden"))
+    wait_for("actions", cooled.id)
+    trigger = cooled.view("air_filters")
+    send("clickstream", trigger)
+    triggers[trigger["event_id"]] = "purchase_cooldown"
+    invalid = Counter(malformed=2, unknown_type=1, missing_subject=1)
+    key = browser.id.encode()
+    send("clickstream", b'{"event_id": "x1", "type": "page_view", "customer_id": ', key)
+    send("clickstream", b"\xff\xfe not json", key)
+    teleport = {**browser.event("page_view"), "type": "teleport"}
+    send("clickstream", json.dumps(teleport).encode(), key)
+    orphan = browser.event("page_view")
+    del orphan["customer_id"]
+    send("clickstream", json.dumps(orphan).encode(), key)
+    last_sent = time.monotonic()
 
-        reader.wait_for(
-            lambda got: (
-                {r.value.get("trigger_event_id") for r in got} >= set(triggers)
-                and sum(r.kind == "deadletter" for r in got) >= invalid.total()
-            )
+    reader.wait_for(
+        lambda got: (
+            {r.value.get("trigger_event_id") for r in got} >= set(triggers)
+            and sum(r.kind == "deadletter" for r in got) >= invalid.total()
         )
-        # Lag 0 means every message was processed, counted and committed; a
-        # measurement older than the last send could say 0 for too early.
-        deadline = time.monotonic() + 60
-        while True:
-            _, samples = scrape(worker)
-            fresh = time.monotonic() > last_sent + INTERVAL_S + 1
-            if fresh and lag(samples) and not any(lag(samples).values()):
-                break
-            assert time.monotonic() < deadline, f"lag never reached 0: {lag(samples)}"
-            time.sleep(0.5)
-        reader.poll(1.0)
-        text, samples = scrape(worker)
-        yield Batch(
-            customers=[*buyers, *fans, *strangers, cooled, browser],
-            sent=sent,
-            invalid=invalid,
-            triggers=triggers,
-            outputs=list(reader.received),
-            metrics_text=text,
-            samples=samples,
-            log=worker.log_path.read_text(errors="replace"),
-        )
-    finally:
-        reader.close()
-        publisher.close()
-        worker.stop()
+    )
+    # Lag 0 means every message was processed, counted and committed; a
+    # measurement older than the last send could say 0 for too early.
+    deadline = time.monotonic() + 60
+    while True:
+        _, samples = scrape(worker)
+        fresh = time.monotonic() > last_sent + INTERVAL_S + 1
+        if fresh and lag(samples) and not any(lag(samples).values()):
+            break
+        assert time.monotonic() < deadline, f"lag never reached 0: {lag(samples)}"
+        time.sleep(0.5)
+    reader.poll(1.0)
+    text, samples = scrape(worker)
+    return Batch(
+        customers=[*buyers, *fans, *strangers, cooled, browser],
+        sent=sent,
+        invalid=invalid,
+        triggers=triggers,
+        outputs=list(reader.received),
+        metrics_text=text,
+        samples=samples,
+        log=worker.log_path.read_text(errors="replace"),
+    )
 
 
 def decisions(batch: Batch) -> list[Received]:
@@ -326,64 +294,52 @@ def test_logs_one_debug_line_per_decision_and_a_warning_per_deadletter(batch: Ba
     assert len(warnings) == batch.invalid.total(), warnings
 
 
-def test_ready_only_once_a_worker_without_its_disk_has_recovered(
-    kafka_bootstrap: str, tmp_path: Path
-) -> None:
+def test_ready_only_once_a_worker_without_its_disk_has_recovered(workers: Workers) -> None:
     """Delete a worker's RocksDB dir: its state must come back from the
     changelogs, and /ready must not say 200 before the API can show it."""
-    worker = WorkerProcess(
-        kafka_bootstrap,
-        f"r{uuid.uuid4().hex[:8]}.",
-        tmp_path,
-        partitions=PARTITIONS,
-        extra_env={"NUDGE_POLICY": POLICY, "NUDGE_API_TOKEN": TOKEN},
-    )
-    publisher = EventPublisher(worker.bootstrap, worker.prefix)
+    worker = workers.new(partitions=PARTITIONS, env={"NUDGE_API_TOKEN": TOKEN})
+    publisher = workers.publisher(worker)
     customers = [Customer("kept") for _ in range(60)]
-    try:
-        worker.start()
-        for customer in customers:
-            publisher.send("consent", customer.consent())
-            publisher.send("clickstream", customer.view("garden"))
-        publisher.flush()
-        for customer in customers:
-            assert recovered(worker, customer, timeout=30), customer.id
-        worker.stop()
-        shutil.rmtree(worker.data_dir / "tables")
-        late = [Customer("late") for _ in range(20)]  # lag for the restarted worker
-        for customer in late:
-            publisher.send("clickstream", customer.event("page_view", page="/"))
-        publisher.flush()
+    worker.start()
+    for customer in customers:
+        publisher.send("consent", customer.consent("email"))
+        publisher.send("clickstream", customer.view("garden"))
+    publisher.flush()
+    for customer in customers:
+        assert recovered(worker, customer, timeout=30), customer.id
+    worker.stop()
+    shutil.rmtree(worker.data_dir / "tables")
+    late = [Customer("late") for _ in range(20)]  # lag for the restarted worker
+    for customer in late:
+        publisher.send("clickstream", customer.event("page_view", page="/"))
+    publisher.flush()
 
-        seen: list[int] = []
-        lags: list[float] = []
-        missing: list[str] = []
+    seen: list[int] = []
+    lags: list[float] = []
+    missing: list[str] = []
 
-        def watch_ready(timeout: float) -> None:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                status = worker.get("/ready")[0]
-                seen.append(status)
-                if status == 200:
-                    missing.extend(c.id for c in customers if not recovered(worker, c))
-                    return
-                if status:
-                    lags.append(sum(lag(scrape(worker)[1]).values()))
-                time.sleep(0.05)
-            raise TimeoutError(f"not ready: {worker.tail()}")
+    def watch_ready(timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = worker.get("/ready")[0]
+            seen.append(status)
+            if status == 200:
+                missing.extend(c.id for c in customers if not recovered(worker, c))
+                return
+            if status:
+                lags.append(sum(lag(scrape(worker)[1]).values()))
+            time.sleep(0.05)
+        raise TimeoutError(f"not ready: {worker.tail()}")
 
-        worker.wait_ready = watch_ready  # observe /ready from the very start
-        worker.start(ready_timeout=90)
-        assert not missing, f"/ready said 200 before {len(missing)} customers were recovered"
-        assert 503 in seen[: seen.index(200)], "never reported not-ready while recovering"
-        assert max(lags, default=0) > 0, "the messages sent while it was down were never lag"
-        deadline = time.monotonic() + 30
-        while any(lag(scrape(worker)[1]).values()):
-            assert time.monotonic() < deadline, "lag never went back to 0"
-            time.sleep(0.5)
-    finally:
-        publisher.close()
-        worker.stop()
+    worker.wait_ready = watch_ready  # observe /ready from the very start
+    worker.start(ready_timeout=90)
+    assert not missing, f"/ready said 200 before {len(missing)} customers were recovered"
+    assert 503 in seen[: seen.index(200)], "never reported not-ready while recovering"
+    assert max(lags, default=0) > 0, "the messages sent while it was down were never lag"
+    deadline = time.monotonic() + 30
+    while any(lag(scrape(worker)[1]).values()):
+        assert time.monotonic() < deadline, "lag never went back to 0"
+        time.sleep(0.5)
 
 
 def recovered(worker: WorkerProcess, customer: Customer, timeout: float = 0) -> bool:

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from kafka.partitioner.default import murmur2
@@ -21,6 +19,7 @@ from kafka.partitioner.default import murmur2
 from nudge.cli.demo import story
 from nudge.testing import EventPublisher, OutputReader, WorkerProcess
 from tests.integration.test_worker import TOKEN, Story, decisions_for, wait_state
+from tests.workers import Workers
 
 pytestmark = pytest.mark.integration
 
@@ -30,37 +29,8 @@ TRIALS = 15
 
 
 @pytest.fixture(scope="module")
-def worker(
-    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[WorkerProcess]:
-    process = WorkerProcess(
-        kafka_bootstrap,
-        f"o{uuid.uuid4().hex[:8]}.",
-        tmp_path_factory.mktemp("ordering"),
-        extra_env={
-            "NUDGE_POLICY": str(Path(__file__).with_name("policy.toml")),
-            "NUDGE_API_TOKEN": TOKEN,
-            "NUDGE_MODEL_DIR": str(tmp_path_factory.mktemp("no-models")),
-        },
-    )
-    process.start()
-    yield process
-    process.stop()
-    assert "Traceback" not in process.tail(400), process.tail(80)
-
-
-@pytest.fixture(scope="module")
-def publisher(worker: WorkerProcess) -> Iterator[EventPublisher]:
-    pub = EventPublisher(worker.bootstrap, worker.prefix)
-    yield pub
-    pub.close()
-
-
-@pytest.fixture(scope="module")
-def outputs(worker: WorkerProcess) -> Iterator[OutputReader]:
-    reader = OutputReader(worker.bootstrap, worker.prefix, OUTPUTS)
-    yield reader
-    reader.close()
+def worker(module_workers: Workers) -> WorkerProcess:
+    return module_workers.start(env={"NUDGE_API_TOKEN": TOKEN}, no_traceback=True)
 
 
 def revocation(person: Story) -> dict:
@@ -208,7 +178,7 @@ def filter_offer_reasons(outputs: OutputReader, view: dict) -> list[str]:
 
 
 def test_the_demo_story_decides_caras_view_after_her_purchase_every_time(
-    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+    workers: Workers,
 ) -> None:
     """`make run`: cara's consents, purchase and view, published one at a
     time as nudge/demo.py does, ten times (a new cara each time). `make run`
@@ -217,39 +187,31 @@ def test_the_demo_story_decides_caras_view_after_her_purchase_every_time(
     views here were decided first; on partitions with history, 0 of 10): so
     a worker on new topics with ten partitions, one cara on each."""
     runs = 10
-    prefix = f"d{uuid.uuid4().hex[:8]}."
-    fresh = WorkerProcess(
-        kafka_bootstrap, prefix, tmp_path_factory.mktemp("demo"), partitions=runs
-    ).start()
-    publisher = EventPublisher(kafka_bootstrap, prefix)
-    try:
-        caras = [
-            (kind, event)
-            for kind, event, _ in story(datetime.now(UTC))
-            if isinstance(event, dict) and event["customer_id"] == "cara"
-        ]
-        assert [kind for kind, _ in caras] == [
-            "preferences",
-            "consent",
-            "consent",
-            "purchases",
-            "clickstream",
-        ]
-        views = []
-        for cara in one_name_per_partition("cara", runs):
-            for kind, event in caras:
-                event = {**event, "customer_id": cara, "event_id": f"{cara}-{event['event_id']}"}
-                publisher.send(kind, event).get(10)
-                time.sleep(0.02)  # as nudge/demo.py publishes
-            views.append(event)
-        outputs = OutputReader(kafka_bootstrap, prefix, OUTPUTS)
-        reasons = [filter_offer_reasons(outputs, view) for view in views]
-        outputs.close()
-        assert all("purchase_cooldown" in r for r in reasons), reasons
-    finally:
-        publisher.close()
-        fresh.stop()
-    assert "Traceback" not in fresh.tail(400), fresh.tail(80)
+    # The shipped policy, as `make run` has it.
+    fresh = workers.start(partitions=runs, policy=None, no_traceback=True)
+    publisher = workers.publisher(fresh)
+    caras = [
+        (kind, event)
+        for kind, event, _ in story(datetime.now(UTC))
+        if isinstance(event, dict) and event["customer_id"] == "cara"
+    ]
+    assert [kind for kind, _ in caras] == [
+        "preferences",
+        "consent",
+        "consent",
+        "purchases",
+        "clickstream",
+    ]
+    views = []
+    for cara in one_name_per_partition("cara", runs):
+        for kind, event in caras:
+            event = {**event, "customer_id": cara, "event_id": f"{cara}-{event['event_id']}"}
+            publisher.send(kind, event).get(10)
+            time.sleep(0.02)  # as nudge/demo.py publishes
+        views.append(event)
+    outputs = workers.reader(fresh, OUTPUTS)
+    reasons = [filter_offer_reasons(outputs, view) for view in views]
+    assert all("purchase_cooldown" in r for r in reasons), reasons
 
 
 def one_name_per_partition(name: str, partitions: int) -> list[str]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,12 +21,12 @@ from nudge.policy.processor import Processor
 from nudge.streams.admin import changelog_topic
 from nudge.streams.settings import Settings
 from nudge.testing import WorkerProcess
+from tests.workers import TEST_POLICY, Workers
 
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 4
 TOKEN = "migration-test-token"
-POLICY = Path(__file__).parent / "policy.toml"
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,7 +34,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def old_layout_parts(customer: str, at: datetime) -> dict[str, bytes]:
     """A person's parts as the old worker stored them: email marketing
     granted, preferred channel email (the real engine's bytes)."""
-    processor = Processor(Engine(load_catalog(Settings().catalog_path), load_policy(POLICY)))
+    engine = Engine(load_catalog(Settings().catalog_path), load_policy(TEST_POLICY))
+    processor = Processor(engine)
     parts: dict[str, bytes] = {}
     events = [
         ("consent", {"type": "consent", "channel": "email", "purpose": "marketing",
@@ -81,20 +81,14 @@ def migrate(worker: WorkerProcess) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
-def test_old_state_is_refused_until_migrated_then_found_by_the_worker(
-    kafka_bootstrap: str, tmp_path: Path
-) -> None:
-    prefix = f"m{uuid.uuid4().hex[:8]}."
-    worker = WorkerProcess(
-        kafka_bootstrap, prefix, tmp_path / "worker", partitions=PARTITIONS,
-        extra_env={"NUDGE_API_TOKEN": TOKEN, "NUDGE_POLICY": str(POLICY)},
-    )  # fmt: skip
+def test_old_state_is_refused_until_migrated_then_found_by_the_worker(workers: Workers) -> None:
+    worker = workers.new(partitions=PARTITIONS, env={"NUDGE_API_TOKEN": TOKEN})
     settings = Settings(
-        bootstrap_servers=kafka_bootstrap, app_id=f"{prefix}nudge", topic_prefix=prefix,
-        partitions=PARTITIONS,
+        bootstrap_servers=worker.bootstrap, app_id=f"{worker.prefix}nudge",
+        topic_prefix=worker.prefix, partitions=PARTITIONS,
     )  # fmt: skip
     people = [f"mig-{n}" for n in range(12)]
-    write_old_changelogs(kafka_bootstrap, settings, people)
+    write_old_changelogs(worker.bootstrap, settings, people)
 
     with pytest.raises(RuntimeError, match="worker exited with 1"):
         worker.start()
@@ -107,11 +101,8 @@ def test_old_state_is_refused_until_migrated_then_found_by_the_worker(
     assert again.returncode == 1 and "was migrated" in again.stderr, again.stderr
 
     worker.start()
-    try:
-        for person in people:
-            status, summary = worker.get(f"/api/customers/{person}", token=TOKEN)
-            assert status == 200, (person, status, summary)
-            assert summary["marketing_allowed"]["email"] is True, person
-            assert summary["records"]["profile"]["preferred_channel"] == "email", person
-    finally:
-        worker.stop()
+    for person in people:
+        status, summary = worker.get(f"/api/customers/{person}", token=TOKEN)
+        assert status == 200, (person, status, summary)
+        assert summary["marketing_allowed"]["email"] is True, person
+        assert summary["records"]["profile"]["preferred_channel"] == "email", person

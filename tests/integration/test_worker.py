@@ -7,15 +7,14 @@ import base64
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer
 
 from nudge.policy.stored import STATE_TABLE, decode_record
 from nudge.testing import EventPublisher, OutputReader, WorkerProcess
+from tests.workers import Workers
 
 pytestmark = pytest.mark.integration
 
@@ -32,38 +31,8 @@ TOKEN = "integration-test-token"
 
 
 @pytest.fixture(scope="module")
-def worker(
-    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[WorkerProcess]:
-    prefix = f"w{uuid.uuid4().hex[:8]}."
-    process = WorkerProcess(
-        kafka_bootstrap,
-        prefix,
-        tmp_path_factory.mktemp("worker"),
-        extra_env={
-            "NUDGE_POLICY": str(Path(__file__).with_name("policy.toml")),
-            "NUDGE_API_TOKEN": TOKEN,
-            "NUDGE_MODEL_DIR": str(tmp_path_factory.mktemp("no-models")),
-        },
-    )
-    process.start()
-    yield process
-    process.stop()
-    assert "Traceback" not in process.tail(400), process.tail(80)
-
-
-@pytest.fixture(scope="module")
-def publisher(worker: WorkerProcess) -> Iterator[EventPublisher]:
-    pub = EventPublisher(worker.bootstrap, worker.prefix)
-    yield pub
-    pub.close()
-
-
-@pytest.fixture(scope="module")
-def outputs(worker: WorkerProcess) -> Iterator[OutputReader]:
-    reader = OutputReader(worker.bootstrap, worker.prefix, OUTPUTS)
-    yield reader
-    reader.close()
+def worker(module_workers: Workers) -> WorkerProcess:
+    return module_workers.start(env={"NUDGE_API_TOKEN": TOKEN}, no_traceback=True)
 
 
 class Story:
@@ -115,11 +84,13 @@ def processed(outputs: OutputReader, consent_event: dict) -> None:
     )
 
 
-def wait_state(worker: WorkerProcess, customer: str, ready, timeout: float = 20) -> dict:
+def wait_state(
+    worker: WorkerProcess, customer: str, ready, timeout: float = 20, token: str = TOKEN
+) -> dict:
     """Poll the explain API until the customer's state satisfies `ready`."""
     deadline = time.monotonic() + timeout
     while True:
-        status, summary = worker.get(f"/api/customers/{customer}", token=TOKEN)
+        status, summary = worker.get(f"/api/customers/{customer}", token=token)
         if status == 200 and ready(summary):
             return summary
         assert time.monotonic() < deadline, f"state not reached: {status} {summary}"
