@@ -14,7 +14,6 @@ import json
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from aiokafka.record.util import calc_crc32c
@@ -28,18 +27,6 @@ CODEC_IDS = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
 _CODEC_NAMES = {v: k for k, v in CODEC_IDS.items()}
 #: v2 batch header: base offset, length, leader epoch, magic, CRC, attributes, ...
 _CRC_AT, _ATTRIBUTES_AT, _HEADER_SIZE = 17, 21, 61
-
-
-def purchase(customer: str, name: str) -> dict:
-    """A purchase: always decided (an order confirmation, transactional)."""
-    return {
-        "event_id": f"{customer}-{name}",
-        "type": "purchase",
-        "customer_id": customer,
-        "ts": datetime.now(UTC).isoformat(),
-        "order_id": f"o-{customer}-{name}",
-        "items": [{"product_id": "lamp-1", "category": "lighting", "price": 49.0}],
-    }
 
 
 def produce(

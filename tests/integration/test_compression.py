@@ -16,35 +16,24 @@ from kafka.admin import KafkaAdminClient, NewTopic
 
 from nudge.streams.topics import topic_name
 from nudge.testing import OutputReader, WorkerProcess
-from tests.integration.batches import CODEC_IDS, produce, purchase, stored_batches
+from tests.events import purchase
+from tests.integration.batches import CODEC_IDS, produce, stored_batches
+from tests.workers import Workers
 
 pytestmark = pytest.mark.integration
 
 CODECS = tuple(CODEC_IDS)  # none, gzip, snappy, lz4, zstd
+OUTPUTS = ("actions", "suppressions")
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def worker(
-    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[WorkerProcess]:
-    process = WorkerProcess(
-        kafka_bootstrap,
-        f"z{uuid.uuid4().hex[:8]}.",
-        tmp_path_factory.mktemp("worker"),
-        extra_env={
-            "NUDGE_POLICY": str(Path(__file__).with_name("policy.toml")),
-            "NUDGE_MODEL_DIR": str(tmp_path_factory.mktemp("no-models")),
-        },
-    )
-    process.start()
-    yield process
-    process.stop()
-    assert "Traceback" not in process.tail(400), process.tail(80)
+def worker(module_workers: Workers) -> WorkerProcess:
+    return module_workers.start(no_traceback=True)
 
 
-def test_an_event_in_every_codec_is_decided(worker: WorkerProcess) -> None:
+def test_an_event_in_every_codec_is_decided(worker: WorkerProcess, outputs: OutputReader) -> None:
     customer = f"zoe-{uuid.uuid4().hex[:6]}"
     topic = topic_name(worker.prefix, "purchases")
     sent = {}
@@ -58,14 +47,10 @@ def test_an_event_in_every_codec_is_decided(worker: WorkerProcess) -> None:
         c: c for c in CODECS
     }
 
-    reader = OutputReader(worker.bootstrap, worker.prefix, ("actions", "suppressions"))
-    try:
-        triggers = {event_id for event_id, _, _ in sent.values()}
-        got = reader.wait_for(
-            lambda got: triggers <= {r.value.get("trigger_event_id") for r in got}, timeout=60
-        )
-    finally:
-        reader.close()
+    triggers = {event_id for event_id, _, _ in sent.values()}
+    got = outputs.wait_for(
+        lambda got: triggers <= {r.value.get("trigger_event_id") for r in got}, timeout=60
+    )
     decided = {r.value["trigger_event_id"]: r.value["action_id"] for r in got}
     assert all(decided[event_id] == "order_confirmation" for event_id in triggers)
     assert "Traceback" not in worker.tail(400)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from nudge.models import artifact
 from nudge.models.training import train
 from nudge.policy.config import load_catalog, load_policy
 from nudge.testing import EventPublisher, OutputReader, WorkerProcess
+from tests.workers import Workers
 
 pytestmark = pytest.mark.integration
 
@@ -29,36 +29,9 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def worker(
-    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory, model_dir: Path
-) -> Iterator[WorkerProcess]:
-    process = WorkerProcess(
-        kafka_bootstrap,
-        f"m{uuid.uuid4().hex[:8]}.",
-        tmp_path_factory.mktemp("worker"),
-        extra_env={
-            "NUDGE_POLICY": str(Path(__file__).with_name("policy.toml")),
-            "NUDGE_MODEL_DIR": str(model_dir),
-            "NUDGE_MODEL_RELOAD_SECONDS": "0.5",
-        },
-    )
-    process.start()
-    yield process
-    process.stop()
-
-
-@pytest.fixture(scope="module")
-def publisher(worker: WorkerProcess) -> Iterator[EventPublisher]:
-    pub = EventPublisher(worker.bootstrap, worker.prefix)
-    yield pub
-    pub.close()
-
-
-@pytest.fixture(scope="module")
-def outputs(worker: WorkerProcess) -> Iterator[OutputReader]:
-    reader = OutputReader(worker.bootstrap, worker.prefix, OUTPUTS)
-    yield reader
-    reader.close()
+def worker(module_workers: Workers, model_dir: Path) -> WorkerProcess:
+    env = {"NUDGE_MODEL_DIR": str(model_dir), "NUDGE_MODEL_RELOAD_SECONDS": "0.5"}
+    return module_workers.start(env=env)
 
 
 def trained_artifact(root: Path, tmp: Path) -> artifact.Artifact:

@@ -8,14 +8,14 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from nudge.testing import EventPublisher, WorkerProcess
+from tests.integration.test_worker import wait_state
+from tests.workers import Workers
 
 pytestmark = pytest.mark.integration
 
@@ -23,23 +23,8 @@ TOKEN = "onsite-test-token"
 
 
 @pytest.fixture(scope="module")
-def worker(
-    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[WorkerProcess]:
-    process = WorkerProcess(
-        kafka_bootstrap,
-        f"o{uuid.uuid4().hex[:8]}.",
-        tmp_path_factory.mktemp("onsite-worker"),
-        extra_env={
-            "NUDGE_POLICY": str(Path(__file__).with_name("policy.toml")),
-            "NUDGE_API_TOKEN": TOKEN,
-            "NUDGE_MODEL_DIR": str(tmp_path_factory.mktemp("no-models")),
-        },
-    )
-    process.start()
-    yield process
-    process.stop()
-    assert "Traceback" not in process.tail(400), process.tail(80)
+def worker(module_workers: Workers) -> WorkerProcess:
+    return module_workers.start(env={"NUDGE_API_TOKEN": TOKEN}, no_traceback=True)
 
 
 def onsite(worker: WorkerProcess, body: bytes, token: str | None = TOKEN):
@@ -54,42 +39,31 @@ def onsite(worker: WorkerProcess, body: bytes, token: str | None = TOKEN):
         return exc.code, json.loads(exc.read() or b"{}"), exc.headers
 
 
-def summary_when(worker: WorkerProcess, customer: str, ready, timeout: float = 20) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        status, summary = worker.get(f"/api/customers/{customer}", token=TOKEN)
-        if status == 200 and ready(summary):
-            return summary
-        assert time.monotonic() < deadline, f"state not reached: {status} {summary}"
-        time.sleep(0.1)
-
-
 def event(customer: str, n: int, type_: str, minutes_ago: float, **fields: object) -> dict:
     ts = datetime.now(UTC) - timedelta(minutes=minutes_ago)
     return {"event_id": f"{customer}-{n}", "type": type_, "customer_id": customer,
             "ts": ts.isoformat(), **fields}  # fmt: skip
 
 
-def test_content_is_shown_once_then_the_cooldown_holds(worker: WorkerProcess) -> None:
+def test_content_is_shown_once_then_the_cooldown_holds(
+    worker: WorkerProcess, publisher: EventPublisher
+) -> None:
     customer = f"olga-{uuid.uuid4().hex[:6]}"
-    publisher = EventPublisher(worker.bootstrap, worker.prefix)
-    try:
-        for n, channel in enumerate(("web", "email")):
-            publisher.send("consent", event(customer, n, "consent", 30, channel=channel,
-                           purpose="marketing", status="granted", source="test"))  # fmt: skip
-        for n in (2, 3):
-            publisher.send("clickstream", event(customer, n, "product_view", 5 - n,
-                           product_id=f"lamp-{n}", category="lighting"))  # fmt: skip
-        publisher.flush()
-    finally:
-        publisher.close()
-    summary_when(
+    for n, channel in enumerate(("web", "email")):
+        publisher.send("consent", event(customer, n, "consent", 30, channel=channel,
+                       purpose="marketing", status="granted", source="test"))  # fmt: skip
+    for n in (2, 3):
+        publisher.send("clickstream", event(customer, n, "product_view", 5 - n,
+                       product_id=f"lamp-{n}", category="lighting"))  # fmt: skip
+    publisher.flush()
+    wait_state(
         worker,
         customer,
         lambda s: (
             s["marketing_allowed"]["web"]
             and s["records"]["recency"].get("affinity", {}).get("lighting", 0) > 1.9
         ),
+        token=TOKEN,
     )
     page = {"customer_id": customer, "page": "/p/lamp-4", "product_id": "lamp-4",
             "category": "lighting"}  # fmt: skip
@@ -103,10 +77,11 @@ def test_content_is_shown_once_then_the_cooldown_holds(worker: WorkerProcess) ->
 
     # The impression reaches the customer's state through the internal topic.
     short_id = content["decision_id"][:16]
-    summary_when(
+    wait_state(
         worker,
         customer,
         lambda s: any(c[3] == short_id for c in s["records"]["fatigue"].get("contacts", [])),
+        token=TOKEN,
     )
     status, again, _ = onsite(worker, json.dumps({**page, "page": "/p/lamp-5"}).encode())
     assert status == 200
@@ -114,25 +89,24 @@ def test_content_is_shown_once_then_the_cooldown_holds(worker: WorkerProcess) ->
     assert "action_cooldown" in again["reasons"]
 
 
-def test_concurrent_requests_show_content_once(worker: WorkerProcess) -> None:
+def test_concurrent_requests_show_content_once(
+    worker: WorkerProcess, publisher: EventPublisher
+) -> None:
     """Six requests inside a quarter of a second, before the first impression
     can have reached the agent: the six-hour cooldown still allows one."""
     customer = f"hana-{uuid.uuid4().hex[:6]}"
-    publisher = EventPublisher(worker.bootstrap, worker.prefix)
-    try:
-        publisher.send("consent", event(customer, 0, "consent", 30, channel="web",
-                       purpose="marketing", status="granted", source="test"))  # fmt: skip
-        publisher.send("clickstream", event(customer, 1, "add_to_cart", 20, product_id="sofa",
-                       category="furniture", price=80.0))  # fmt: skip
-        publisher.flush()
-    finally:
-        publisher.close()
-    summary_when(
+    publisher.send("consent", event(customer, 0, "consent", 30, channel="web",
+                   purpose="marketing", status="granted", source="test"))  # fmt: skip
+    publisher.send("clickstream", event(customer, 1, "add_to_cart", 20, product_id="sofa",
+                   category="furniture", price=80.0))  # fmt: skip
+    publisher.flush()
+    wait_state(
         worker,
         customer,
         lambda s: (
             s["marketing_allowed"]["web"] and s["records"]["recency"].get("cart_value", 0) >= 40
         ),
+        token=TOKEN,
     )
     page = json.dumps({"customer_id": customer, "page": "/checkout", "type": "checkout_started"})
     with ThreadPoolExecutor(max_workers=6) as pool:
