@@ -688,7 +688,7 @@ def run(args: argparse.Namespace) -> dict:
             "bytes_per_customer": round(after / created, 1),
             "logical": logical,
             # Every subject with state has a profile record (its processed event ids).
-            "realistic": realistic_bytes(logical, tables, logical["r.profile"]["keys"]),
+            "realistic": realistic_bytes(logical, tables, logical[f"r.{STATE_TABLE}"]["keys"]),
         }
         result["worker_log_tail"] = worker.tail(15)
     last = result["checkpoints"][-1] if result["checkpoints"] else {}

@@ -12,11 +12,12 @@
 
 Target: p99 under 1 ms per decision with the model in place.
 
-`synthetic_log` is also what the model tests train on, until the simulator
-(models/simulator.py) exists: shoppers with favourite categories browse, fill
-carts and buy; every action the engine emits gets a response drawn from a
-known model (a click with probability 3 x the heuristic propensity x the
-shopper's hidden eagerness), so the log holds a real, learnable signal.
+`synthetic_log` is also what the model tests train on: nudge.traffic's
+shoppers (favourite categories, carts, purchases, consent given and taken
+back) browse for some weeks, and every action the engine emits gets a
+response drawn from a known model (a click with probability 3 x the heuristic
+propensity x the shopper's hidden eagerness), so the log holds a real,
+learnable signal.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -66,109 +66,66 @@ from nudge.schemas.outputs import Action
 DEFAULT_OUT = default_out("model_latency")  # published figures: --out bench/results/...
 TARGET_P99_US = 1_000.0
 
-START = traffic.START.timestamp()
-SHOP = ("lighting", "garden", "kitchen", "decor", "tools", "air_filters")
-GRANT_ODDS = {"email": 0.85, "push": 0.5, "web": 0.4}
+#: Shopping events per customer and day in the training log: enough
+#: decisions with known outcomes in a 7-day holdout for a few hundred people.
+EVENTS_PER_DAY = 3.0
+#: nudge.traffic's shop, without its own channel feedback (the response model
+#: below answers every action), consent (every shopper signs up, below),
+#: preferences, anonymous visitors, erasures and redeliveries (a copy stamped
+#: seconds after its original would straddle the cuts the model tests make).
+LOG_MIX = traffic.Mix(
+    consent=0.0,
+    preferences=0.0,
+    feedback=0.0,
+    identity=0.0,
+    anonymous_sessions=0.0,
+    erasure=0.0,
+    duplicate=0.0,
+)
+#: Marketing consent given at sign-up: email always, other channels by these odds.
+GRANT_ODDS = {"push": 0.5, "web": 0.4}
 
 
 # -- a synthetic event log with a known response model -----------------------------
 
 
-@dataclass
-class Shopper:
-    id: str
-    favourite: str
-    eagerness: float  # hidden: scales every response probability
-    visits_per_week: float
-
-
 class _Shop:
-    """Schedules shoppers' events on a heap and answers the engine's actions."""
+    """nudge.traffic's events on a heap, and each shopper's hidden eagerness
+    to answer the engine's actions with."""
 
     def __init__(self, customers: int, days: int, seed: int) -> None:
         self.rng = random.Random(seed)
         self.queue: list[tuple[float, int, str, dict]] = []
         self._seq = itertools.count()
         self._ids = itertools.count(1)
-        self.shoppers = {}
-        for i in range(customers):
-            shopper = Shopper(
-                id=f"shopper-{i:05d}",
-                favourite=self.rng.choice(SHOP),
-                eagerness=self.rng.uniform(0.2, 1.8),
-                visits_per_week=self.rng.uniform(1.0, 6.0),
-            )
-            self.shoppers[shopper.id] = shopper
-            self._schedule(shopper, days)
+        shop = traffic.Generator(
+            customers, round(customers * days * EVENTS_PER_DAY), seed, days=days, mix=LOG_MIX
+        )
+        for raw in shop.generate():
+            self.push(raw.ts, raw.kind, raw.body)
+        self.eagerness = {}
+        for person in shop.customers:  # each signs up (just before a first visit)
+            self.eagerness[person.id] = self.rng.uniform(0.2, 1.8)
+            signed_up = (person.first_seen or shop.start) - self.rng.uniform(30, HOUR)
+            for channel in ("email", *(c for c, p in GRANT_ODDS.items() if self.rng.random() < p)):
+                grant = traffic.consent(person.id, f"{person.id}-{channel}", signed_up, channel)
+                self.push(signed_up, "consent", grant)
 
-    def push(self, ts: float, kind: str, who: Shopper, type_: str, **fields: object) -> None:
-        event = {
-            "event_id": f"{who.id}-{next(self._ids)}",
-            "type": type_,
-            "customer_id": who.id,
-            "ts": datetime.fromtimestamp(ts, UTC).isoformat(),
-            **fields,
-        }
-        heapq.heappush(self.queue, (ts, next(self._seq), kind, event))
+    def push(self, ts: float, kind: str, event: dict) -> None:
+        heapq.heappush(self.queue, (ts, next(self._seq), kind, {**event, "ts": traffic.iso(ts)}))
 
-    def _schedule(self, who: Shopper, days: int) -> None:
-        rng = self.rng
-        t = START + rng.uniform(0, DAY)
-        for channel, odds in GRANT_ODDS.items():
-            if rng.random() < odds:
-                self.push(
-                    t,
-                    "consent",
-                    who,
-                    "consent",
-                    channel=channel,
-                    purpose="marketing",
-                    status="granted",
-                    source="signup",
-                )
-        for day in range(days):
-            if rng.random() < who.visits_per_week / 7:
-                hour = rng.uniform(7, 22) if rng.random() < 0.9 else rng.uniform(0, 24)
-                self._session(who, START + day * DAY + hour * HOUR)
-
-    def _session(self, who: Shopper, t: float) -> None:
-        rng = self.rng
-        self.push(t, "clickstream", who, "session_start", page="/")
-        for _ in range(rng.randint(1, 5)):
-            t += rng.uniform(30, 240)
-            category = who.favourite if rng.random() < 0.8 else rng.choice(SHOP)
-            product = f"sku-{category}-{rng.randrange(20)}"
-            self.push(
-                t,
-                "clickstream",
-                who,
-                "product_view",
-                product_id=product,
-                category=category,
-                price=round(rng.uniform(5, 90), 2),
-            )
-        if rng.random() < 0.25:
-            t += 60
-            price = round(rng.uniform(20, 80), 2)
-            item = {"product_id": f"sku-{who.favourite}-0", "category": who.favourite}
-            self.push(t, "clickstream", who, "add_to_cart", price=price, **item)
-            if rng.random() < 0.4:
-                self.push(t + 60, "clickstream", who, "checkout_started", page="/checkout")
-                self.push(
-                    t + 300,
-                    "purchases",
-                    who,
-                    "purchase",
-                    order_id=f"o-{who.id}-{t:.0f}",
-                    items=[{**item, "price": price}],
-                )
+    def feedback(self, ts: float, customer: str, type_: str, **fields: object) -> None:
+        event_id = f"response-{next(self._ids)}"
+        self.push(
+            ts, "feedback", {"event_id": event_id, "type": type_, "customer_id": customer, **fields}
+        )
 
     def respond(self, action: Action) -> None:
         """The known response model: clicks follow the heuristic's propensity."""
-        rng, who = self.rng, self.shoppers[action.customer_id]
+        rng, who = self.rng, action.customer_id
         sent = (action.send_after or action.decided_at).timestamp()
         if action.message_class == "marketing":
-            p = min(0.9, 3 * action.propensity * who.eagerness)
+            p = min(0.9, 3 * action.propensity * self.eagerness[who])
         else:
             p = 0.03
         draw = rng.random()
@@ -179,13 +136,13 @@ class _Shop:
         }
         if draw < p:
             clicked = sent + rng.uniform(0.1, 6) * HOUR
-            self.push(clicked, "feedback", who, "clicked", **ref)
+            self.feedback(clicked, who, "clicked", **ref)
             if rng.random() < 0.3:
-                self.push(clicked + HOUR, "feedback", who, "converted", **ref)
+                self.feedback(clicked + HOUR, who, "converted", **ref)
         elif draw < p + 0.3:
-            self.push(sent + rng.uniform(0.1, 12) * HOUR, "feedback", who, "opened", **ref)
+            self.feedback(sent + rng.uniform(0.1, 12) * HOUR, who, "opened", **ref)
         else:
-            self.push(sent + DAY, "feedback", who, "ignored", **ref)
+            self.feedback(sent + DAY, who, "ignored", **ref)
 
 
 def synthetic_log(path: Path, customers: int = 300, days: int = 28, seed: int = 7) -> dict:
