@@ -22,6 +22,7 @@ learnable signal.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import heapq
 import itertools
@@ -69,19 +70,11 @@ TARGET_P99_US = 1_000.0
 #: Shopping events per customer and day in the training log: enough
 #: decisions with known outcomes in a 7-day holdout for a few hundred people.
 EVENTS_PER_DAY = 3.0
-#: nudge.traffic's shop, without its own channel feedback (the response model
-#: below answers every action), consent (every shopper signs up, below),
-#: preferences, anonymous visitors, erasures and redeliveries (a copy stamped
-#: seconds after its original would straddle the cuts the model tests make).
-LOG_MIX = traffic.Mix(
-    consent=0.0,
-    preferences=0.0,
-    feedback=0.0,
-    identity=0.0,
-    anonymous_sessions=0.0,
-    erasure=0.0,
-    duplicate=0.0,
-)
+#: nudge.traffic's shopping (consent: every shopper signs up, below; channel
+#: feedback: the response model below answers every action) at the shop's
+#: usual share of purchases, without redeliveries (a copy stamped seconds
+#: after its original would straddle the cuts the model tests make).
+LOG_MIX = dataclasses.replace(traffic.SHOPPING, purchases=traffic.Mix().purchases, duplicate=0.0)
 #: Marketing consent given at sign-up: email always, other channels by these odds.
 GRANT_ODDS = {"push": 0.5, "web": 0.4}
 
