@@ -12,6 +12,7 @@ from pathlib import Path
 from aiokafka.partitioner import DefaultPartitioner
 
 from bench import million
+from nudge.policy.clock import DAY
 from nudge.policy.processor import Processor
 from nudge.policy.state import TABLES, decode_state
 from nudge.schemas.codec import decode_event
@@ -44,7 +45,7 @@ def test_preloaded_records_are_the_engine_s_state_with_marketing_consent(tmp_pat
         assert state.consent.entries["all:marketing"].status == "granted"
         assert len(state.profile.processed) == 3 * 4  # three events remembered
         assert state.recency.recent_views  # the product view
-        assert end - million.PRELOAD_DAYS * 86400 - 1 < state.recency.last_seen["product_view"]
+        assert end - million.PRELOAD_DAYS * DAY - 1 < state.recency.last_seen["product_view"]
     assert outputs["consent-log"] == 50
 
 
