@@ -254,7 +254,7 @@ def train(
     customers = profiled(data.states)
     uplift, uplift_summary = train_uplift(data, propensity, cutoff, label_window_days)
     # Purchase cycles learn from the whole log: they are judged on real
-    # histories split by time (models/cycles_check.py), not on this hold-out.
+    # histories split by time (lab/cycles_check.py), not on this hold-out.
     cycles, cycles_summary = fit_cycles(records, data.end)
     personas = None
     if len(customers) >= n_personas:

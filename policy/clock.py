@@ -3,6 +3,7 @@ policy and models: defined once, so a day is the same day everywhere."""
 
 from __future__ import annotations
 
-HOUR = 3600.0
+MINUTE = 60.0
+HOUR = 60 * MINUTE
 DAY = 24 * HOUR
 WEEK = 7 * DAY

@@ -3,7 +3,7 @@
 The log's decisions are replayed with the logging configuration (what made
 the log: the shipped catalog and policy unless told otherwise); at every
 trigger the candidate configuration decides on the same state, and the
-off-policy estimators (models/ope.py) turn both engines' probabilities and
+off-policy estimators (lab/ope.py) turn both engines' probabilities and
 the logged outcomes into the candidate's conversion rate, each with a 95%
 interval. Lives apart from nudge/commands/evaluate.py, which only hands over.
 """
@@ -18,8 +18,8 @@ from nudge.config import CATALOG, POLICY, shipped
 from nudge.errors import UserError
 
 if TYPE_CHECKING:  # the models load when the command runs, not for `nudge --help`
-    from nudge.models.logged import Replayed
-    from nudge.models.ope import Estimate
+    from nudge.lab.logged import Replayed
+    from nudge.lab.ope import Estimate
 
 #: Above this share of logged actions not reproduced, the log was not made by
 #: the logging configuration given, and its probabilities cannot be trusted.
@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nudge.models.logged import from_log
+    from nudge.lab.logged import from_log
     from nudge.policy.config import load_catalog, load_policy
     from nudge.policy.engine import Engine
     from nudge.schemas.eventlog import read_log
@@ -78,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def render(args: argparse.Namespace, replayed: Replayed) -> str:
-    from nudge.models.logged import SETTLE_HOURS
-    from nudge.models.ope import diagnostics, estimate_all, on_policy
+    from nudge.lab.logged import SETTLE_HOURS
+    from nudge.lab.ope import diagnostics, estimate_all, on_policy
 
     decisions = replayed.decisions
     if not decisions:

@@ -26,11 +26,11 @@ from pathlib import Path
 import pytest
 
 from nudge.cli import main
-from nudge.schemas.eventlog import KIND_OF_TYPE, contract_key
-from nudge.models.baselines import NudgePolicy
-from nudge.models.simulator import Simulation
+from nudge.lab.baselines import NudgePolicy
+from nudge.lab.simulation import Simulation
 from nudge.policy.ids import decision_id, hash64
 from nudge.policy.state import Profile, seen
+from nudge.schemas.eventlog import KIND_OF_TYPE, contract_key
 from nudge.testing import EventPublisher, OutputReader, WorkerProcess
 
 pytestmark = pytest.mark.integration

@@ -1,5 +1,5 @@
 """Learned purchase cycles (models/cycles.py), their honest split and their
-check on purchase histories (models/cycles_check.py)."""
+check on purchase histories (lab/cycles_check.py)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from nudge.lab.cycles_check import main as check_main
+from nudge.lab.cycles_check import read_transactions, report
 from nudge.models import artifact
 from nudge.models.cycles import POOLED, Purchase, PurchaseCycles, fit_cycles, purchases_from_log
-from nudge.models.cycles_check import main as check_main
-from nudge.models.cycles_check import read_transactions, report
 from nudge.models.features import FEATURE_NAMES
 from nudge.models.serving import ScorerHolder
 from nudge.policy.clock import DAY

@@ -13,7 +13,14 @@ import pytest
 from nudge import cli
 from nudge.errors import NudgeError, UserError
 
-SUBPACKAGES = ("nudge.schemas", "nudge.policy", "nudge.models", "nudge.streams", "nudge.ops")
+SUBPACKAGES = (
+    "nudge.schemas",
+    "nudge.policy",
+    "nudge.models",
+    "nudge.lab",
+    "nudge.streams",
+    "nudge.ops",
+)
 
 
 def nudge_modules() -> list[str]:

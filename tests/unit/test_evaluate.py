@@ -11,10 +11,10 @@ import json
 import pytest
 
 from nudge.cli import main as nudge
-from nudge.models import evaluate as evaluation
-from nudge.models.baselines import NudgePolicy, SilentPolicy
-from nudge.models.evaluate import evaluate, play, trained_scorer
-from nudge.models.simulator import START, Simulation
+from nudge.lab import evaluate as evaluation
+from nudge.lab.baselines import NudgePolicy, SilentPolicy
+from nudge.lab.evaluate import evaluate, play, trained_scorer
+from nudge.lab.simulation import START, Simulation
 from nudge.schemas.eventlog import read_log
 
 ARGV = ["evaluate", "--customers", "60", "--days", "4", "--seed", "3", "--seeds", "2"]

@@ -1,6 +1,6 @@
 """Exploration among eligible (action, channel) pairs, with logged probabilities.
 
-Off-policy evaluation (models/ope.py) divides by the logged probability of
+Off-policy evaluation (lab/ope.py) divides by the logged probability of
 what was sent, so it must be the true chance of that (action, channel) pair;
 and exploring must never pick a pair that a rule ruled out.
 """

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from zoneinfo import ZoneInfo
 
-from nudge.models.harms import HarmCounter, at_night
+from nudge.lab.harms import HarmCounter, at_night
 
 ZONES = {
     "cust-ny": ZoneInfo("America/New_York"),

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from nudge.models.incremental import paired_difference, t_interval
+from nudge.lab.incremental import paired_difference, t_interval
 
 
 def test_t_interval_on_known_numbers() -> None:

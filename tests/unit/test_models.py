@@ -217,10 +217,10 @@ def test_the_feature_builder_never_sees_an_event_after_the_decision(
 
 
 def test_a_simulator_log_replays_with_every_logged_decision_reproduced(tmp_path: Path) -> None:
-    """The contract with models/simulator.py: whatever scorer made its log,
+    """The contract with lab/simulation.py: whatever scorer made its log,
     the replay arrives at the same decisions, so features are the real ones."""
-    simulator = pytest.importorskip("nudge.models.simulator")
-    baselines = pytest.importorskip("nudge.models.baselines")
+    simulator = pytest.importorskip("nudge.lab.simulation")
+    baselines = pytest.importorskip("nudge.lab.baselines")
     path = tmp_path / "simulated.jsonl"
     world = simulator.Simulation(150, 10, seed=3)
     write_log(world.run(baselines.NudgePolicy()), path)

@@ -1,4 +1,4 @@
-"""Off-policy estimators (models/ope.py) on synthetic logs where the truth is known."""
+"""Off-policy estimators (lab/ope.py) on synthetic logs where the truth is known."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from nudge.models.ope import (
+from nudge.lab.ope import (
     LoggedDecision,
     diagnostics,
     doubly_robust,

@@ -1,5 +1,5 @@
 """Off-policy evaluation in the simulator, small and fast (the full check:
-`python -m nudge.models.ope_check`, figures in results/ope/)."""
+`python -m nudge.lab.ope_check`, figures in results/ope/)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import msgspec
 import pytest
 
 from nudge.cli import main
-from nudge.models.baselines import CATALOG, POLICY
-from nudge.models.logged import from_log
-from nudge.models.ope import estimate_all, ips, on_policy
-from nudge.models.ope_check import check_seed, play, push_first
+from nudge.lab.baselines import CATALOG, POLICY
+from nudge.lab.logged import from_log
+from nudge.lab.ope import estimate_all, ips, on_policy
+from nudge.lab.ope_check import check_seed, play, push_first
 from nudge.policy.config import load_catalog, load_policy
 from nudge.policy.engine import Engine
 from nudge.schemas.eventlog import LoggedEvent, write_log

@@ -33,7 +33,7 @@ def test_the_wheel_installs_one_top_level_package(wheel: zipfile.ZipFile) -> Non
     top = {name.split("/")[0] for name in wheel.namelist()}
     assert {name for name in top if not name.endswith(".dist-info")} == {"nudge"}
     names = set(wheel.namelist())
-    for sub in ("cli", "config", "schemas", "policy", "models", "streams", "ops"):
+    for sub in ("cli", "config", "schemas", "policy", "models", "lab", "streams", "ops", "testing"):
         assert f"nudge/{sub}/__init__.py" in names, sub
 
 

@@ -1,11 +1,11 @@
 """The persona check's arms differ only in the extra action's persona
-eligibility (models/persona_check.py)."""
+eligibility (lab/persona_check.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from nudge.models.persona_check import TARGET_TRAITS, _paired, catalogs
+from nudge.lab.persona_check import TARGET_TRAITS, _paired, catalogs
 from nudge.policy.config import load_catalog
 
 

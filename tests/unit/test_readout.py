@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from nudge.cli import main
-from nudge.models.baselines import NudgePolicy
-from nudge.models.readout import MIN_PEOPLE, Readout, read
-from nudge.models.simulator import Simulation
+from nudge.lab.baselines import NudgePolicy
+from nudge.lab.readout import MIN_PEOPLE, Readout, read
+from nudge.lab.simulation import Simulation
 from nudge.schemas.eventlog import LoggedEvent, read_log, write_log
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)

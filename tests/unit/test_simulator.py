@@ -10,8 +10,9 @@ from datetime import datetime, timedelta
 import pytest
 
 from nudge.cli import main as nudge
-from nudge.models.baselines import BlastPolicy, NudgePolicy
-from nudge.models.simulator import ARCHETYPES, Simulation
+from nudge.lab.baselines import BlastPolicy, NudgePolicy
+from nudge.lab.shoppers import ARCHETYPES
+from nudge.lab.simulation import Simulation
 from nudge.policy.inmemory import event_key
 from nudge.schemas.codec import decode_event
 from nudge.schemas.eventlog import LoggedEvent, read_log, write_log

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 
 from nudge.cli import main as cli_main
+from nudge.lab.baselines import NudgePolicy
+from nudge.lab.simulation import Simulation
 from nudge.models import artifact
 from nudge.models.artifact import ArtifactError
-from nudge.models.baselines import NudgePolicy
 from nudge.models.examples import build_examples
 from nudge.models.features import FEATURE_NAMES, FeatureBuilder
 from nudge.models.scorer import ModelScorer
 from nudge.models.serving import ScorerHolder
-from nudge.models.simulator import Simulation
 from nudge.models.training import fit_propensity, label_orders, train, uplift_report
 from nudge.models.uplift import (
     UpliftError,

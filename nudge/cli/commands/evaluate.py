@@ -68,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.offline is not None:  # a candidate judged on a logged event log
         return offline.run(args)
-    from nudge.models.evaluate import evaluate, plot, render, write_json
+    from nudge.lab.evaluate import evaluate, plot, render, write_json
 
     def progress(seed: int, name: str) -> Callable[[float], None]:
         """One bar per seed and policy, in simulated days."""

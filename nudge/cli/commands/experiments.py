@@ -55,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nudge.models.readout import read
+    from nudge.lab.readout import read
 
     skipped: list[str] = []
     if args.log == "-":

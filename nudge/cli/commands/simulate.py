@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--experiments needs --out (a live worker reads NUDGE_EXPERIMENTS)")
     if args.rate < 0:
         raise UserError("--rate must be >= 0")
-    from nudge.models.simulator import START, Simulation
+    from nudge.lab.simulation import START, Simulation
 
     start = args.start
     if start is None:
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write(simulation: Any, args: argparse.Namespace) -> int:
-    from nudge.models.baselines import POLICY, NudgePolicy
+    from nudge.lab.baselines import POLICY, NudgePolicy
     from nudge.schemas.eventlog import write_log
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -119,7 +119,7 @@ def _write(simulation: Any, args: argparse.Namespace) -> int:
 
 
 def _publish(simulation: Any, args: argparse.Namespace) -> int:
-    from nudge.models.baselines import NudgePolicy
+    from nudge.lab.baselines import NudgePolicy
     from nudge.testing import EventPublisher
 
     _require_topics(args.kafka, args.prefix)

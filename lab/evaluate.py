@@ -1,20 +1,20 @@
 """Judge nudge by what its messages add, against naive policies on one world.
 
 Each policy plays the same world (same people, same seed; see
-models/simulator.py), on several seeds, and is scored on what happens inside
+lab/simulation.py), on several seeds, and is scored on what happens inside
 the window. The figure that leads is incremental: orders over the no-contact
 control (`silent`) on the same world and seed, because most orders happen
 without any message and attribution credits messages with some of them.
 
 - incremental conversions: all orders in the window minus `silent`'s on the
-  same seed; mean over seeds with a 95% t-interval (models/incremental.py)
+  same seed; mean over seeds with a 95% t-interval (lab/incremental.py)
 - incremental conversions per 1,000 messages: what a message adds, on average
 - messages: marketing actions sent (order confirmations are counted apart)
 - attributed conversions: `converted` feedback, i.e. orders a channel credits
   to a message (last touch: an order the person was about to place anyway
   counts if they clicked a message first)
 - unsubscribes, complaints; messages in the person's local night and
-  promotions of a just-bought category (models/harms.py)
+  promotions of a just-bought category (lab/harms.py)
 
 Targets, on the means over the seeds: nudge's incremental conversions at least
 60% of blast's, with at most 15% of blast's messages and at most 15% of its
@@ -40,8 +40,7 @@ from pathlib import Path
 from statistics import fmean
 from typing import Any
 
-from nudge.models import artifact
-from nudge.models.baselines import (
+from nudge.lab.baselines import (
     CATALOG,
     POLICY,
     AutopilotPolicy,
@@ -50,10 +49,11 @@ from nudge.models.baselines import (
     NudgePolicy,
     SilentPolicy,
 )
-from nudge.models.harms import JUST_BOUGHT_DAYS, NIGHT_FROM, NIGHT_UNTIL, HarmCounter
-from nudge.models.incremental import METHOD, paired_difference
+from nudge.lab.harms import JUST_BOUGHT_DAYS, NIGHT_FROM, NIGHT_UNTIL, HarmCounter
+from nudge.lab.incremental import METHOD, paired_difference
+from nudge.lab.simulation import START, Simulation
+from nudge.models import artifact
 from nudge.models.serving import ScorerHolder
-from nudge.models.simulator import START, Simulation
 from nudge.models.training import TrainingError, beats_constant, train
 from nudge.policy.clock import DAY
 from nudge.policy.config import load_catalog, load_policy

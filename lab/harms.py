@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from datetime import datetime, tzinfo
 from typing import Any
 
-from nudge.models.simulator import delivery_time
+from nudge.lab.simulation import delivery_time
 from nudge.policy.clock import DAY
 
 #: Local hours of the night: from NIGHT_FROM until NIGHT_UNTIL the next morning.

@@ -1,8 +1,8 @@
 """Check learned purchase cycles on real purchase histories, split by time.
 
-    python -m nudge.models.cycles_check --fetch                  # CDNOW, fetched once
-    python -m nudge.models.cycles_check --transactions FILE --cutoff 1997-12-31
-    python -m nudge.models.cycles_check --log events.jsonl       # a nudge event log
+    python -m nudge.lab.cycles_check --fetch                  # CDNOW, fetched once
+    python -m nudge.lab.cycles_check --transactions FILE --cutoff 1997-12-31
+    python -m nudge.lab.cycles_check --log events.jsonl       # a nudge event log
 
 The model is fitted on the purchases before the cutoff only (open gaps are
 censored at the cutoff), then every repeat purchase after the cutoff is
@@ -281,9 +281,7 @@ def _iso(ts: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m nudge.models.cycles_check", description=__doc__
-    )
+    parser = argparse.ArgumentParser(prog="python -m nudge.lab.cycles_check", description=__doc__)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--fetch", action="store_true", help="CDNOW from the lifetimes wheel")
     source.add_argument("--transactions", type=Path, help="CDNOW-format transactions file")

@@ -6,7 +6,7 @@ picked it (Engine.choices; nothing sent: probability 1, since nudge suppresses
 only when no pair passed every rule), and the reward: 1 if the decision led
 to an attributed conversion, else 0. The candidate policy's probabilities of
 every pair come from running the candidate engine on the same state
-(models/logged.py). Three estimators of the candidate's conversion rate per
+(lab/logged.py). Three estimators of the candidate's conversion rate per
 decision:
 
 - IPS: the mean of w * r, with w = pi(logged pair) / mu(logged pair).

@@ -1,4 +1,4 @@
-"""Logged decisions for off-policy evaluation (models/ope.py), from a policy at work.
+"""Logged decisions for off-policy evaluation (lab/ope.py), from a policy at work.
 
 `DecisionRecorder` stands where a worker stands: every input event goes to
 the logging engine (policy.inmemory.InMemoryWorker, the worker's loop without
@@ -33,7 +33,7 @@ from typing import Any
 import msgspec
 
 from nudge.errors import UserError
-from nudge.models.ope import LoggedDecision, Pair
+from nudge.lab.ope import LoggedDecision, Pair
 from nudge.policy.clock import HOUR
 from nudge.policy.engine import Engine, Outcome
 from nudge.policy.inmemory import InMemoryWorker, event_key

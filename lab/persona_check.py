@@ -1,9 +1,9 @@
 """Do persona-aware decisions add orders? Checked in the simulator.
 
-    python -m nudge.models.persona_check --customers 2000 --days 30 --seeds 7 8 9 \\
+    python -m nudge.lab.persona_check --customers 2000 --days 30 --seeds 7 8 9 \\
         --out results/personas
 
-The simulator's people have hidden archetypes (models/simulator.py) that no
+The simulator's people have hidden archetypes (lab/simulation.py) that no
 policy sees. Here a persona model is trained (`nudge train`'s KMeans) on the
 history of another simulated world (`--train-seed`), played by nudge as
 shipped; the worker then assigns each person the nearest learned persona as
@@ -20,7 +20,7 @@ Arms, each played on the same worlds (seeds) as the no-contact control:
 All arms use the same scorer (the heuristic, plus the learned persona model),
 so the only difference is the catalog. The figure that leads is incremental
 conversions, all orders in the window minus the control's on the same seed,
-with a 95% t-interval over the seeds (models/incremental.py), as `nudge
+with a 95% t-interval over the seeds (lab/incremental.py), as `nudge
 evaluate` reports it; also messages, incremental orders per 1,000 messages,
 unsubscribes and complaints, and how the learned personas line up with the
 hidden archetypes.
@@ -37,11 +37,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from nudge.models.baselines import CATALOG, POLICY, NudgePolicy, SilentPolicy
-from nudge.models.evaluate import aggregate, play
-from nudge.models.incremental import METHOD, paired_difference
+from nudge.lab.baselines import CATALOG, POLICY, NudgePolicy, SilentPolicy
+from nudge.lab.evaluate import aggregate, play
+from nudge.lab.incremental import METHOD, paired_difference
+from nudge.lab.simulation import Simulation
 from nudge.models.personas import FoldedPersonas, PersonaModel
-from nudge.models.simulator import Simulation
 from nudge.models.training import train
 from nudge.policy.config import load_catalog, load_policy
 from nudge.policy.scoring import HeuristicScorer
@@ -131,7 +131,7 @@ def run(
     return {
         "check": "persona-aware against persona-blind decisions, simulated",
         "command": (
-            f"python -m nudge.models.persona_check --customers {customers} --days {days:g}"
+            f"python -m nudge.lab.persona_check --customers {customers} --days {days:g}"
             f" --seeds {' '.join(map(str, seeds))} --train-seed {train_seed}"
         ),
         "world": {"customers": customers, "days": days, "seeds": list(seeds)},

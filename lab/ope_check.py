@@ -12,7 +12,7 @@ For each seed, the same simulated world is played twice:
 The check passes for an estimate when its 95% interval holds the real rate.
 The event log of run 1 is also replayed from its records (models.logged.
 from_log, what `nudge evaluate --offline` does) to show the replay reproduces
-the logged decisions. Run with `python -m nudge.models.ope_check`; the result goes
+the logged decisions. Run with `python -m nudge.lab.ope_check`; the result goes
 to .results/ope/check.json unless --out says otherwise.
 """
 
@@ -30,10 +30,10 @@ from typing import Any
 
 import msgspec
 
-from nudge.models.baselines import CATALOG, POLICY, emitted_actions
-from nudge.models.logged import REWARDS, SETTLE_HOURS, DecisionRecorder, from_log
-from nudge.models.ope import diagnostics, estimate_all, on_policy
-from nudge.models.simulator import Simulation
+from nudge.lab.baselines import CATALOG, POLICY, emitted_actions
+from nudge.lab.logged import REWARDS, SETTLE_HOURS, DecisionRecorder, from_log
+from nudge.lab.ope import diagnostics, estimate_all, on_policy
+from nudge.lab.simulation import Simulation
 from nudge.policy.clock import HOUR
 from nudge.policy.config import Catalog, ContactPolicy, load_catalog, load_policy
 from nudge.policy.engine import Engine
@@ -129,7 +129,7 @@ def run(customers: int, days: float, seeds: list[int], epsilon: float) -> dict[s
     return {
         "check": "off-policy estimates of a variant's conversion rate vs its real rate",
         "command": (
-            f"python -m nudge.models.ope_check --customers {customers} --days {days:g}"
+            f"python -m nudge.lab.ope_check --customers {customers} --days {days:g}"
             f" --seeds {' '.join(map(str, seeds))} --epsilon {epsilon:g}"
         ),
         "definitions": {
@@ -175,7 +175,7 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nudge.models.ope_check", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m nudge.lab.ope_check", description=__doc__)
     parser.add_argument("--customers", type=int, default=2000)
     parser.add_argument("--days", type=float, default=21.0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[7, 8, 9])
