@@ -1,7 +1,8 @@
 """The Kafka client alone: aiokafka (Faust's default driver) against
 confluent-kafka (librdkafka, Faust's confluent:// driver and Quix Streams).
 
-    python -m bench.transport --bootstrap 127.0.0.1:9092 [--messages 50000] [--runs 2]
+    python -m bench.transport --bootstrap 127.0.0.1:9092 [--messages 50000] [--runs 2
+                              --out bench/results/transport.json]
 
 A nudge worker cannot run on Faust 0.15.3's confluent driver
 (tests/integration/test_confluent_transport.py), so this measures what the
@@ -16,7 +17,6 @@ threads: librdkafka works in its own).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -25,12 +25,14 @@ import time
 import uuid
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 
 import confluent_kafka
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
+from bench.common import default_out, machine_info, parser, write_json
+
+DEFAULT_OUT = default_out("transport")  # published figures: --out bench/results/...
 PARTITIONS = 8
 #: librdkafka's local queue (default 100,000): room for a whole run, as aiokafka has.
 QUEUE = 2_000_000
@@ -129,13 +131,12 @@ def timed(run: Callable[[], None], messages: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bootstrap", required=True)
-    parser.add_argument("--messages", type=int, default=50_000)
-    parser.add_argument("--runs", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=Path("bench/results/transport.json"))
-    args = parser.parse_args()
-    load = [round(x, 1) for x in os.getloadavg()]
+    options = parser("bench.transport", __doc__, DEFAULT_OUT)
+    options.add_argument("--bootstrap", required=True)
+    options.add_argument("--messages", type=int, default=50_000)
+    options.add_argument("--runs", type=int, default=2)
+    args = options.parse_args()
+    load = os.getloadavg()
     prefix = f"transport-{uuid.uuid4().hex[:6]}"
     source = f"{prefix}-in"
     admin = KafkaAdminClient(bootstrap_servers=args.bootstrap)
@@ -168,7 +169,7 @@ def main() -> None:
             "confluent-kafka": confluent_kafka.__version__,
             "librdkafka": confluent_kafka.libversion()[0],
         },
-        "load_average_before": load,  # others share this machine's 2 cores
+        "machine": machine_info(None, load),  # others share this machine's 2 cores
         "runs": runs,
         "median": {
             name: {
@@ -178,7 +179,7 @@ def main() -> None:
             for name, client_runs in runs.items()
         },
     }
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(result, args.out)
     print(json.dumps(result["median"], indent=2))
 
 

@@ -42,7 +42,9 @@ def test_default_results_are_git_ignored_and_published_ones_are_not(
     assert (out / written).resolve() != (ROOT / published).resolve()
 
 
-@pytest.mark.parametrize("name", ["engine", "pipeline", "million", "model_latency", "soak"])
+@pytest.mark.parametrize(
+    "name", ["engine", "pipeline", "million", "model_latency", "soak", "transport"]
+)
 def test_a_bare_benchmark_run_leaves_the_published_figures_alone(name: str) -> None:
     default = importlib.import_module(f"bench.{name}").DEFAULT_OUT
     published = f"bench/results/{name}.json"
