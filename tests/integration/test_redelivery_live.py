@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
-from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from nudge.policy.engine import REISSUE
 from nudge.testing import EventPublisher, OutputReader, Received, WorkerProcess
+from tests.events import purchase
+from tests.workers import Workers
 
 pytestmark = pytest.mark.integration
 
@@ -25,47 +24,8 @@ QUIET_S = 3.0
 
 
 @pytest.fixture(scope="module")
-def worker(
-    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[WorkerProcess]:
-    process = WorkerProcess(
-        kafka_bootstrap,
-        f"r{uuid.uuid4().hex[:8]}.",
-        tmp_path_factory.mktemp("worker"),
-        extra_env={
-            "NUDGE_POLICY": str(Path(__file__).with_name("policy.toml")),
-            "NUDGE_MODEL_DIR": str(tmp_path_factory.mktemp("no-models")),
-        },
-    )
-    process.start()
-    yield process
-    process.stop()
-    assert "Traceback" not in process.tail(400), process.tail(80)
-
-
-@pytest.fixture(scope="module")
-def publisher(worker: WorkerProcess) -> Iterator[EventPublisher]:
-    pub = EventPublisher(worker.bootstrap, worker.prefix)
-    yield pub
-    pub.close()
-
-
-@pytest.fixture(scope="module")
-def reader(worker: WorkerProcess) -> Iterator[OutputReader]:
-    out = OutputReader(worker.bootstrap, worker.prefix, OUTPUTS)
-    yield out
-    out.close()
-
-
-def purchase(customer: str, name: str) -> dict:
-    return {
-        "event_id": f"{customer}-{name}",
-        "type": "purchase",
-        "customer_id": customer,
-        "ts": datetime.now(UTC).isoformat(),
-        "order_id": f"o-{customer}-{name}",
-        "items": [{"product_id": "p1", "category": "garden", "price": 12.5}],
-    }
+def worker(module_workers: Workers) -> WorkerProcess:
+    return module_workers.start(no_traceback=True)
 
 
 def settle(publisher: EventPublisher, reader: OutputReader, customer: str, name: str) -> None:
@@ -98,7 +58,7 @@ def counter(worker: WorkerProcess, name: str) -> float:
 
 
 def test_copies_of_a_trigger_send_one_action_and_a_restart_reissues_it_once(
-    worker: WorkerProcess, publisher: EventPublisher, reader: OutputReader
+    worker: WorkerProcess, publisher: EventPublisher, outputs: OutputReader
 ) -> None:
     customer = f"copies-{uuid.uuid4().hex[:6]}"
     trigger = purchase(customer, "order")
@@ -107,13 +67,13 @@ def test_copies_of_a_trigger_send_one_action_and_a_restart_reissues_it_once(
     for _ in range(COPIES):
         publisher.send("purchases", trigger)
     publisher.flush()
-    settle(publisher, reader, customer, "marker-1")
+    settle(publisher, outputs, customer, "marker-1")
 
-    [first] = [r for r in reader.by_trigger(trigger["event_id"]) if r.kind == "actions"]
+    [first] = [r for r in outputs.by_trigger(trigger["event_id"]) if r.kind == "actions"]
     decision_id, channel = first.value["decision_id"], first.value["channel"]
     assert first.value["action_id"] == "order_confirmation"
-    assert [r.kind for r in records_of(reader, decision_id)].count("actions") == 1
-    assert sorted(r.kind for r in records_of(reader, decision_id)) == [
+    assert [r.kind for r in records_of(outputs, decision_id)].count("actions") == 1
+    assert sorted(r.kind for r in records_of(outputs, decision_id)) == [
         "actions",
         f"actions.{channel}",
     ]
@@ -128,8 +88,8 @@ def test_copies_of_a_trigger_send_one_action_and_a_restart_reissues_it_once(
     for _ in range(COPIES // 4):
         publisher.send("purchases", trigger)
     publisher.flush()
-    settle(publisher, reader, customer, "marker-2")
-    copies = records_of(reader, decision_id)
+    settle(publisher, outputs, customer, "marker-2")
+    copies = records_of(outputs, decision_id)
     assert sorted(r.kind for r in copies) == sorted(["actions", f"actions.{channel}"] * 2)
     reissue = [r for r in copies if r.kind == "actions"][1].value
     assert reissue["reasons"] == [REISSUE]

@@ -18,7 +18,6 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,32 +31,18 @@ from nudge.policy.ids import decision_id, hash64
 from nudge.policy.state import Profile, seen
 from nudge.schemas.eventlog import KIND_OF_TYPE, contract_key
 from nudge.testing import EventPublisher, OutputReader, WorkerProcess
+from tests.workers import TEST_POLICY, Workers
 
 pytestmark = pytest.mark.integration
 
 TOKEN = "replay-live-token"
-POLICY = Path(__file__).with_name("policy.toml")
+OUTPUTS = ("actions", "suppressions")
 
 
 @pytest.fixture(scope="module")
-def worker(
-    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[WorkerProcess]:
-    process = WorkerProcess(
-        kafka_bootstrap,
-        f"r{uuid.uuid4().hex[:8]}.",
-        tmp_path_factory.mktemp("replay-worker"),
-        extra_env={
-            "NUDGE_CLOCK": "event",
-            "NUDGE_POLICY": str(POLICY),
-            "NUDGE_API_TOKEN": TOKEN,
-            "NUDGE_MODEL_DIR": str(tmp_path_factory.mktemp("no-models")),
-        },
-    )
-    process.start()
-    yield process
-    process.stop()
-    assert "Traceback" not in process.tail(400), process.tail(80)
+def worker(module_workers: Workers) -> WorkerProcess:
+    env = {"NUDGE_CLOCK": "event", "NUDGE_API_TOKEN": TOKEN}
+    return module_workers.start(env=env, no_traceback=True)
 
 
 def story(start: datetime) -> list[tuple[str, dict]]:
@@ -223,7 +208,7 @@ def decision_key(record: dict) -> tuple:
 
 
 def test_replay_makes_the_same_decisions_as_the_live_worker(
-    worker: WorkerProcess, tmp_path: Path
+    worker: WorkerProcess, publisher: EventPublisher, outputs: OutputReader, tmp_path: Path
 ) -> None:
     # Midnight, not the current minute: the simulated log is then the same at
     # any hour of the day, so a failure here is reproducible.
@@ -233,25 +218,19 @@ def test_replay_makes_the_same_decisions_as_the_live_worker(
     path.write_text("".join(json.dumps({"kind": k, "event": e}) + "\n" for k, e in log))
 
     out = tmp_path / "decisions.jsonl"
-    replay = ["replay", str(path), "--clock", "event", "--policy", str(POLICY), "--quiet"]
+    replay = ["replay", str(path), "--clock", "event", "--policy", str(TEST_POLICY), "--quiet"]
     assert main([*replay, "--out", str(out)]) == 0
     replayed = Counter(decision_key(json.loads(line)) for line in out.read_text().splitlines())
     kinds = Counter(key[1] for key in replayed.elements())
     assert kinds["action"] >= 10 and kinds["suppression"] >= 5, kinds
 
-    publisher = EventPublisher(worker.bootstrap, worker.prefix)
-    reader = OutputReader(worker.bootstrap, worker.prefix, ("actions", "suppressions"))
-    try:
-        in_order = InOrder(publisher, worker)
-        for kind, event in log:
-            in_order.publish(kind, event)
-        in_order.drain()
-        reader.wait_for(lambda got: len(got) >= replayed.total(), timeout=60)
-        reader.poll(2.0)  # nothing more may follow
-    finally:
-        publisher.close()
-        reader.close()
-    live = Counter(decision_key(r.value) for r in reader.received)
+    in_order = InOrder(publisher, worker)
+    for kind, event in log:
+        in_order.publish(kind, event)
+    in_order.drain()
+    outputs.wait_for(lambda got: len(got) >= replayed.total(), timeout=60)
+    outputs.poll(2.0)  # nothing more may follow
+    live = Counter(decision_key(r.value) for r in outputs.received)
     assert live == replayed, (
         f"only live: {sorted((live - replayed).elements())}\n"
         f"only replayed: {sorted((replayed - live).elements())}"

@@ -8,13 +8,11 @@ it cannot disturb the other tests; the restart keeps its data and ports.
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from workload import (
     OUTPUTS,
+    TOKEN,
     Traffic,
     build,
     check_all,
@@ -23,11 +21,9 @@ from workload import (
     publish_grants,
     wait_consumed,
     wait_recorded,
-    worker_env,
 )
 
 from nudge.ops import local_kafka
-from nudge.testing import EventPublisher, OutputReader, WorkerProcess
 
 pytestmark = pytest.mark.reliability
 
@@ -37,51 +33,34 @@ OUTAGE_AFTER = 2.0  # seconds into the stream
 OUTAGE = 5.0  # seconds the broker stays down
 
 
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    data_dir = tmp_path / "kafka"
-    handle = local_kafka.start(port=local_kafka.free_port(), data_dir=data_dir)
-    try:
-        yield handle.bootstrap_servers, data_dir
-    finally:
-        local_kafka.stop(data_dir)
-
-
-def test_broker_restart_under_traffic_loses_nothing(own_broker, tmp_path, figures) -> None:
+def test_broker_restart_under_traffic_loses_nothing(own_broker, workers, figures) -> None:
     bootstrap, kafka_dir = own_broker
     port = int(bootstrap.rsplit(":", 1)[1])
-    prefix = f"b{uuid.uuid4().hex[:8]}."
-    work = build(prefix.replace(".", "-"), CUSTOMERS)
-    worker = WorkerProcess(bootstrap, prefix, tmp_path / "worker", extra_env=worker_env(tmp_path))
-    worker.start()
-    reader = OutputReader(bootstrap, prefix, OUTPUTS)
-    publisher = EventPublisher(bootstrap, prefix)
-    try:
-        publish_grants(publisher, reader, work)
-        traffic = Traffic(publisher, work.stream, RATE)
-        traffic.start()
-        time.sleep(OUTAGE_AFTER)
-        stopping = time.monotonic()
-        local_kafka.stop(kafka_dir)
-        stopped_s = time.monotonic() - stopping
-        time.sleep(OUTAGE)
-        local_kafka.start(port=port, data_dir=kafka_dir)
-        back = time.monotonic()
-        assert worker.process.poll() is None, worker.tail()
-        traffic.join()
-        wait_recorded(reader, work.must_record, timeout=180)
-        caught_up_s = time.monotonic() - back
-        wait_consumed(bootstrap, prefix, timeout=60)
-        consumed_s = time.monotonic() - back
-        assert worker.process.poll() is None, "the worker stopped"
-        worker.stop()
-        reader.poll(2.0)
-        received = list(reader.received)
-        contacts = final_contacts(bootstrap, worker)
-    finally:
-        worker.kill()
-        publisher.close()
-        reader.close()
+    worker = workers.start(bootstrap=bootstrap, env={"NUDGE_API_TOKEN": TOKEN})
+    work = build(worker.prefix.replace(".", "-"), CUSTOMERS)
+    reader = workers.reader(worker, OUTPUTS)
+    publisher = workers.publisher(worker)
+    publish_grants(publisher, reader, work)
+    traffic = Traffic(publisher, work.stream, RATE)
+    traffic.start()
+    time.sleep(OUTAGE_AFTER)
+    stopping = time.monotonic()
+    local_kafka.stop(kafka_dir)
+    stopped_s = time.monotonic() - stopping
+    time.sleep(OUTAGE)
+    local_kafka.start(port=port, data_dir=kafka_dir)
+    back = time.monotonic()
+    assert worker.process.poll() is None, worker.tail()
+    traffic.join()
+    wait_recorded(reader, work.must_record, timeout=180)
+    caught_up_s = time.monotonic() - back
+    wait_consumed(bootstrap, worker.prefix, timeout=60)
+    consumed_s = time.monotonic() - back
+    assert worker.process.poll() is None, "the worker stopped"
+    worker.stop()
+    reader.poll(2.0)
+    received = list(reader.received)
+    contacts = final_contacts(bootstrap, worker)
     findings = check_all(work, received, contacts)
     records, distinct, _ = duplicate_stats(received)
     figures["broker_restart"] = {

@@ -14,17 +14,15 @@ import re
 import secrets
 import socket
 import uuid
-from collections.abc import Iterator
 from contextlib import suppress
-from pathlib import Path
 
 import pytest
 
 from nudge.testing import WorkerProcess
+from tests.workers import Workers
 
 pytestmark = pytest.mark.reliability
 
-ROOT = Path(__file__).resolve().parents[2]
 #: Repeated to make huge paths: its presence in the log is an echo of a path.
 MARKER = f"pathmark{uuid.uuid4().hex[:8]}"
 
@@ -35,23 +33,9 @@ def token() -> str:
 
 
 @pytest.fixture(scope="module")
-def worker(
-    kafka_bootstrap: str, token: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[WorkerProcess]:
-    process = WorkerProcess(
-        kafka_bootstrap,
-        f"h{uuid.uuid4().hex[:8]}.",
-        tmp_path_factory.mktemp("http-worker"),
-        extra_env={
-            "NUDGE_API_TOKEN": token,
-            "NUDGE_POLICY": str(ROOT / "tests/integration/policy.toml"),
-            "NUDGE_MODEL_DIR": str(tmp_path_factory.mktemp("no-models")),
-            "NUDGE_LOG_LEVEL": "info",  # production level: what operators collect
-        },
-    )
-    process.start()
-    yield process
-    process.stop()
+def worker(module_workers: Workers, token: str) -> WorkerProcess:
+    # The production log level: what operators collect.
+    return module_workers.start(env={"NUDGE_API_TOKEN": token, "NUDGE_LOG_LEVEL": "info"})
 
 
 def send(worker: WorkerProcess, request: bytes) -> int:

@@ -15,16 +15,13 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Iterator
-from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
-from workload import worker_env
+from workload import TOKEN
 
 from nudge.ops import local_kafka
 from nudge.streams.log_limits import REPEAT_INTERVAL_S
-from nudge.testing import EventPublisher, OutputReader, WorkerProcess
+from tests.events import purchase
 
 pytestmark = pytest.mark.reliability
 
@@ -37,55 +34,26 @@ MAX_OUTAGE_LINES = 60
 REPEATED = re.compile(r"\(repeated ([\d,]+) times? in the last (\d+) s\)")
 
 
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    data_dir = tmp_path / "kafka"
-    handle = local_kafka.start(port=local_kafka.free_port(), data_dir=data_dir)
-    try:
-        yield handle.bootstrap_servers, data_dir
-    finally:
-        local_kafka.stop(data_dir)
-
-
-def purchase(customer: str) -> dict:
-    return {
-        "event_id": f"{customer}-1",
-        "type": "purchase",
-        "customer_id": customer,
-        "ts": datetime.now(UTC).isoformat(),
-        "order_id": f"o-{customer}",
-        "items": [{"product_id": "sku-1", "category": "garden", "price": 30}],
-    }
-
-
-def test_a_broker_outage_logs_a_few_lines_with_counts(own_broker, tmp_path, figures) -> None:
+def test_a_broker_outage_logs_a_few_lines_with_counts(own_broker, workers, figures) -> None:
     bootstrap, kafka_dir = own_broker
     port = int(bootstrap.rsplit(":", 1)[1])
-    prefix = f"q{uuid.uuid4().hex[:8]}."
-    env = worker_env(tmp_path, NUDGE_LOG_LEVEL="info")  # production level
-    worker = WorkerProcess(bootstrap, prefix, tmp_path / "worker", extra_env=env)
-    worker.start()
-    try:
-        before = worker.log_path.stat().st_size
-        stopping = time.monotonic()
-        local_kafka.stop(kafka_dir)
-        time.sleep(OUTAGE_S)
-        local_kafka.start(port=port, data_dir=kafka_dir)
-        down_s = time.monotonic() - stopping
-        assert worker.process.poll() is None, worker.tail()
-        # Recovered: an event published after the outage is decided.
-        customer = f"quiet-{uuid.uuid4().hex[:8]}"
-        publisher = EventPublisher(bootstrap, prefix)
-        reader = OutputReader(bootstrap, prefix, ("actions",))
-        try:
-            publisher.send("purchases", purchase(customer)).get(30)
-            reader.wait_for(lambda got: any(r.key == customer.encode() for r in got), 90)
-        finally:
-            publisher.close()
-            reader.close()
-        assert worker.process.poll() is None, "the worker stopped"
-    finally:
-        worker.stop()
+    env = {"NUDGE_API_TOKEN": TOKEN, "NUDGE_LOG_LEVEL": "info"}  # production level
+    worker = workers.start(bootstrap=bootstrap, env=env)
+    before = worker.log_path.stat().st_size
+    stopping = time.monotonic()
+    local_kafka.stop(kafka_dir)
+    time.sleep(OUTAGE_S)
+    local_kafka.start(port=port, data_dir=kafka_dir)
+    down_s = time.monotonic() - stopping
+    assert worker.process.poll() is None, worker.tail()
+    # Recovered: an event published after the outage is decided.
+    customer = f"quiet-{uuid.uuid4().hex[:8]}"
+    publisher = workers.publisher(worker)
+    reader = workers.reader(worker, ("actions",))
+    publisher.send("purchases", purchase(customer)).get(30)
+    reader.wait_for(lambda got: any(r.key == customer.encode() for r in got), 90)
+    assert worker.process.poll() is None, "the worker stopped"
+    worker.stop()
     with worker.log_path.open("rb") as log:
         log.seek(before)
         lines = log.read().decode(errors="replace").splitlines()

@@ -13,7 +13,6 @@ until streams/seek_race.py: this test found it (docs/reliability.md).
 from __future__ import annotations
 
 import time
-import uuid
 
 import pytest
 from kafka import KafkaAdminClient
@@ -28,10 +27,9 @@ from workload import (
     publish_grants,
     wait_consumed,
     wait_settled,
-    worker_env,
 )
 
-from nudge.testing import EventPublisher, OutputReader, WorkerProcess
+from nudge.testing import WorkerProcess
 
 pytestmark = pytest.mark.reliability
 
@@ -41,47 +39,39 @@ RATE = 100.0  # about 30 s of traffic: it flows through the join and the failove
 FAILOVER_NOTICED_S = 40.0
 
 
-def test_scale_out_then_failover_keeps_state_and_loses_nothing(
-    kafka_bootstrap, tmp_path, figures
-) -> None:
-    prefix = f"r{uuid.uuid4().hex[:8]}."
+def test_scale_out_then_failover_keeps_state_and_loses_nothing(workers, figures) -> None:
+    env = {"NUDGE_API_TOKEN": TOKEN, "NUDGE_STANDBY_REPLICAS": "1"}
+    first = workers.new(env=env)
+    second = workers.new(prefix=first.prefix, env=env)
+    bootstrap, prefix = first.bootstrap, first.prefix
     work = build(prefix.replace(".", "-"), CUSTOMERS, seed=11)
-    env = worker_env(tmp_path, NUDGE_STANDBY_REPLICAS="1")
-    first = WorkerProcess(kafka_bootstrap, prefix, tmp_path / "first", extra_env=env)
-    second = WorkerProcess(kafka_bootstrap, prefix, tmp_path / "second", extra_env=env)
     first.start()
-    reader = OutputReader(kafka_bootstrap, prefix, OUTPUTS)
-    publisher = EventPublisher(kafka_bootstrap, prefix)
-    try:
-        publish_grants(publisher, reader, work)
-        traffic = Traffic(publisher, work.stream, RATE)
-        traffic.start()
-        time.sleep(2.0)
-        joining = time.monotonic()
-        second.start()  # ready once the rebalance gave it partitions and their state
-        scale_out_s = time.monotonic() - joining
-        split = _clickstream_split(kafka_bootstrap, prefix)
-        time.sleep(1.0)
-        first.kill()
-        killed = time.monotonic()
-        traffic.join()
-        complete = wait_settled(reader, work.must_record, timeout=120, quiet=30)
-        failover_s = round(time.monotonic() - killed, 2) if complete else None
-        wait_consumed(kafka_bootstrap, prefix, timeout=60)
-        for customer in work.customers:  # state moved with its partitions
-            status, summary = _answer_after_failover(second, f"/api/customers/{customer}")
-            assert status == 200, customer
-            consent = summary["records"]["consent"]
-            assert summary["marketing_allowed"]["email"] or customer in work.opted_out, consent
-        second.stop()
-        reader.poll(2.0)
-        received = list(reader.received)
-        contacts = final_contacts(kafka_bootstrap, second)
-    finally:
-        first.kill()
-        second.kill()
-        publisher.close()
-        reader.close()
+    reader = workers.reader(first, OUTPUTS)
+    publisher = workers.publisher(first)
+    publish_grants(publisher, reader, work)
+    traffic = Traffic(publisher, work.stream, RATE)
+    traffic.start()
+    time.sleep(2.0)
+    joining = time.monotonic()
+    second.start()  # ready once the rebalance gave it partitions and their state
+    scale_out_s = time.monotonic() - joining
+    split = _clickstream_split(bootstrap, prefix)
+    time.sleep(1.0)
+    first.kill()
+    killed = time.monotonic()
+    traffic.join()
+    complete = wait_settled(reader, work.must_record, timeout=120, quiet=30)
+    failover_s = round(time.monotonic() - killed, 2) if complete else None
+    wait_consumed(bootstrap, prefix, timeout=60)
+    for customer in work.customers:  # state moved with its partitions
+        status, summary = _answer_after_failover(second, f"/api/customers/{customer}")
+        assert status == 200, customer
+        consent = summary["records"]["consent"]
+        assert summary["marketing_allowed"]["email"] or customer in work.opted_out, consent
+    second.stop()
+    reader.poll(2.0)
+    received = list(reader.received)
+    contacts = final_contacts(bootstrap, second)
     findings = check_all(work, received, contacts)
     records, distinct, _ = duplicate_stats(received)
     figures["scale_out_and_failover"] = {

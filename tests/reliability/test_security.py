@@ -37,12 +37,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from nudge.ops import local_kafka
 from nudge.policy.onsite import MAX_REQUEST_BYTES as ONSITE_LIMIT
 from nudge.streams.views import MAX_BODY_BYTES as DECIDE_LIMIT
-from nudge.testing import EventPublisher, OutputReader, WorkerProcess
+from nudge.testing import WorkerProcess
+from tests.events import purchase
+from tests.workers import Workers
 
 pytestmark = pytest.mark.reliability
 
 ROOT = Path(__file__).resolve().parents[2]
-POLICY = str(ROOT / "tests/integration/policy.toml")
 USER = "nudge"
 OUTPUTS = ("actions", "suppressions")
 #: Pages served without a token: probes and metrics, no personal data.
@@ -131,17 +132,6 @@ class Run:
     other_logs: list[Path] = field(default_factory=list)
 
 
-def purchase(customer: str) -> dict:
-    return {
-        "event_id": f"{customer}-1",
-        "type": "purchase",
-        "customer_id": customer,
-        "ts": datetime.now(UTC).isoformat(),
-        "order_id": f"o-{customer}",
-        "items": [{"product_id": "sku-1", "category": "garden", "price": 30}],
-    }
-
-
 def run_cli(worker: WorkerProcess, *args: str) -> subprocess.CompletedProcess[str]:
     """A `nudge` command with the worker's environment (the SASL settings included)."""
     return subprocess.run(
@@ -156,17 +146,13 @@ def run_cli(worker: WorkerProcess, *args: str) -> subprocess.CompletedProcess[st
 
 
 @pytest.fixture(scope="module")
-def run(broker: SecureBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+def run(broker: SecureBroker, module_workers: Workers) -> Run:
     token = secrets.token_urlsafe(24)
-    worker = WorkerProcess(
-        broker.bootstrap,
-        f"sec{uuid.uuid4().hex[:8]}.",
-        tmp_path_factory.mktemp("sasl-worker"),
-        extra_env={
+    worker = module_workers.new(
+        bootstrap=broker.bootstrap,
+        env={
             **broker.worker_env(),
             "NUDGE_API_TOKEN": token,
-            "NUDGE_POLICY": POLICY,
-            "NUDGE_MODEL_DIR": str(tmp_path_factory.mktemp("no-models")),
             "NUDGE_LOG_LEVEL": "info",  # production level: what operators collect
         },
     )
@@ -174,30 +160,25 @@ def run(broker: SecureBroker, tmp_path_factory: pytest.TempPathFactory) -> Itera
     topics = run_cli(worker, "topics")
     assert topics.returncode == 0, topics.stderr
     worker.start(ready_timeout=90)
-    publisher = EventPublisher(broker.bootstrap, worker.prefix, **broker.client_security())
-    reader = OutputReader(broker.bootstrap, worker.prefix, OUTPUTS, **broker.client_security())
+    publisher = module_workers.publisher(worker, **broker.client_security())
+    reader = module_workers.reader(worker, OUTPUTS, **broker.client_security())
     customer = f"pii-{uuid.uuid4().hex[:10]}"
-    try:
-        event = purchase(customer)
-        publisher.send("purchases", event).get(10)
-        reader.wait_for(lambda got: bool([r for r in got if r.key == customer.encode()]), 30)
-        decision = next(r for r in reader.received if r.key == customer.encode())
-        deadline = time.monotonic() + 10  # the state is written before the output is sent
-        while worker.get(f"/api/customers/{customer}", token=token)[0] != 200:
-            assert time.monotonic() < deadline, "no state for the customer"
-            time.sleep(0.1)
-        yield Run(
-            worker,
-            token,
-            customer,
-            topics.stdout + topics.stderr,
-            {**decision.value, "topic": decision.kind},
-            seen_ids=[customer],
-        )
-    finally:
-        publisher.close()
-        reader.close()
-        worker.stop()
+    event = purchase(customer)
+    publisher.send("purchases", event).get(10)
+    reader.wait_for(lambda got: bool([r for r in got if r.key == customer.encode()]), 30)
+    decision = next(r for r in reader.received if r.key == customer.encode())
+    deadline = time.monotonic() + 10  # the state is written before the output is sent
+    while worker.get(f"/api/customers/{customer}", token=token)[0] != 200:
+        assert time.monotonic() < deadline, "no state for the customer"
+        time.sleep(0.1)
+    return Run(
+        worker,
+        token,
+        customer,
+        topics.stdout + topics.stderr,
+        {**decision.value, "topic": decision.kind},
+        seen_ids=[customer],
+    )
 
 
 # -- Kafka SASL ----------------------------------------------------------------------------
@@ -211,21 +192,17 @@ def test_with_the_right_password_the_worker_and_the_tools_work(run: Run) -> None
 
 
 def test_a_wrong_password_stops_the_worker_with_a_clear_error(
-    broker: SecureBroker, tmp_path: Path
+    broker: SecureBroker, workers: Workers
 ) -> None:
     wrong = secrets.token_urlsafe(24)
-    worker = WorkerProcess(
-        broker.bootstrap,
-        f"bad{uuid.uuid4().hex[:8]}.",
-        tmp_path / "worker",
-        extra_env={**broker.worker_env(password=wrong), "NUDGE_API_TOKEN": "unused-test-token"},
+    worker = workers.new(
+        bootstrap=broker.bootstrap,
+        policy=None,
+        env={**broker.worker_env(password=wrong), "NUDGE_API_TOKEN": "unused-test-token"},
     )
     started = time.monotonic()
-    try:
-        with pytest.raises(RuntimeError, match="worker exited"):  # never became ready
-            worker.start(ready_timeout=60)
-    finally:
-        worker.kill()
+    with pytest.raises(RuntimeError, match="worker exited"):  # never became ready
+        worker.start(ready_timeout=60)
     assert worker.process is not None and worker.process.returncode == 1
     assert time.monotonic() - started < 30, "wrong credentials must fail fast, not time out"
     log = worker.log_path.read_text(errors="replace")
@@ -346,38 +323,32 @@ def test_nothing_served_without_the_token_carries_personal_data(run: Run) -> Non
 
 
 def test_a_worker_without_an_api_token_keeps_the_api_closed(
-    broker: SecureBroker, run: Run, tmp_path: Path
+    broker: SecureBroker, run: Run, workers: Workers
 ) -> None:
     """NUDGE_API_TOKEN unset (here: empty) must mean no API, never an open one.
     The worker reads the same topics in a group of its own, so it holds the
     customer's state too."""
-    worker = WorkerProcess(
-        broker.bootstrap,
-        run.worker.prefix,
-        tmp_path / "worker",
-        extra_env={
+    worker = workers.new(
+        bootstrap=broker.bootstrap,
+        prefix=run.worker.prefix,
+        env={
             **broker.worker_env(),
             "NUDGE_API_TOKEN": "",
             "NUDGE_APP_ID": f"{run.worker.prefix}tokenless",
-            "NUDGE_POLICY": POLICY,
-            "NUDGE_MODEL_DIR": str(tmp_path / "no-models"),
         },
     )
     run.other_logs.append(worker.log_path)
-    try:
-        worker.start(ready_timeout=90)
-        for method, path, body in endpoints(run):
-            for authorization, expected in (
-                (None, 401),
-                ("Bearer ", 401),
-                (f"Bearer {run.token}", 403),
-                ("Bearer None", 403),
-            ):
-                status, answer = call(worker, method, path, body, authorization)
-                assert status == expected, (path, answer)
-                assert run.customer.encode() not in answer
-    finally:
-        worker.stop()
+    worker.start(ready_timeout=90)
+    for method, path, body in endpoints(run):
+        for authorization, expected in (
+            (None, 401),
+            ("Bearer ", 401),
+            (f"Bearer {run.token}", 403),
+            ("Bearer None", 403),
+        ):
+            status, answer = call(worker, method, path, body, authorization)
+            assert status == expected, (path, answer)
+            assert run.customer.encode() not in answer
 
 
 # -- after the run -------------------------------------------------------------------------
