@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-# promtool (tests/unit/test_ops_config.py) comes from apt, which needs root.
+# promtool (tests/unit/ops/test_ops_config.py) comes from apt, which needs root.
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # The locked uv (requirements-dev.lock) installs everything else from the locks.

@@ -12,7 +12,7 @@ its entry in docs/reliability.md ("Faust workarounds"), and declares in
 `install` is the only place the worker applies them. It refuses to start on
 any version a fix was not checked against: a private name that moved or
 changed its meaning in an upgrade fails the deploy, loudly, instead of
-losing records later. tests/unit/test_faust_fixes.py fails when the lock
+losing records later. tests/unit/streams/test_faust_fixes.py fails when the lock
 files move past those versions, so an upgrade cannot skip the re-check.
 """
 

@@ -9,7 +9,13 @@ from typing import Any
 
 import msgspec
 import pytest
-from policy_kit import (
+
+from nudge.policy.engine import Engine
+from nudge.policy.processor import MERGE_KIND, Processor
+from nudge.policy.state import TABLES, CustomerState, Profile, decode_state, encode_state
+from nudge.schemas.events import IdentityEvent
+from nudge.schemas.outputs import ConsentLogEntry, ErasureConfirmation
+from tests.unit.policy_kit import (
     DAY,
     HOUR,
     T0,
@@ -26,12 +32,6 @@ from policy_kit import (
     purchase,
     transactional,
 )
-
-from nudge.policy.engine import Engine
-from nudge.policy.processor import MERGE_KIND, Processor
-from nudge.policy.state import TABLES, CustomerState, Profile, decode_state, encode_state
-from nudge.schemas.events import IdentityEvent
-from nudge.schemas.outputs import ConsentLogEntry, ErasureConfirmation
 
 MINUTE = timedelta(minutes=1)
 

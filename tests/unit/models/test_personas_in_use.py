@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from policy_kit import DAY, HOUR, T0, Person, catalog, click, consent, marketing, policy, purchase
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -29,6 +28,18 @@ from nudge.policy.explain import summarize_state
 from nudge.policy.scoring import HeuristicScorer
 from nudge.policy.state import CustomerState, Fatigue, Recency
 from nudge.schemas.outputs import Action
+from tests.unit.policy_kit import (
+    DAY,
+    HOUR,
+    T0,
+    Person,
+    catalog,
+    click,
+    consent,
+    marketing,
+    policy,
+    purchase,
+)
 
 NOW = T0.timestamp()
 

@@ -6,7 +6,11 @@ from __future__ import annotations
 import math
 from datetime import timedelta
 
-from policy_kit import (
+from nudge.models.cycles import Purchase, PurchaseCycles
+from nudge.policy.engine import Engine
+from nudge.policy.scoring import HeuristicScorer
+from nudge.schemas.outputs import Action
+from tests.unit.policy_kit import (
     DAY,
     HOUR,
     T0,
@@ -18,11 +22,6 @@ from policy_kit import (
     policy,
     purchase,
 )
-
-from nudge.models.cycles import Purchase, PurchaseCycles
-from nudge.policy.engine import Engine
-from nudge.policy.scoring import HeuristicScorer
-from nudge.schemas.outputs import Action
 
 MINUTE = timedelta(minutes=1)
 

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from policy_kit import (
+from nudge.policy import engagement
+from nudge.policy.engine import BEST_HOUR, Engine
+from nudge.policy.explain import summarize_state
+from nudge.schemas.outputs import Action, Suppression
+from tests.unit.policy_kit import (
     DAY,
     HOUR,
     T0,
@@ -22,11 +26,6 @@ from policy_kit import (
     purchase,
     transactional,
 )
-
-from nudge.policy import engagement
-from nudge.policy.engine import BEST_HOUR, Engine
-from nudge.policy.explain import summarize_state
-from nudge.schemas.outputs import Action, Suppression
 
 MINUTE = timedelta(minutes=1)
 

@@ -12,11 +12,20 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 import pytest
-from policy_kit import T0, Person, catalog, click, marketing, policy, preferences, purchase
 
 from nudge.policy.engine import Engine
 from nudge.policy.scoring import ScoringRequest
 from nudge.schemas.outputs import Action, Suppression
+from tests.unit.policy_kit import (
+    T0,
+    Person,
+    catalog,
+    click,
+    marketing,
+    policy,
+    preferences,
+    purchase,
+)
 
 MINUTE = timedelta(minutes=1)
 BY_CHANNEL = {"email": 0.10, "push": 0.20, "web": 0.05, "sms": 0.30}

@@ -18,7 +18,7 @@ import pytest
 from nudge.schemas.outputs import Action, Suppression
 from nudge.testing import START, Driver
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[3] / "README.md"
 
 CATALOG = """
 [[actions]]

@@ -21,7 +21,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 import nudge.streams.worker  # noqa: F401  (registers every metric the worker process defines)
 from nudge.streams.metrics import TableEntries
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PROMETHEUS = ROOT / "ops/prometheus"
 ALERTS = PROMETHEUS / "alerts.yml"
 DASHBOARD = ROOT / "ops/grafana/dashboards/nudge.json"

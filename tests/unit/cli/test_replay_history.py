@@ -8,9 +8,8 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from policy_kit import click, consent, purchase
-
 from nudge.cli import main
+from tests.unit.policy_kit import click, consent, purchase
 
 #: Late morning in Europe (outside the shipped quiet hours) a few days ago, and
 #: the same time seven years earlier: older than the worker's five-year bound.

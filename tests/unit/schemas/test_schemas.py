@@ -14,7 +14,7 @@ from nudge.schemas.codec import MAX_EVENT_BYTES, InvalidEvent, decode_event
 from nudge.schemas.events import EVENT_TYPES_BY_TOPIC
 from nudge.schemas.jsonschema import RECORDS, SCHEMA_DIR, generate, normalise_descriptions
 
-EXAMPLES = Path(__file__).parents[2] / "schemas" / "examples"
+EXAMPLES = Path(__file__).parents[3] / "schemas" / "examples"
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 

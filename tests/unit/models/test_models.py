@@ -35,7 +35,7 @@ from nudge.schemas.eventlog import LoggedEvent, read_log, write_log
 from nudge.schemas.events import ClickEvent
 from nudge.schemas.outputs import Action
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CATALOG = load_catalog(ROOT / "config" / "catalog.toml")
 POLICY = load_policy(ROOT / "config" / "policy.toml")
 NOW = datetime(2026, 3, 20, 12, tzinfo=UTC).timestamp()

@@ -6,7 +6,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from policy_kit import (
+
+from nudge.policy.engine import Engine
+from nudge.policy.ids import in_holdout
+from nudge.policy.state import MAX_CONTACTS, TABLES, CustomerState, decode_state, encode_state
+from nudge.schemas.codec import encode
+from nudge.schemas.events import IdentityEvent
+from nudge.schemas.outputs import Action, Suppression
+from tests.unit.policy_kit import (
     DAY,
     HOUR,
     T0,
@@ -29,13 +36,6 @@ from policy_kit import (
     suppressed,
     transactional,
 )
-
-from nudge.policy.engine import Engine
-from nudge.policy.ids import in_holdout
-from nudge.policy.state import MAX_CONTACTS, TABLES, CustomerState, decode_state, encode_state
-from nudge.schemas.codec import encode
-from nudge.schemas.events import IdentityEvent
-from nudge.schemas.outputs import Action, Suppression
 
 MINUTE = timedelta(minutes=1)
 BERLIN_NIGHT = {"start": "22:00", "end": "07:00", "tz": "Europe/Berlin"}

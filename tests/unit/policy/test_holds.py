@@ -12,7 +12,16 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from policy_kit import (
+
+from nudge.policy.engine import Engine
+from nudge.policy.holds import DueHolds
+from nudge.policy.ids import decision_id
+from nudge.policy.inmemory import InMemoryWorker
+from nudge.policy.processor import HOLDS_KIND, Processor, Result
+from nudge.policy.state import MAX_MARKETING_HOLDS
+from nudge.schemas.outputs import Action, Suppression
+from nudge.testing import Driver
+from tests.unit.policy_kit import (
     HOUR,
     Person,
     acted,
@@ -33,15 +42,6 @@ from policy_kit import (
     topic_of,
     transactional,
 )
-
-from nudge.policy.engine import Engine
-from nudge.policy.holds import DueHolds
-from nudge.policy.ids import decision_id
-from nudge.policy.inmemory import InMemoryWorker
-from nudge.policy.processor import HOLDS_KIND, Processor, Result
-from nudge.policy.state import MAX_MARKETING_HOLDS
-from nudge.schemas.outputs import Action, Suppression
-from nudge.testing import Driver
 
 NIGHT = {"start": "22:00", "end": "07:00", "tz": "UTC"}
 EVENING = datetime(2026, 3, 2, 23, 0, tzinfo=UTC)

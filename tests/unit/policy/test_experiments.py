@@ -15,6 +15,7 @@ from pathlib import Path
 import msgspec
 import pytest
 from prometheus_client import REGISTRY
+from tests.unit.policy.test_erasure_identity import T, anonymous_view, decisions, identify, send
 
 from nudge.policy.config import ConfigError, ContactPolicy, load_catalog, load_policy
 from nudge.policy.experiments import Experiments, load_experiments
@@ -26,7 +27,6 @@ from nudge.testing import Driver
 from tests.unit.policy_kit import SHIPPED_CATALOG, SHIPPED_POLICY, catalog, click, consent, held
 from tests.unit.policy_kit import marketing as marketing_action
 from tests.unit.policy_kit import policy as policy_of
-from tests.unit.test_erasure_identity import T, anonymous_view, decisions, identify, send
 
 MINUTE = timedelta(minutes=1)
 BASE_CATALOG = catalog(marketing_action("promo_a"))

@@ -11,7 +11,7 @@ import pytest
 
 from nudge.cli import build_parser
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def git(*args: str) -> subprocess.CompletedProcess:

@@ -37,7 +37,7 @@ from nudge.policy.scoring import HeuristicScorer, ScoringRequest
 from nudge.schemas.eventlog import read_log, write_log
 from tests.unit.policy_kit import DAY, T0, Person, catalog, click, marketing, policy
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CATALOG = load_catalog(ROOT / "config" / "catalog.toml")
 
 

@@ -6,7 +6,6 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from policy_kit import T0, catalog, click, consent, marketing, policy
 
 from nudge.policy import onsite
 from nudge.policy.engine import Engine
@@ -14,6 +13,7 @@ from nudge.policy.inmemory import InMemoryWorker
 from nudge.policy.processor import Result
 from nudge.schemas.codec import InvalidEvent
 from nudge.schemas.outputs import Action, Suppression
+from tests.unit.policy_kit import T0, catalog, click, consent, marketing, policy
 
 CUSTOMER = "c-1"
 

@@ -33,7 +33,7 @@ from nudge.streams.faust_fixes import (
 from nudge.streams.settings import Settings
 from nudge.streams.worker import build_engine
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 LOCKS = ("requirements.lock", "requirements-dev.lock")
 #: Packages whose private names only streams/faust_fixes may use.
 EXTERNAL = ("faust", "aiokafka", "mode", "rocksdict")

@@ -24,7 +24,6 @@ import msgspec
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from policy_kit import CHANNELS, catalog, decode, key_of, shipped_engine, store, topic_of
 
 from nudge.policy import erasure, locality
 from nudge.policy.clock import DAY, WEEK
@@ -46,6 +45,7 @@ from nudge.policy.state import (
 )
 from nudge.schemas.codec import encode
 from nudge.schemas.outputs import Action, Decision, Suppression
+from tests.unit.policy_kit import CHANNELS, catalog, decode, key_of, shipped_engine, store, topic_of
 
 # -- the two configurations under test -----------------------------------------
 

@@ -16,7 +16,20 @@ import json
 from datetime import datetime, timedelta
 
 import msgspec
-from policy_kit import (
+
+from nudge.policy.engine import REISSUE, Engine
+from nudge.policy.inmemory import InMemoryWorker
+from nudge.policy.processor import Result
+from nudge.policy.state import (
+    MAX_ORDER_IDS,
+    MAX_PROCESSED_IDS,
+    MAX_TRANSACTIONAL,
+    Contact,
+    Fatigue,
+)
+from nudge.policy.updates import merge_states
+from nudge.schemas.outputs import Action, Suppression
+from tests.unit.policy_kit import (
     HOUR,
     T0,
     Person,
@@ -34,19 +47,6 @@ from policy_kit import (
     topic_of,
     transactional,
 )
-
-from nudge.policy.engine import REISSUE, Engine
-from nudge.policy.inmemory import InMemoryWorker
-from nudge.policy.processor import Result
-from nudge.policy.state import (
-    MAX_ORDER_IDS,
-    MAX_PROCESSED_IDS,
-    MAX_TRANSACTIONAL,
-    Contact,
-    Fatigue,
-)
-from nudge.policy.updates import merge_states
-from nudge.schemas.outputs import Action, Suppression
 
 ENGINE = Engine(catalog(marketing(), transactional()), policy())
 

@@ -167,7 +167,7 @@ def test_a_simulated_experiment_logs_its_arms_and_reads_out(tmp_path: Path) -> N
     policy, split into two arms, the second with lower global caps; the log
     holds the actions and the holdout's would-be suppressions, as nudge
     simulate --out writes it."""
-    root = Path(__file__).resolve().parents[2] / "config"
+    root = Path(__file__).resolve().parents[3] / "config"
     gentle = (root / "policy.toml").read_text().replace("day = 3\nweek = 7", "day = 1\nweek = 3")
     assert gentle != (root / "policy.toml").read_text()
     (tmp_path / "gentle.toml").write_text(gentle)

@@ -19,7 +19,7 @@ import nudge.cli
 from nudge.ops.local_kafka import KAFKA_VERSION
 from nudge.streams.settings import Settings, environment_reference
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 PROMETHEUS = ROOT / "ops/prometheus/prometheus.yml"

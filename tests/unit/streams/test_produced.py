@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 
-from policy_kit import HOUR, T0, Person, catalog, click, decode, marketing, policy
 from prometheus_client import REGISTRY
 
 from nudge.policy.engine import Engine
 from nudge.policy.processor import Emit, Result
 from nudge.streams.app import record_metrics
 from nudge.streams.produced import ProducedActions
+from tests.unit.policy_kit import HOUR, T0, Person, catalog, click, decode, marketing, policy
 
 
 def did(n: int) -> str:

@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from policy_kit import SHIPPED_CATALOG, SHIPPED_POLICY
 
 from nudge.policy.config import ConfigError, load_catalog, load_policy
 from nudge.policy.engine import Engine
 from nudge.policy.state import MAX_CONTACTS
+from tests.unit.policy_kit import SHIPPED_CATALOG, SHIPPED_POLICY
 
 GOOD_ACTION = """
 [[actions]]

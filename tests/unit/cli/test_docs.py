@@ -19,7 +19,7 @@ from nudge.schemas.jsonschema import SCHEMA_DIR
 from nudge.schemas.outputs import Action, Suppression
 from nudge.streams.settings import environment_reference
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+DOCS = Path(__file__).resolve().parents[3] / "docs"
 JSON_BLOCK = re.compile(r"^```json\n(.*?)^```", re.S | re.M)
 
 

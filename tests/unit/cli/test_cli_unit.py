@@ -8,13 +8,13 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from policy_kit import T0, click, consent, iso, purchase
 
 from nudge.cli import COMMANDS, build_parser, main
 from nudge.cli.commands.tail import describe
 from nudge.schemas import eventlog
+from tests.unit.policy_kit import T0, click, consent, iso, purchase
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def log_line(kind: str, event: dict, **extra) -> str:
