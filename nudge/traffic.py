@@ -5,7 +5,7 @@ engine and the worker with it, and the reliability tier (tests/reliability)
 drives workers through faults with it, so it lives in the installed package,
 where both can import it (tests do not import from the unpackaged bench/
 tree). It is not part of the shipped worker: no module of streams/ imports
-it. Nor is it the simulator (models/simulator.py), which models how shoppers
+it. Nor is it the simulator (lab/simulation.py), which models how shoppers
 respond to the nudges they get, for evaluation; this only says what upstream
 systems publish, deterministically from a seed.
 
