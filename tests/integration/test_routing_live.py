@@ -13,15 +13,14 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from kafka import KafkaAdminClient
 from kafka.partitioner.default import murmur2
 
 from nudge.testing import EventPublisher, WorkerProcess
+from tests.workers import Workers
 
 pytestmark = pytest.mark.integration
 
@@ -34,36 +33,17 @@ NO_STATE = {"error": "no state for this customer"}
 
 
 @pytest.fixture(scope="module")
-def workers(
-    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[WorkerProcess, WorkerProcess]]:
-    prefix = f"g{uuid.uuid4().hex[:8]}."
+def pair(module_workers: Workers) -> tuple[WorkerProcess, WorkerProcess]:
     env = {
-        "NUDGE_POLICY": str(Path(__file__).with_name("policy.toml")),
         "NUDGE_API_TOKEN": TOKEN,
-        "NUDGE_MODEL_DIR": str(tmp_path_factory.mktemp("no-models")),
         "NUDGE_STANDBY_REPLICAS": "0",  # no warm copy of the other worker's customers
     }
-    pair = tuple(
-        WorkerProcess(
-            kafka_bootstrap,
-            prefix,
-            tmp_path_factory.mktemp(name),
-            partitions=PARTITIONS,
-            extra_env=env,
-        )
-        for name in ("first", "second")
+    first = module_workers.start(partitions=PARTITIONS, env=env, no_traceback=True)
+    second = module_workers.start(
+        prefix=first.prefix, partitions=PARTITIONS, env=env, no_traceback=True
     )
-    try:
-        for worker in pair:
-            worker.start()
-        pair[0].wait_ready(60)  # through the rebalance the second one caused
-        yield pair
-    finally:
-        for worker in pair:
-            worker.stop()
-    for worker in pair:
-        assert "Traceback" not in worker.tail(400), worker.tail(80)
+    first.wait_ready(60)  # through the rebalance the second one caused
+    return first, second
 
 
 def call(
@@ -143,9 +123,9 @@ def owned_partitions(bootstrap: str, group: str, topic: str) -> list[set[int]]:
 
 
 def test_every_worker_answers_with_the_owners_state(
-    workers: tuple[WorkerProcess, WorkerProcess],
+    pair: tuple[WorkerProcess, WorkerProcess],
 ) -> None:
-    first, second = workers
+    first, second = pair
     partition_of = customers_on_every_partition()
     customers = list(partition_of)
     publish_states(first, partition_of)
@@ -158,7 +138,7 @@ def test_every_worker_answers_with_the_owners_state(
     for customer in customers:
         path = f"/api/customers/{customer}"
         while True:
-            answers = {w.url: call(w, "GET", path, headers=LOCAL_ONLY) for w in workers}
+            answers = {w.url: call(w, "GET", path, headers=LOCAL_ONLY) for w in pair}
             owners = [url for url, (status, s) in answers.items() if status == 200 and complete(s)]
             if owners:
                 break
@@ -175,12 +155,12 @@ def test_every_worker_answers_with_the_owners_state(
 
     # Whichever worker is asked, the answer is the owner's.
     for n, customer in enumerate(customers):
-        for worker in workers:
+        for worker in pair:
             status, summary = call(worker, "GET", f"/api/customers/{customer}")
             assert status == 200, (worker.url, customer, summary)
             assert summary["customer_id"] == customer and complete(summary), summary
         trigger = event(customer, 4, "product_view", 0, product_id="lamp-4", category="lighting")
-        for worker in workers:  # a dry run: decided on the owner's state, twice the same
+        for worker in pair:  # a dry run: decided on the owner's state, twice the same
             status, trace = call(worker, "POST", "/api/decide/clickstream", trigger)
             assert status == 200, (worker.url, customer, trace)
             assert trace["decision"]["kind"] == "action", trace
@@ -188,7 +168,7 @@ def test_every_worker_answers_with_the_owners_state(
             assert trace["candidates"][0]["chosen_channel"] == "email", trace
         page = {"customer_id": customer, "page": "/p/lamp-5", "product_id": "lamp-5",
                 "category": "lighting"}  # fmt: skip
-        asked = workers if n % 2 else workers[::-1]  # each worker asked first half the time
+        asked = pair if n % 2 else pair[::-1]  # each worker asked first half the time
         shown, again = (call(worker, "POST", "/api/onsite", page) for worker in asked)
         assert shown[0] == 200 and shown[1]["content"] is not None, (customer, shown)
         assert shown[1]["content"]["channel"] == "web"
@@ -196,4 +176,4 @@ def test_every_worker_answers_with_the_owners_state(
         assert again[0] == 200 and again[1]["content"] is None, (customer, again)
         assert "action_cooldown" in again[1]["reasons"], again
     stranger = f"/api/customers/nobody-{uuid.uuid4().hex[:8]}"  # the owner's 404, passed on
-    assert [call(w, "GET", stranger) for w in workers] == [(404, NO_STATE)] * 2
+    assert [call(w, "GET", stranger) for w in pair] == [(404, NO_STATE)] * 2

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
-from pathlib import Path
 
 import msgspec
 import pytest
@@ -29,12 +27,12 @@ from workload import (
     local_table,
     publish_grants,
     wait_settled,
-    worker_env,
 )
 
 from nudge.policy.engine import REISSUE
 from nudge.policy.stored import STATE_TABLE
-from nudge.testing import EventPublisher, OutputReader, Received, WorkerProcess
+from nudge.testing import Received, WorkerProcess
+from tests.workers import Workers
 
 pytestmark = pytest.mark.reliability
 
@@ -43,50 +41,38 @@ RATE = 400.0  # events per second, published while the worker runs, dies and res
 KILL_AFTER = 3.0  # seconds into the stream
 
 
-def crash_and_recover(
-    bootstrap: str, tmp_path: Path, guarantee: str
-) -> tuple[Workload, list[Received], dict]:
+def crash_and_recover(workers: Workers, guarantee: str) -> tuple[Workload, list[Received], dict]:
     """Run the workload, kill -9 the worker mid-stream, restart it, let it
     catch up; return the workload, everything it wrote, and the figures."""
-    prefix = f"k{uuid.uuid4().hex[:8]}."
-    worker = WorkerProcess(
-        bootstrap,
-        prefix,
-        tmp_path / "worker",
-        extra_env=worker_env(tmp_path, NUDGE_PROCESSING_GUARANTEE=guarantee),
-    )
+    env = {"NUDGE_API_TOKEN": TOKEN, "NUDGE_PROCESSING_GUARANTEE": guarantee}
+    worker = workers.new(env=env)
     isolation = "read_committed" if guarantee == "exactly_once" else "read_uncommitted"
-    work = build(prefix.replace(".", "-"), CUSTOMERS)
+    work = build(worker.prefix.replace(".", "-"), CUSTOMERS)
     worker.start()
-    reader = OutputReader(bootstrap, prefix, OUTPUTS, isolation)
-    publisher = EventPublisher(bootstrap, prefix)
-    try:
-        publish_grants(publisher, reader, work)
-        traffic = Traffic(publisher, work.stream, RATE)
-        traffic.start()
-        time.sleep(KILL_AFTER)
-        worker.kill()
-        killed = time.monotonic()
-        published_at_kill = traffic.sent
-        worker.start()
-        ready_s = time.monotonic() - killed
-        traffic.join()
-        complete = wait_settled(reader, work.must_record, timeout=120, quiet=30)
-        caught_up_s = round(time.monotonic() - killed, 2) if complete else None
-        _assert_tables_recovered(worker, work, reader.received)
-        skipped = _counter(worker, "nudge_duplicate_events_total")
-        worker.stop()
-        reader.poll(2.0)  # anything still on its way
-        received = list(reader.received)
-        contacts = final_contacts(bootstrap, worker)
-        diverged = {
-            table: _differences(local_table(worker, table), changelog(bootstrap, worker, table))
-            for table in (STATE_TABLE,)
-        }
-    finally:
-        worker.kill()
-        publisher.close()
-        reader.close()
+    reader = workers.reader(worker, OUTPUTS, isolation)
+    publisher = workers.publisher(worker)
+    publish_grants(publisher, reader, work)
+    traffic = Traffic(publisher, work.stream, RATE)
+    traffic.start()
+    time.sleep(KILL_AFTER)
+    worker.kill()
+    killed = time.monotonic()
+    published_at_kill = traffic.sent
+    worker.start()
+    ready_s = time.monotonic() - killed
+    traffic.join()
+    complete = wait_settled(reader, work.must_record, timeout=120, quiet=30)
+    caught_up_s = round(time.monotonic() - killed, 2) if complete else None
+    _assert_tables_recovered(worker, work, reader.received)
+    skipped = _counter(worker, "nudge_duplicate_events_total")
+    worker.stop()
+    reader.poll(2.0)  # anything still on its way
+    received = list(reader.received)
+    contacts = final_contacts(worker.bootstrap, worker)
+    diverged = {
+        table: _differences(local_table(worker, table), changelog(worker.bootstrap, worker, table))
+        for table in (STATE_TABLE,)
+    }
     log = worker.log_path.read_text(errors="replace")
     recovery = "rebuilding the tables" if guarantee == "exactly_once" else "rolled back"
     assert f"the last run did not stop cleanly: {recovery}" in log
@@ -117,17 +103,17 @@ def summary(report: dict) -> dict:
     return {**report, "findings": findings}
 
 
-def test_kill_9_at_least_once_loses_nothing(kafka_bootstrap, tmp_path, figures) -> None:
-    work, _, report = crash_and_recover(kafka_bootstrap, tmp_path, "at_least_once")
+def test_kill_9_at_least_once_loses_nothing(workers, figures) -> None:
+    work, _, report = crash_and_recover(workers, "at_least_once")
     figures["crash_at_least_once"] = summary(report)
     findings = report["findings"]
     assert not any(findings.values()), findings
     assert report["action_records"] >= len(work.purchases)
 
 
-def test_kill_9_exactly_once_leaves_no_duplicate(kafka_bootstrap, tmp_path, figures) -> None:
+def test_kill_9_exactly_once_leaves_no_duplicate(workers, figures) -> None:
     """read_committed readers see each output once, and nothing is lost."""
-    _, _, report = crash_and_recover(kafka_bootstrap, tmp_path, "exactly_once")
+    _, _, report = crash_and_recover(workers, "exactly_once")
     figures["crash_exactly_once"] = summary(report)
     assert report["duplicate_actions"] == 0
     assert report["duplicate_suppressions"] == 0

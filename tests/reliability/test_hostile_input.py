@@ -15,7 +15,6 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import pytest
 from hostile import (
@@ -33,7 +32,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import MessageSizeTooLargeError
 from kafka.producer.future import FutureRecordMetadata
 from prometheus_client.parser import text_string_to_metric_families
-from workload import TOKEN, build, wait_recorded, worker_env
+from workload import TOKEN, build, wait_recorded
 
 from nudge.policy.engine import REISSUE
 from nudge.policy.processor import DEADLETTER_KEEP_BYTES
@@ -42,6 +41,7 @@ from nudge.streams.admin import ensure_topics
 from nudge.streams.settings import Settings
 from nudge.streams.topics import INPUT_KINDS, INTERNAL_KINDS, topic_name
 from nudge.testing import EventPublisher, OutputReader, Received, WorkerProcess
+from tests.workers import Workers
 
 pytestmark = pytest.mark.reliability
 
@@ -55,32 +55,14 @@ Coordinates = tuple[str, int, int]
 
 
 @pytest.fixture(scope="module")
-def worker(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    tmp = tmp_path_factory.mktemp("hostile")
-    process = WorkerProcess(
-        kafka_bootstrap, f"h{uuid.uuid4().hex[:8]}.", tmp / "worker", extra_env=worker_env(tmp)
-    )
-    process.start()
+def worker(module_workers: Workers) -> Iterator[WorkerProcess]:
+    process = module_workers.start(env={"NUDGE_API_TOKEN": TOKEN})
     yield process
     alive = process.process is not None and process.process.poll() is None
     process.stop()
     log = process.log_path.read_text(errors="replace")
     assert alive, "the worker stopped"
     assert "Traceback" not in log and "Crashed" not in log, process.tail(80)
-
-
-@pytest.fixture(scope="module")
-def publisher(worker: WorkerProcess) -> Iterator[EventPublisher]:
-    pub = EventPublisher(worker.bootstrap, worker.prefix)
-    yield pub
-    pub.close()
-
-
-@pytest.fixture(scope="module")
-def reader(worker: WorkerProcess) -> Iterator[OutputReader]:
-    out = OutputReader(worker.bootstrap, worker.prefix, OUTPUTS)
-    yield out
-    out.close()
 
 
 # -- helpers ------------------------------------------------------------------------
@@ -220,7 +202,7 @@ def assert_serving(worker: WorkerProcess) -> None:
 # -- 1. the corpus ------------------------------------------------------------------
 
 
-def test_every_corpus_case_has_its_exact_outcome(worker, publisher, reader, figures) -> None:
+def test_every_corpus_case_has_its_exact_outcome(worker, publisher, outputs, figures) -> None:
     now = utc_now()
     cases = corpus(f"c{uuid.uuid4().hex[:6]}-", now)
     before = scrape(worker)
@@ -229,10 +211,10 @@ def test_every_corpus_case_has_its_exact_outcome(worker, publisher, reader, figu
     at = {c.name: where(future) for c, future in sent}
     dead = [c for c in cases if c.expect != PROCESSED]
     wait_accounted(
-        reader, {at[c.name] for c in dead}, {c.event_id for c in cases if c.event_id}, timeout=90
+        outputs, {at[c.name] for c in dead}, {c.event_id for c in cases if c.event_id}, timeout=90
     )
     wait_committed(worker.bootstrap, worker.prefix)
-    found = deadletters(reader.received)
+    found = deadletters(outputs.received)
     outcomes = {
         c.name: (
             "/".join(d["reason"] for d in found[at[c.name]]) if at[c.name] in found else PROCESSED
@@ -282,7 +264,7 @@ def _cut(data: bytes | None) -> bytes | None:
 # -- 2. Hypothesis ------------------------------------------------------------------
 
 
-def test_generated_garbage_is_all_accounted_for(worker, publisher, reader, figures) -> None:
+def test_generated_garbage_is_all_accounted_for(worker, publisher, outputs, figures) -> None:
     now = utc_now()
     tag = f"g{uuid.uuid4().hex[:6]}-"
     batch = draw_messages(messages(tag, now), HYPOTHESIS_MESSAGES)
@@ -308,9 +290,9 @@ def test_generated_garbage_is_all_accounted_for(worker, publisher, reader, figur
         and event_time(kind, value, now) > erased.get(key, float("-inf"))
     }
     dead = {c: e for c, e in zip(coordinates, expected, strict=True) if e != PROCESSED}
-    wait_accounted(reader, set(dead), must_record, timeout=90)
+    wait_accounted(outputs, set(dead), must_record, timeout=90)
     wait_committed(worker.bootstrap, worker.prefix)
-    found = deadletters(reader.received)
+    found = deadletters(outputs.received)
     mine = {c: found.get(c, []) for c in coordinates}
     assert {c: [d["reason"] for d in mine[c]] for c in dead} == {c: [e] for c, e in dead.items()}
     wrongly_dead = [c for _, c in valid if mine[c]]
@@ -324,7 +306,7 @@ def test_generated_garbage_is_all_accounted_for(worker, publisher, reader, figur
     # ... and the next valid trigger still gets its decision.
     marker = Maker(tag, utc_now()).purchase("after-garbage")
     publisher.send("purchases", marker).get(10)
-    reader.wait_for(lambda got: marker["event_id"] in record_ids(got), timeout=30)
+    outputs.wait_for(lambda got: marker["event_id"] in record_ids(got), timeout=30)
     figures.setdefault("hostile_input", {})["hypothesis"] = {
         "messages": len(batch),
         "distinct": len(set(batch)),
@@ -337,7 +319,7 @@ def test_generated_garbage_is_all_accounted_for(worker, publisher, reader, figur
 # -- 3. duplicates and events out of order ------------------------------------------
 
 
-def test_duplicates_once_and_a_late_old_grant_does_not_reenable(worker, publisher, reader) -> None:
+def test_duplicates_once_and_a_late_old_grant_does_not_reenable(worker, publisher, outputs) -> None:
     """At least once (the default guarantee): a repeated event id changes state
     once; a repeated trigger whose action this worker sent issues nothing
     again (Engine._reissue re-issues only an action that may not have reached
@@ -359,7 +341,7 @@ def test_duplicates_once_and_a_late_old_grant_does_not_reenable(worker, publishe
         event["event_id"] += str(n)
         publisher.send("consent", event).get(10)
     ids = {e["event_id"] for e in (purchase, visit, grant, old_grant, revocation, late_grant)}
-    reader.wait_for(lambda got: ids <= record_ids(got), timeout=30)
+    outputs.wait_for(lambda got: ids <= record_ids(got), timeout=30)
     # A newer-than-all marker on each partition involved proves the copies are behind us.
     markers = [
         ("purchases", m.purchase("buyer", event_id=f"{m.tag}marker-b")),
@@ -368,8 +350,8 @@ def test_duplicates_once_and_a_late_old_grant_does_not_reenable(worker, publishe
     ]
     for kind, event in markers:
         publisher.send(kind, event).get(10)
-    reader.wait_for(lambda got: {e["event_id"] for _, e in markers} <= record_ids(got), 30)
-    got = reader.received
+    outputs.wait_for(lambda got: {e["event_id"] for _, e in markers} <= record_ids(got), 30)
+    got = outputs.received
     # The purchase: state once, its action once: this worker sent it, so the
     # copy re-issues nothing.
     copies = [
@@ -421,56 +403,53 @@ def garbage_rotation() -> list[Case]:
 
 
 def throughput_run(
-    bootstrap: str, tmp: Path, garbage_every: int | None
+    workers: Workers, garbage_every: int | None
 ) -> tuple[dict[str, float], Counter[str]]:
     """Publish the same valid stream (plus garbage) to fresh topics before a
     worker starts, then time how fast that worker gets through it."""
-    prefix = f"q{uuid.uuid4().hex[:8]}."
+    worker = workers.new(env={"NUDGE_API_TOKEN": TOKEN})
+    prefix = worker.prefix
     ensure_topics(
         Settings(
-            bootstrap_servers=bootstrap, topic_prefix=prefix, app_id=f"{prefix}nudge", partitions=4
+            bootstrap_servers=worker.bootstrap,
+            topic_prefix=prefix,
+            app_id=f"{prefix}nudge",
+            partitions=4,
         )
     )
     work = build("tp-", THROUGHPUT_CUSTOMERS)
     rotation = garbage_rotation() if garbage_every else []
-    publisher = EventPublisher(bootstrap, prefix)
+    publisher = workers.publisher(worker)
     garbage: Counter[str] = Counter()
-    try:
-        for n, (kind, event) in enumerate([*work.grants, *work.stream], start=1):
-            publisher.send(kind, event)
-            if garbage_every and n % garbage_every == 0:
-                case = rotation[garbage.total() % len(rotation)]
-                send_raw(publisher, case.kind, case.key, case.value)
-                garbage[case.expect] += 1
-        publisher.flush()
-    finally:
-        publisher.close()
+    for n, (kind, event) in enumerate([*work.grants, *work.stream], start=1):
+        publisher.send(kind, event)
+        if garbage_every and n % garbage_every == 0:
+            case = rotation[garbage.total() % len(rotation)]
+            send_raw(publisher, case.kind, case.key, case.value)
+            garbage[case.expect] += 1
+    publisher.flush()
+    publisher.close()
     total = work.events + garbage.total()
-    worker = WorkerProcess(bootstrap, prefix, tmp / prefix, extra_env=worker_env(tmp))
     spawned = time.monotonic()
-    reader = None
-    try:
-        worker.start()
-        samples = [(time.monotonic(), consumed_count(scrape(worker)))]
-        while samples[-1][1] < total:
-            assert time.monotonic() - samples[0][0] < 120, f"consumed {samples[-1][1]} of {total}"
-            time.sleep(0.2)
-            samples.append((time.monotonic(), consumed_count(scrape(worker))))
-        (t0, n0), (t1, n1) = samples[0], samples[-1]
-        reader = OutputReader(bootstrap, prefix, OUTPUTS)
-        wait_recorded(reader, work.must_record, timeout=60)  # no valid event lost
-        metrics = scrape(worker)
-        assert deadletter_count(metrics) == garbage.total()
-        assert invalid_by_reason(metrics) == garbage
-        reader.wait_for(lambda got: sum(r.kind == "deadletter" for r in got) >= garbage.total(), 30)
-        assert Counter(r.value["reason"] for r in reader.received if r.kind == "deadletter") == (
-            garbage
-        )
-        assert_serving(worker)
-    finally:
-        if reader is not None:
-            reader.close()
-        worker.stop()
+    worker.start()
+    samples = [(time.monotonic(), consumed_count(scrape(worker)))]
+    while samples[-1][1] < total:
+        assert time.monotonic() - samples[0][0] < 120, f"consumed {samples[-1][1]} of {total}"
+        time.sleep(0.2)
+        samples.append((time.monotonic(), consumed_count(scrape(worker))))
+    (t0, n0), (t1, n1) = samples[0], samples[-1]
+    reader = workers.reader(worker, OUTPUTS)
+    wait_recorded(reader, work.must_record, timeout=60)  # no valid event lost
+    metrics = scrape(worker)
+    assert deadletter_count(metrics) == garbage.total()
+    assert invalid_by_reason(metrics) == garbage
+    reader.wait_for(lambda got: sum(r.kind == "deadletter" for r in got) >= garbage.total(), 30)
+    assert Counter(r.value["reason"] for r in reader.received if r.kind == "deadletter") == (
+        garbage
+    )
+    assert_serving(worker)
+    reader.close()
+    worker.stop()  # before the next run, which is timed
     measured_s = max(t1 - t0, 1e-3)
     figure = {
         "valid_events": work.events,
@@ -486,14 +465,14 @@ def throughput_run(
     return figure, garbage
 
 
-def test_throughput_with_ten_percent_garbage(kafka_bootstrap, tmp_path, figures) -> None:
+def test_throughput_with_ten_percent_garbage(workers, figures) -> None:
     """Each mix twice, in the order clean, garbage, garbage, clean, and the
     better run of each counts: the machine is shared, and a worker is faster
     on the later part of the stream (the consent grants come first)."""
     runs: dict[str, list[dict]] = {"clean": [], "ten_percent_garbage": []}
     for mix in ("clean", "ten_percent_garbage", "ten_percent_garbage", "clean"):
         every = GARBAGE_EVERY if mix != "clean" else None
-        figure, garbage = throughput_run(kafka_bootstrap, tmp_path, every)
+        figure, garbage = throughput_run(workers, every)
         assert garbage.total() == (figure["messages"] // (GARBAGE_EVERY + 1) if every else 0)
         runs[mix].append(figure)
     best = {mix: max(r["valid_events_per_s"] for r in measured) for mix, measured in runs.items()}
