@@ -21,9 +21,13 @@ from typing import Any
 import msgspec
 import psutil
 
+from nudge.config import CATALOG as SHIPPED_CATALOG
+from nudge.config import POLICY as SHIPPED_POLICY
+from nudge.config import shipped
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CATALOG = REPO_ROOT / "config" / "catalog.toml"
-POLICY = REPO_ROOT / "config" / "policy.toml"
+CATALOG = shipped(SHIPPED_CATALOG)
+POLICY = shipped(SHIPPED_POLICY)
 #: The shipped policy without quiet hours, holdout or exploration: decisions
 #: are immediate at any hour (the worker benchmarks run on the real clock).
 INTEGRATION_POLICY = REPO_ROOT / "tests" / "integration" / "policy.toml"

@@ -24,7 +24,6 @@ if TYPE_CHECKING:
         Received,
         WorkerProcess,
         interruptible,
-        running_worker,
     )
 
 __all__ = [
@@ -39,7 +38,6 @@ __all__ = [
     "WorkerProcess",
     "event_key",
     "interruptible",
-    "running_worker",
 ]
 
 

@@ -15,8 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,15 +122,6 @@ class WorkerProcess:
         if not self.log_path.exists():
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-
-@contextmanager
-def running_worker(**kwargs: object) -> Iterator[WorkerProcess]:
-    worker = WorkerProcess(**kwargs)  # type: ignore[arg-type]
-    try:
-        yield worker.start()
-    finally:
-        worker.stop()
 
 
 def interruptible() -> None:

@@ -3,8 +3,9 @@
 The Kafka clients retry in a tight loop and log each attempt: a 40 s outage
 wrote about 60,000 ERROR lines. With the repeat limiter an outage of about 20 s writes
 one line per (logger, message) every 10 s, and a count of the rest. (The
-count of an error that has stopped comes from a timer: tests/unit/streams/test_log_limits.py.) The worker
-still reconnects and decides once the broker is back.
+count of an error that has stopped comes from a timer:
+tests/unit/streams/test_log_limits.py.) The worker still reconnects and
+decides once the broker is back.
 
 Uses a broker of its own (ops.local_kafka on a fresh data dir), so stopping it
 cannot disturb the other tests.

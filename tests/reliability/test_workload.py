@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 
 from workload import ALWAYS_RECORDED, POLICY, build
 
+from nudge.config import CATALOG as SHIPPED_CATALOG
+from nudge.config import shipped
 from nudge.policy.config import load_catalog, load_policy
 from nudge.policy.engine import Engine
 from nudge.policy.processor import Processor
@@ -17,7 +19,7 @@ from nudge.policy.state import TABLES
 from nudge.schemas.outputs import Action
 from nudge.traffic import SHOPPING
 
-CATALOG = POLICY.parents[2] / "config" / "catalog.toml"
+CATALOG = shipped(SHIPPED_CATALOG)
 
 
 def test_the_stream_is_seeded_shopping_with_grants_first_and_opt_outs_within() -> None:

@@ -24,7 +24,6 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 import msgspec
 import rocksdict
@@ -38,11 +37,11 @@ from nudge.policy.stored import STATE_TABLE, decode_record
 from nudge.streams.faust_fixes.rocksdb_store import OFFSET_KEY
 from nudge.testing import EventPublisher, OutputReader, Received, WorkerProcess
 from nudge.traffic import SHOPPING, Generator, consent, iso, with_prefix
+from tests.workers import TEST_POLICY
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 #: The shipped policy without quiet hours, holdout or exploration: the same
 #: decisions at any hour of the day.
-POLICY = REPO_ROOT / "tests" / "integration" / "policy.toml"
+POLICY = TEST_POLICY
 OUTPUTS = ("actions", "suppressions", "deadletter", "consent-log")
 TOKEN = "reliability-test-token"
 #: The shopping the stream covers: the half hour before it is built (a
@@ -56,18 +55,6 @@ OPT_OUT_SHARE = 0.3
 #: confirmation (each decided: an action, or a suppression naming its
 #: reasons), a consent change its consent-log entry.
 ALWAYS_RECORDED = frozenset({"session_start", "search", "purchase", "consent"})
-
-
-def worker_env(tmp: Path, **extra: str) -> dict[str, str]:
-    """Environment for a reliability worker: the deterministic policy, no model."""
-    models = tmp / "no-models"
-    models.mkdir(parents=True, exist_ok=True)
-    return {
-        "NUDGE_POLICY": str(POLICY),
-        "NUDGE_MODEL_DIR": str(models),
-        "NUDGE_API_TOKEN": TOKEN,
-        **extra,
-    }
 
 
 @dataclass

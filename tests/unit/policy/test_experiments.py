@@ -15,7 +15,6 @@ from pathlib import Path
 import msgspec
 import pytest
 from prometheus_client import REGISTRY
-from tests.unit.policy.test_erasure_identity import T, anonymous_view, decisions, identify, send
 
 from nudge.policy.config import ConfigError, ContactPolicy, load_catalog, load_policy
 from nudge.policy.experiments import Experiments, load_experiments
@@ -24,6 +23,7 @@ from nudge.schemas.outputs import Action, Suppression
 from nudge.streams.app import record_metrics
 from nudge.streams.settings import Settings
 from nudge.testing import Driver
+from tests.unit.policy.test_erasure_identity import T, anonymous_view, decisions, identify, send
 from tests.unit.policy_kit import SHIPPED_CATALOG, SHIPPED_POLICY, catalog, click, consent, held
 from tests.unit.policy_kit import marketing as marketing_action
 from tests.unit.policy_kit import policy as policy_of

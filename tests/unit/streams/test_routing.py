@@ -1,6 +1,6 @@
 """Which worker answers a customer-keyed API request (streams/routing.py): the
 pure choice, the partition a key hashes to, the forwarded URL, and the URL a
-worker advertises. Two real workers: tests/integration/test_routing.py."""
+worker advertises. Two real workers: tests/integration/test_routing_live.py."""
 
 from __future__ import annotations
 
