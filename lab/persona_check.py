@@ -1,7 +1,7 @@
 """Do persona-aware decisions add orders? Checked in the simulator.
 
-    python -m nudge.lab.persona_check --customers 2000 --days 30 --seeds 7 8 9 \\
-        --out results/personas
+    python -m nudge.lab.persona_check --customers 2000 --days 30 \\
+        --seeds 7 8 9 10 11 12 13 14 15 16 --train-seed 1 --out results/personas
 
 The simulator's people have hidden archetypes (lab/simulation.py) that no
 policy sees. Here a persona model is trained (`nudge train`'s KMeans) on the
@@ -15,10 +15,22 @@ Arms, each played on the same worlds (seeds) as the no-contact control:
 - `aware`: the shipped catalog plus `PICKS`, an extra inspiration action
   eligible only for people whose learned persona has one of `TARGET_TRAITS`;
 - `everyone`: the same extra action for everyone, i.e. `aware` with its
-  persona eligibility removed.
+  persona eligibility removed;
+- `random`: the `aware` catalog, but each person's persona is drawn once at
+  random, whatever they do (`RandomPersonas`): persona-blind at about
+  `aware`'s message volume, so `aware` minus `random` is what the learned
+  persona's information adds at an equal budget;
+- `hidden`: a diagnostic ceiling, NOT a policy nudge could run: the `aware`
+  catalog with the extra action for the archetypes whose parameters say they
+  answer messages best (`HIDDEN_TARGETS`, about the share `aware` targets),
+  read from the simulator's hidden truth. It bounds what any persona model
+  could add here with this action.
 
-All arms use the same scorer (the heuristic, plus the learned persona model),
-so the only difference is the catalog. The figure that leads is incremental
+All arms use the same heuristic scorer; `blind`, `aware` and `everyone`
+assign the learned persona and differ only in the catalog, `random` and
+`hidden` play the `aware` catalog and differ only in how a persona is
+assigned. Seeds 2 and 3 were used to calibrate `RANDOM_TARGET_SHARE`;
+report on others. The figure that leads is incremental
 conversions, all orders in the window minus the control's on the same seed,
 with a 95% t-interval over the seeds (lab/incremental.py), as `nudge
 evaluate` reports it; also messages, incremental orders per 1,000 messages,
@@ -30,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import tempfile
 from collections import Counter
 from collections.abc import Sequence
@@ -66,8 +79,24 @@ max_per_week = 2
 expiry_hours = 12
 triggers = [{ event = "product_view", min_category_affinity = 1.5 }]
 """
-ARMS = ("blind", "aware", "everyone")
+#: The archetypes (lab/shoppers.py) whose opens x click x buy rates are the
+#: highest, about half the people as `TARGET_TRAITS` covers: the `hidden`
+#: arm's targets, chosen from the parameters before any arm was played.
+HIDDEN_TARGETS = ("bargain_hunter", "loyal_homebody")
+#: The share of people the `random` arm makes eligible for the extra action,
+#: calibrated on the tuning worlds (seeds 2 and 3, persona model from seed 1)
+#: so that `random` sends about as many messages as `aware`; the personas
+#: the model assigns are active people, so `aware` reaches more than the
+#: training world's share of targeted personas (56%) would.
+RANDOM_TARGET_SHARE = 0.67
+ARMS = ("blind", "aware", "random", "everyone", "hidden")
 CONTROL = "silent"
+#: The catalog each arm plays; `random` and `hidden` differ from `aware`
+#: only in how a persona is assigned.
+CATALOG_OF = {arm: arm for arm in ("blind", "aware", "everyone")} | {
+    "random": "aware",
+    "hidden": "aware",
+}
 
 
 class PersonaHeuristic(HeuristicScorer):
@@ -79,8 +108,69 @@ class PersonaHeuristic(HeuristicScorer):
     def __init__(self, personas: PersonaModel) -> None:
         self.folded = FoldedPersonas(personas)
 
-    def persona(self, state: CustomerState, now: float) -> str:
+    def persona(self, state: CustomerState, now: float) -> str | None:
         return self.folded.assign(state, now)
+
+
+class RandomPersonas(PersonaHeuristic):
+    """Persona-blind with persona machinery: each person gets, once and
+    whatever they do, a learned persona the extra action targets with chance
+    `RANDOM_TARGET_SHARE`, another one otherwise. It spends about the `aware`
+    catalog's message budget on random people instead of those the persona
+    model picks."""
+
+    def __init__(self, personas: PersonaModel, seed: int) -> None:
+        super().__init__(personas)
+        self.draw = random.Random(seed)
+        traits = set(TARGET_TRAITS)
+        keys = self.folded.keys
+        self.targeted = [k for k in keys if not traits.isdisjoint(k.split("+"))]
+        self.others = [k for k in keys if k not in self.targeted]
+
+    def persona(self, state: CustomerState, now: float) -> str | None:
+        if state.profile.persona is not None:
+            return state.profile.persona
+        group = self.targeted if self.draw.random() < RANDOM_TARGET_SHARE else self.others
+        return self.draw.choice(group or self.folded.keys)
+
+
+class HiddenPersonas(PersonaHeuristic):
+    """The diagnostic ceiling: "attentive" for the people of `HIDDEN_TARGETS`,
+    "tuning_out" for the rest, read from the simulator's hidden archetypes
+    through `current` (the customer of the event being decided)."""
+
+    def __init__(self, personas: PersonaModel, archetypes: dict[str, str]) -> None:
+        super().__init__(personas)
+        self.archetypes = archetypes
+        self.current: str | None = None
+
+    def persona(self, state: CustomerState, now: float) -> str | None:
+        archetype = self.archetypes.get(self.current or "")
+        if archetype is None:  # an event addressed otherwise: keep what they had
+            return state.profile.persona
+        return "attentive" if archetype in HIDDEN_TARGETS else "tuning_out"
+
+
+class HiddenPolicy(NudgePolicy):
+    """nudge with `HiddenPersonas`, told whose event it decides on."""
+
+    def __init__(self, scorer: HiddenPersonas, catalog: Path) -> None:
+        super().__init__(scorer, catalog=catalog)
+        self.scorer = scorer
+
+    def decide(self, kind: str, event: dict[str, Any], now: datetime) -> list[Any]:
+        self.scorer.current = event.get("customer_id")
+        return super().decide(kind, event, now)
+
+
+def arm_policy(arm: str, model: PersonaModel, catalog: Path, seed: int, sim: Simulation) -> Any:
+    """The policy an arm plays on world `seed` (`sim`: that world, for `hidden`)."""
+    if arm == "random":
+        return NudgePolicy(RandomPersonas(model, seed), catalog=catalog)
+    if arm == "hidden":
+        archetypes = {c: p.archetype.name for c, p in sim.by_id.items()}
+        return HiddenPolicy(HiddenPersonas(model, archetypes), catalog)
+    return NudgePolicy(PersonaHeuristic(model), catalog=catalog)
 
 
 def learn_personas(customers: int, days: float, seed: int, work: Path) -> PersonaModel:
@@ -119,11 +209,12 @@ def run(
     alignment: dict[str, Counter[str]] = {}
     for seed in seeds:
         runs[seed] = {CONTROL: play(CONTROL, customers, days, seed, make=SilentPolicy)}
+        world = Simulation(customers, days, seed)  # read for `hidden` and the alignment
         for arm in ARMS:
-            policy = NudgePolicy(PersonaHeuristic(model), catalog=paths[arm])
+            policy = arm_policy(arm, model, paths[CATALOG_OF[arm]], seed, world)
             runs[seed][arm] = play(arm, customers, days, seed, make=lambda p=policy: p)
             if arm == "aware":
-                _align(alignment, policy, Simulation(customers, days, seed))
+                _align(alignment, policy, world)
         control = runs[seed][CONTROL]["total_conversions"]
         for result in runs[seed].values():
             result["incremental_conversions"] = result["total_conversions"] - control
@@ -140,10 +231,10 @@ def run(
             {k: p[k] for k in ("key", "size", "description")} for p in model.personas_
         ],
         "target_traits": TARGET_TRAITS,
+        "hidden_targets": list(HIDDEN_TARGETS),
         "extra_action": PICKS,
         "arms": arms,
-        "aware_minus_everyone": _paired(runs, "aware", "everyone"),
-        "aware_minus_blind": _paired(runs, "aware", "blind"),
+        "differences": {f"{a} minus {b}": _paired(runs, a, b) for a, b in PAIRS},
         "learned_by_hidden": {k: dict(v) for k, v in sorted(alignment.items())},
         "per_seed": {str(seed): runs[seed] for seed in seeds},
         "wall_seconds": round((datetime.now(UTC) - started).total_seconds(), 1),
@@ -158,9 +249,20 @@ def _align(table: dict[str, Counter[str]], policy: NudgePolicy, sim: Simulation)
         table.setdefault(person.archetype.name, Counter())[learned] += 1
 
 
+#: The paired comparisons reported: what the learned persona adds at an
+#: equal budget (`random`), against the shipped catalog and against the
+#: extra action for everyone, and the ceiling (`hidden`) at an equal budget.
+PAIRS = (
+    ("aware", "random"),
+    ("aware", "blind"),
+    ("aware", "everyone"),
+    ("hidden", "random"),
+)
+
+
 def _paired(runs: dict[int, dict[str, dict[str, Any]]], a: str, b: str) -> dict[str, Any]:
     """`a`'s orders minus `b`'s on the same worlds, with a 95% t-interval;
-    and the difference in messages per seed."""
+    and the differences in messages and unsubscribes per seed."""
     seeds = sorted(runs)
     orders = paired_difference(
         [runs[s][a]["total_conversions"] for s in seeds],
@@ -169,6 +271,7 @@ def _paired(runs: dict[int, dict[str, dict[str, Any]]], a: str, b: str) -> dict[
     return {
         "orders": orders.as_dict(),
         "messages": [runs[s][a]["messages"] - runs[s][b]["messages"] for s in seeds],
+        "unsubscribes": [runs[s][a]["unsubscribes"] - runs[s][b]["unsubscribes"] for s in seeds],
     }
 
 
@@ -188,12 +291,18 @@ def render(report: dict[str, Any]) -> str:
             f"| {name} | {_interval(arm['incremental_conversions'])} | {arm['messages']:.0f}"
             f" | {arm['incremental_per_1000_messages']} | {arm['unsubscribes']:.1f} |"
         )
-    for key in ("aware_minus_everyone", "aware_minus_blind"):
-        diff = report[key]
+    lines += [
+        "",
+        "| paired, same worlds | orders (95% interval) | per seed | messages | unsubscribes |",
+    ]
+    lines.append("|---|---|---|---|---|")
+    for key, diff in report["differences"].items():
+        seeds = len(diff["messages"])
         lines.append(
-            f"\n{key.replace('_', ' ')}: orders {_interval(diff['orders'])},"
-            f" per seed {diff['orders']['per_seed']}; messages per seed {diff['messages']}"
+            f"| {key} | {_interval(diff['orders'])} | {diff['orders']['per_seed']}"
+            f" | {sum(diff['messages']) / seeds:+.0f} | {sum(diff['unsubscribes']) / seeds:+.1f} |"
         )
+    lines.append("\n(messages and unsubscribes: mean difference per seed)")
     lines += ["", "Learned persona at the end (aware arm, all seeds) by hidden archetype:"]
     for hidden, learned in report["learned_by_hidden"].items():
         total = sum(learned.values())
