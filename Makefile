@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml requirements.lock requirements-dev.lock Makefile
 	$(BIN)/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements-dev.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
-	$(BIN)/python -c "from ops.local_kafka import ensure_jars; ensure_jars()"
+	$(BIN)/python -c "from nudge.ops.local_kafka import ensure_jars; ensure_jars()"
 	touch $(STAMP)
 
 # Upgrade every pin to the newest release pyproject.toml allows; review the
