@@ -15,9 +15,7 @@ from workload import (
     TOKEN,
     Traffic,
     build,
-    check_all,
-    duplicate_stats,
-    final_contacts,
+    judge,
     publish_grants,
     wait_consumed,
     wait_recorded,
@@ -58,19 +56,14 @@ def test_broker_restart_under_traffic_loses_nothing(own_broker, workers, figures
     consumed_s = time.monotonic() - back
     assert worker.process.poll() is None, "the worker stopped"
     worker.stop()
-    reader.poll(2.0)
-    received = list(reader.received)
-    contacts = final_contacts(bootstrap, worker)
-    findings = check_all(work, received, contacts)
-    records, distinct, _ = duplicate_stats(received)
+    verdict = judge(work, reader, worker)
     figures["broker_restart"] = {
         "events": work.events,
         "broker_stop_s": round(stopped_s, 2),
         "broker_down_s": round(OUTAGE + stopped_s, 2),
         "caught_up_after_broker_back_s": round(caught_up_s, 2),
         "all_input_committed_after_broker_back_s": round(consumed_s, 2),
-        "duplicate_actions": records - distinct,
-        "findings": {k: len(v) for k, v in findings.items()},
+        **verdict.figures(),
     }
-    assert not any(findings.values()), findings
+    assert not any(verdict.findings.values()), verdict.findings
     assert "Traceback" not in worker.log_path.read_text(errors="replace")

@@ -21,9 +21,7 @@ from workload import (
     Workload,
     build,
     changelog,
-    check_all,
-    duplicate_stats,
-    final_contacts,
+    judge,
     local_table,
     publish_grants,
     wait_settled,
@@ -66,9 +64,8 @@ def crash_and_recover(workers: Workers, guarantee: str) -> tuple[Workload, list[
     _assert_tables_recovered(worker, work, reader.received)
     skipped = _counter(worker, "nudge_duplicate_events_total")
     worker.stop()
-    reader.poll(2.0)  # anything still on its way
-    received = list(reader.received)
-    contacts = final_contacts(worker.bootstrap, worker)
+    verdict = judge(work, reader, worker)
+    received = verdict.received
     diverged = {
         table: _differences(local_table(worker, table), changelog(worker.bootstrap, worker, table))
         for table in (STATE_TABLE,)
@@ -79,20 +76,19 @@ def crash_and_recover(workers: Workers, guarantee: str) -> tuple[Workload, list[
     # The restarted worker's tables end up exactly what its changelogs say:
     # what it kept after the crash could be rebuilt by any other worker.
     assert not any(diverged.values()), diverged
-    records, distinct, _ = duplicate_stats(received)
     figures = {
         "events": work.events,
         "published_when_killed": published_at_kill,
         "recovery_to_ready_s": round(ready_s, 2),
         "recovery_to_caught_up_s": caught_up_s,
-        "action_records": records,
-        "distinct_actions": distinct,
-        "duplicate_actions": records - distinct,
+        "action_records": verdict.action_records,
+        "distinct_actions": verdict.distinct_actions,
+        "duplicate_actions": verdict.duplicate_actions,
         "reissued_actions": sum(1 for r in received if REISSUE in r.value.get("reasons", ())),
         "duplicate_suppressions": _duplicates(received, "suppressions", "decision_id"),
         "duplicate_consent_log": _duplicates(received, "consent-log", "event_id"),
         "redelivered_events_skipped": skipped,
-        "findings": check_all(work, received, contacts),
+        "findings": verdict.findings,
     }
     return work, received, figures
 

@@ -21,9 +21,7 @@ from workload import (
     TOKEN,
     Traffic,
     build,
-    check_all,
-    duplicate_stats,
-    final_contacts,
+    judge,
     publish_grants,
     wait_consumed,
     wait_settled,
@@ -69,21 +67,16 @@ def test_scale_out_then_failover_keeps_state_and_loses_nothing(workers, figures)
         consent = summary["records"]["consent"]
         assert summary["marketing_allowed"]["email"] or customer in work.opted_out, consent
     second.stop()
-    reader.poll(2.0)
-    received = list(reader.received)
-    contacts = final_contacts(bootstrap, second)
-    findings = check_all(work, received, contacts)
-    records, distinct, _ = duplicate_stats(received)
+    verdict = judge(work, reader, second)
     figures["scale_out_and_failover"] = {
         "events": work.events,
         "second_worker_ready_s": round(scale_out_s, 2),
         "partitions_after_scale_out": split,
         "caught_up_after_kill_s": failover_s,
-        "duplicate_actions": records - distinct,
-        "findings": {k: len(v) for k, v in findings.items()},
+        **verdict.figures(),
     }
     assert len(split) == 2 and min(split) > 0, f"the second worker got no share: {split}"
-    assert not any(findings.values()), {k: v[:5] for k, v in findings.items()}
+    assert not any(verdict.findings.values()), {k: v[:5] for k, v in verdict.findings.items()}
 
 
 def _answer_after_failover(worker: WorkerProcess, path: str) -> tuple[int, dict]:

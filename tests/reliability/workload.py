@@ -363,3 +363,32 @@ def check_all(work: Workload, received: list[Received], contacts: dict) -> dict:
         "differing_duplicate_ids": duplicate_stats(received)[2],
         "lost_actions": lost_actions(contacts, received),
     }
+
+
+@dataclass
+class Verdict:
+    """What a run left behind, judged once its last worker has stopped."""
+
+    received: list[Received]
+    findings: dict[str, list]
+    action_records: int
+    distinct_actions: int
+
+    @property
+    def duplicate_actions(self) -> int:
+        return self.action_records - self.distinct_actions
+
+    def figures(self) -> dict:
+        """The counts a reliability report keeps."""
+        counts = {k: len(v) for k, v in self.findings.items()}
+        return {"duplicate_actions": self.duplicate_actions, "findings": counts}
+
+
+def judge(work: Workload, reader: OutputReader, worker: WorkerProcess) -> Verdict:
+    """Every invariant over what was published and what the state's changelog
+    kept, after the last worker stopped."""
+    reader.poll(2.0)  # anything still on its way
+    received = list(reader.received)
+    findings = check_all(work, received, final_contacts(worker.bootstrap, worker))
+    records, distinct, _ = duplicate_stats(received)
+    return Verdict(received, findings, records, distinct)
