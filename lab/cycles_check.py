@@ -16,7 +16,8 @@ Reported, for the learned cooldown (with the policy's floor) and fixed
 cooldowns of 14 and 60 days: the share of real repeat purchases that came
 while the cooldown was still silencing the category; for the learned due
 time: the share of reminders that would have arrived before the real
-repurchase, and how long before.
+repurchase, and how long before. The judging is models/cycles_gate.py's:
+`nudge train` gates the cycles it serves on the same judgement.
 
 The real data set: CDNOW (Fader and Hardie), 69,659 purchase days of 23,570
 people who first bought in the first quarter of 1997, to June 1998: customer
@@ -36,14 +37,14 @@ import statistics
 import subprocess
 import sys
 import zipfile
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from nudge.models.cycles import Purchase, PurchaseCycles, histories, purchases_from_log
+from nudge.models.cycles_gate import Cooldown, judge
 from nudge.policy.clock import DAY
-from nudge.policy.cycles import MIN_GAP_DAYS, intervals, observe
+from nudge.policy.cycles import intervals
 from nudge.schemas.eventlog import read_log
 
 LIFETIMES_WHEEL = "Lifetimes-0.11.3-py3-none-any.whl"
@@ -51,7 +52,10 @@ LIFETIMES_SHA256 = "261e3dc89977c2b60767ca6728aaa29d429de0c814635070a749c3655589
 CDNOW_MEMBER = "lifetimes/datasets/CDNOW_master.txt"
 CDNOW_CUTOFF = "1997-12-31"  # a year to learn from, half a year to judge
 CACHE = Path(".cache/cycles")
-FIXED_DAYS = (14.0, 60.0)
+#: Fixed cooldowns to compare with, the same for every category.
+FIXED: dict[str, Cooldown] = {
+    f"fixed_{days:g}d": lambda _category, days=days: days for days in (14.0, 60.0)
+}
 
 
 def fetch_cdnow(cache: Path = CACHE) -> Path:
@@ -98,83 +102,6 @@ def read_transactions(path: Path, category: str = "music") -> list[Purchase]:
     return found
 
 
-@dataclass
-class Tally:
-    """What the repeat purchases after the cutoff say about one model."""
-
-    repeats: int = 0
-    silenced: dict[str, int] = field(default_factory=dict)  # cooldown -> repeats inside it
-    reminded_before: int = 0
-    leads: list[float] = field(default_factory=list)  # days a reminder came before
-    late_by: list[float] = field(default_factory=list)  # days the repurchase came first
-    # Reminders falling due after the cutoff: followed by a repurchase, or not by the end
-    reminders_answered: int = 0
-    reminders_unanswered: int = 0
-    log_density: float = 0.0
-    log_density_category: float = 0.0  # the same, ignoring the person's own intervals
-
-
-def evaluate(
-    model: PurchaseCycles,
-    purchases: list[Purchase],
-    cutoff: float,
-    floor_days: float = 3.0,
-) -> Tally:
-    """Judge every repeat purchase after `cutoff` as the worker would have at
-    the purchase before it."""
-    tally = Tally(silenced={"learned": 0, **{f"fixed_{d:g}d": 0 for d in FIXED_DAYS}})
-    end = max(p.at for p in purchases)
-    for category, people in histories(purchases).items():
-        for times in people.values():
-            own: dict[str, list[float]] = {}
-            last: float | None = None
-            for ts in times:
-                if last is not None and ts > cutoff and ts - last >= MIN_GAP_DAYS * DAY:
-                    due = _judge(tally, model, category, own, (ts - last) / DAY, floor_days)
-                    tally.reminders_answered += cutoff < last + due * DAY < ts
-                observe(own, category, last, ts)
-                last = ts
-            assert last is not None
-            n, log_days = own.get(category, (0.0, 0.0))
-            _, due = _window(model, category, n, log_days, floor_days)
-            tally.reminders_unanswered += cutoff < last + due * DAY <= end
-    return tally
-
-
-def _window(
-    model: PurchaseCycles, category: str, n: float, log_days: float, floor_days: float
-) -> tuple[float, float]:
-    days = model.days(category, n, log_days)
-    assert days is not None
-    quiet = max(floor_days, days[0])
-    return quiet, max(quiet, days[1])
-
-
-def _judge(
-    tally: Tally,
-    model: PurchaseCycles,
-    category: str,
-    own: dict[str, list[float]],
-    days: float,
-    floor_days: float,
-) -> float:
-    """Count one repeat purchase `days` after the last; the due time (days)."""
-    n, log_days = own.get(category, (0.0, 0.0))
-    quiet, due = _window(model, category, n, log_days, floor_days)
-    tally.repeats += 1
-    tally.silenced["learned"] += days < quiet
-    for fixed in FIXED_DAYS:
-        tally.silenced[f"fixed_{fixed:g}d"] += days < fixed
-    if due < days:
-        tally.reminded_before += 1
-        tally.leads.append(days - due)
-    else:
-        tally.late_by.append(due - days)
-    tally.log_density += model.log_density(category, n, log_days, days)
-    tally.log_density_category += model.log_density(category, 0.0, 0.0, days)
-    return due
-
-
 def report(
     purchases: list[Purchase],
     cutoff: float,
@@ -188,8 +115,8 @@ def report(
     params = {"cooldown_quantile": cooldown_quantile, "due_quantile": due_quantile}
     honest = PurchaseCycles(**params).fit(before, end=cutoff)
     leaky = PurchaseCycles(**params).fit(purchases)
-    judged = evaluate(honest, purchases, cutoff, floor_days)
-    flattered = evaluate(leaky, purchases, cutoff, floor_days)
+    judged = judge(honest, purchases, cutoff, FIXED, floor_days)
+    flattered = judge(leaky, purchases, cutoff, FIXED, floor_days)
     n = judged.repeats
     all_days = [d for p in histories(purchases).values() for t in p.values() for d in intervals(t)]
     return {

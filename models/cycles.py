@@ -230,20 +230,3 @@ def _fit(observed: list[float], open_gaps: list[float], own: list[list[float]]) 
     sigma = min(max(within, _MIN_SIGMA), total)
     tau = max(math.sqrt(max(total**2 - sigma**2, 0.0)), 0.1 * total)
     return [float(mu), sigma, tau, float(expit(a)), float(len(x)), float(len(c))]
-
-
-def fit_cycles(
-    records: Iterable[LoggedEvent], end: float, min_intervals: int = 30
-) -> tuple[PurchaseCycles | None, dict[str, object]]:
-    """Purchase cycles from an event log, censored at `end`, and what the
-    metadata says of them. None (the policy's fixed cooldowns stay) when the
-    log holds fewer than `min_intervals` repeat purchases: too few to learn
-    a cycle from."""
-    purchases = [p for p in purchases_from_log(records) if p.at <= end]
-    by_category = histories(purchases)
-    repeats = sum(len(intervals(t)) for people in by_category.values() for t in people.values())
-    if repeats < min_intervals:
-        reason = f"{repeats} repeat purchases in the log, fewer than {min_intervals}"
-        return None, {"served": False, "reason": reason}
-    model = PurchaseCycles(min_intervals=min_intervals).fit(purchases, end=end)
-    return model, {"served": True, "repeat_purchases": repeats, "categories": model.summary()}

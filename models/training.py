@@ -35,7 +35,8 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from nudge.errors import UserError
-from nudge.models.cycles import PurchaseCycles, fit_cycles
+from nudge.models.cycles import PurchaseCycles
+from nudge.models.cycles_gate import serve_cycles
 from nudge.models.examples import Example, ExampleSet, build_examples
 from nudge.models.features import FEATURE_NAMES
 from nudge.models.personas import PersonaModel, descriptors, profiled
@@ -253,9 +254,9 @@ def train(
     }
     customers = profiled(data.states)
     uplift, uplift_summary = train_uplift(data, propensity, cutoff, label_window_days)
-    # Purchase cycles learn from the whole log: they are judged on real
-    # histories split by time (lab/cycles_check.py), not on this hold-out.
-    cycles, cycles_summary = fit_cycles(records, data.end)
+    # Purchase cycles have their own split by time: their intervals are weeks
+    # to months, longer than this hold-out (models/cycles_gate.py).
+    cycles, cycles_summary = serve_cycles(records, data.end, policy.purchase_cooldown)
     personas = None
     if len(customers) >= n_personas:
         matrix = np.array([descriptors(s, data.end) for s in customers])
@@ -315,12 +316,20 @@ def report(metadata: dict[str, Any]) -> str:
 
 
 def cycles_report(summary: dict[str, Any] | None) -> list[str]:
-    """Whether purchase cycles are served, and each category's."""
+    """Whether purchase cycles are served, how they did on held-out repeat
+    purchases against the fixed cooldowns, and each category's."""
     if not summary:
         return []
     if not summary["served"]:
         return [f"purchase cycles: not served ({summary['reason']}): fixed cooldowns apply"]
-    lines = [f"purchase cycles: from {summary['repeat_purchases']} repeat purchases"]
+    held_out = summary["held_out"]
+    n = held_out["repeat_purchases"]
+    lines = [
+        f"purchase cycles: from {summary['repeat_purchases']} repeat purchases before"
+        f" {held_out['from']}; of the {n} after it they silence {held_out['silenced_learned']}"
+        f" ({held_out['silenced_learned'] / n:.1%}), the fixed cooldowns"
+        f" {held_out['silenced_fixed']} ({held_out['silenced_fixed'] / n:.1%}): served"
+    ]
     lines += [
         f"  {name}: quiet {row['cooldown_days']:g} d, due {row['due_days']:g} d,"
         f" {row['never_again']:.0%} never again"

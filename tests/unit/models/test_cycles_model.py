@@ -18,7 +18,7 @@ from sklearn.preprocessing import StandardScaler
 from nudge.lab.cycles_check import main as check_main
 from nudge.lab.cycles_check import read_transactions, report
 from nudge.models import artifact
-from nudge.models.cycles import POOLED, Purchase, PurchaseCycles, fit_cycles, purchases_from_log
+from nudge.models.cycles import POOLED, Purchase, PurchaseCycles, purchases_from_log
 from nudge.models.features import FEATURE_NAMES
 from nudge.models.serving import ScorerHolder
 from nudge.policy.clock import DAY
@@ -177,13 +177,6 @@ def test_purchases_from_a_log_count_each_order_once_per_category() -> None:
         ("tea", 0.0),
         ("coffee", 20.0),
     ]
-
-
-def test_too_short_a_log_serves_no_cycles() -> None:
-    model, summary = fit_cycles(
-        [_order("a", "o1", 0, "coffee"), _order("a", "o2", 9, "coffee")], START + 30 * DAY
-    )
-    assert model is None and summary["served"] is False
 
 
 def test_cycles_are_saved_with_the_served_model_and_reach_the_engine(tmp_path: Path) -> None:
