@@ -17,10 +17,20 @@ logs them), an uplift model is trained too and saved beside the propensity
 model if its held-out Qini coefficient beats the propensity model's ranking;
 workers serving that version then rank on uplift x value x lever.
 
+Purchase cycles are fitted on the purchases before the last quarter of the
+log's purchase history and judged on the repeat purchases in it, each as the
+worker would have judged it at the purchase before. They are saved with the
+version only if they silence no larger share of those repeat purchases than
+the policy's fixed cooldowns (purchase_cooldown, floor included), with at
+least 30 repeat purchases to fit on and 30 to judge on. Otherwise the version
+carries none (its workers use the fixed cooldowns) and the report says why.
+
 A model whose held-out Brier score is not lower than a constant predictor's
 (the training base rate) is saved but not deployed: CURRENT keeps naming what
 the workers serve, and a warning says why. --force deploys it anyway. The exit
-status is 0 in both cases; the last line says which.
+status is 0 in both cases; the last line says which. --force decides only
+where CURRENT points: it does not add refused purchase cycles or a refused
+uplift model to the version.
 """
 
 
