@@ -203,12 +203,15 @@ def play(
     seed: int,
     progress: Callable[[float], None] | None = None,
     make: Callable[[], DecisionPolicy] | None = None,
+    world: Simulation | None = None,
 ) -> dict[str, Any]:
     """Run one policy on the world of `seed` and tally the window. `progress`
     gets the simulated days done, now and then. `make` builds a policy that
-    is not one of POLICIES (a catalog variant), tallied under `name`."""
+    is not one of POLICIES (a catalog variant), tallied under `name`. `world`
+    is that world already built, for a lab instrument that reads it while it
+    plays (lab/frontier.py); by default a new one is built."""
     policy = (make or POLICIES[name])()
-    sim = Simulation(customers, days, seed)
+    sim = world or Simulation(customers, days, seed)
     tally = Tally()
     harms = HarmCounter({customer: person.zone for customer, person in sim.by_id.items()})
     for n, record in enumerate(sim.run(policy)):

@@ -61,3 +61,10 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> Estimate:
     variance = sum((v - mean) ** 2 for v in values) / (n - 1)
     half = float(student_t.ppf(0.5 + level / 2, n - 1)) * math.sqrt(variance / n)
     return Estimate(mean, mean - half, mean + half, tuple(values))
+
+
+def interval_text(figure: dict) -> str:
+    """An `Estimate.as_dict()` as "+29.0 (+22.4 to +35.6)", for the lab's tables."""
+    ci = figure["ci95"]
+    spread = f" ({ci[0]:+.1f} to {ci[1]:+.1f})" if ci else ""
+    return f"{figure['mean']:+.1f}{spread}"

@@ -52,7 +52,7 @@ from typing import Any
 
 from nudge.lab.baselines import CATALOG, POLICY, NudgePolicy, SilentPolicy
 from nudge.lab.evaluate import aggregate, play
-from nudge.lab.incremental import METHOD, paired_difference
+from nudge.lab.incremental import METHOD, interval_text, paired_difference
 from nudge.lab.simulation import Simulation
 from nudge.models.personas import FoldedPersonas, PersonaModel
 from nudge.models.training import train
@@ -288,7 +288,7 @@ def render(report: dict[str, Any]) -> str:
     for name in ARMS:
         arm = report["arms"][name]
         lines.append(
-            f"| {name} | {_interval(arm['incremental_conversions'])} | {arm['messages']:.0f}"
+            f"| {name} | {interval_text(arm['incremental_conversions'])} | {arm['messages']:.0f}"
             f" | {arm['incremental_per_1000_messages']} | {arm['unsubscribes']:.1f} |"
         )
     lines += [
@@ -299,7 +299,7 @@ def render(report: dict[str, Any]) -> str:
     for key, diff in report["differences"].items():
         seeds = len(diff["messages"])
         lines.append(
-            f"| {key} | {_interval(diff['orders'])} | {diff['orders']['per_seed']}"
+            f"| {key} | {interval_text(diff['orders'])} | {diff['orders']['per_seed']}"
             f" | {sum(diff['messages']) / seeds:+.0f} | {sum(diff['unsubscribes']) / seeds:+.1f} |"
         )
     lines.append("\n(messages and unsubscribes: mean difference per seed)")
@@ -315,12 +315,6 @@ def render(report: dict[str, Any]) -> str:
 
 def _by_count(item: tuple[str, int]) -> tuple[int, str]:
     return -item[1], item[0]
-
-
-def _interval(figure: dict[str, Any]) -> str:
-    ci = figure["ci95"]
-    spread = f" ({ci[0]:+.1f} to {ci[1]:+.1f})" if ci else ""
-    return f"{figure['mean']:+.1f}{spread}"
 
 
 def main(argv: list[str] | None = None) -> int:
