@@ -10,7 +10,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # The locked uv (requirements-dev.lock) installs everything else from the locks.
 UV_VERSION := $(shell sed -n 's/^uv==\([^ ]*\).*/\1/p' requirements-dev.lock)
 
-.PHONY: lock install run test unit integration lint format kafka-start kafka-stop schemas bench bench-million soak reliability clean
+.PHONY: lock install run test unit integration lint format kafka-start kafka-stop schemas bench bench-smoke bench-million soak reliability clean
 
 $(STAMP): pyproject.toml requirements.lock requirements-dev.lock Makefile
 	@command -v promtool >/dev/null 2>&1 || { \
@@ -65,6 +65,11 @@ format: install
 bench: install  ## engine and pipeline benchmarks (about 40 min): docs/performance.md
 	$(BIN)/python -m bench.engine --out bench/results/engine.json
 	$(BIN)/python -m bench.pipeline --out bench/results/pipeline.json
+
+bench-smoke: install  ## every benchmark at tiny settings (about 6 min): the code still runs
+	$(BIN)/python -m pytest tests/integration/test_benchmarks_run.py -q
+	$(BIN)/python -m bench.million --preload 500 --traffic-seconds 3 --out .results/smoke/million.json
+	$(BIN)/python -m bench.soak --minutes 1 --rate 100 --out .results/smoke/soak.json
 
 bench-million: install  ## state size, memory and restart with 500k customers (about 20 min)
 	$(BIN)/python -m bench.million --out bench/results/million.json
