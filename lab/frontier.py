@@ -87,7 +87,9 @@ ARMS = ("blast", "oracle", "cart_due", "random", "nudge")
 #: and web content make most of blast's orders, push and SMS few.
 CHANNEL_ORDER = ("email", "web", "push", "sms")
 #: How a delivered marketing message is classified (see `TracedSimulation`).
-KIND_FIELDS = ("action", "channel", "archetype", "timing")
+KIND_FIELDS = ("action", "channel", "archetype", "timing", "cart_age")
+#: Ages of the open cart a "cart" message is about (days since its first item).
+CART_AGES = ((1.0, "<1d"), (7.0, "1-7d"), (math.inf, ">7d"))
 
 
 def order_chance(sim: Simulation, action: ActionDict, t: float) -> float:
@@ -152,14 +154,24 @@ class TracedSimulation(Simulation):
 
     def __init__(self, population_size: int, days: float, seed: int) -> None:
         super().__init__(population_size, days, seed)
-        self.kinds: dict[str, tuple[str, str, str, str]] = {}
+        self.kinds: dict[str, tuple[str, ...]] = {}
         self.caused: set[str] = set()
+        self.cart_since: dict[str, float] = {}  # customer -> first item of the open cart
+
+    def _observe(self, person: Person, kind: str, event: dict[str, Any], t: float) -> None:
+        if kind == "clickstream" and event["type"] == "add_to_cart" and not person.cart:
+            self.cart_since[person.customer_id] = t
+        super()._observe(person, kind, event, t)
 
     def _react(self, action: dict[str, Any], t: float) -> None:
         person = self.by_id.get(action.get("customer_id", ""))
         if person is not None and action.get("message_class") == "marketing":
             timing = self._timing(person, action, t)
-            kind = (action["action_id"], action["channel"], person.archetype.name, timing)
+            age = "-"
+            if timing == "cart":
+                days = (t - self.cart_since.get(person.customer_id, t)) / DAY
+                age = next(label for limit, label in CART_AGES if days < limit)
+            kind = (action["action_id"], action["channel"], person.archetype.name, timing, age)
             self.kinds[action["decision_id"]] = kind
         super()._react(action, t)
 
@@ -474,10 +486,20 @@ def _without(result: dict[str, Any], key: str) -> dict[str, Any]:
     return {k: v for k, v in result.items() if k != key}
 
 
+LEGEND = """\
+Incremental orders: all orders in the window minus the no-contact control's on
+the same world (95% t-interval over seeds); the shares of blast's are means of
+the per-seed ratios with their t-intervals. In the tables by kind, "orders" are
+the new orders the messages made themselves (a click that led to an order the
+person was not already placing): gross, before any later purchase they replace.
+`cart_age` is the age of the open cart a "cart" message is about ("-" for the
+other timings). Arms: see lab/frontier.py."""
+
+
 def render(report: dict[str, Any]) -> str:
     """A plain-text summary for the terminal and results/frontier/README.md."""
     lines = [f"# {report['check']}", "", f"    {report['command']}", ""]
-    lines += [f"**{report['warning']}.**", ""]
+    lines += [f"**{report['warning']}.**", "", LEGEND, ""]
     lines.append(f"Order-chance threshold fitted on the training worlds: {_threshold(report)}")
     lines += [
         "",
@@ -497,7 +519,8 @@ def render(report: dict[str, Any]) -> str:
     lines += ["", "Orders over the target (arm minus 60% of blast's, per seed, 95% interval):"]
     for name, share in report["shares_of_blast"].items():
         margin = share["orders_over_target"]
-        lines.append(f"- {name}: {interval_text(margin)}, per seed {margin['per_seed']}")
+        per_seed = ", ".join(f"{value:+.1f}" for value in margin["per_seed"])
+        lines.append(f"- {name}: {interval_text(margin)}, per seed {per_seed}")
     for field in KIND_FIELDS:
         lines += ["", f"Messages and the new orders they made, by {field} (means over seeds):", ""]
         lines.append(

@@ -69,6 +69,8 @@ def test_the_selections_never_promote_a_just_bought_category(
     assert cart_due["just_bought_promotions"] == 0
     timings = {kind.split("|")[3] for kind in cart_due["by_kind"]}
     assert timings and timings <= {"cart", "due"}
+    ages = {kind.split("|")[4] for kind in cart_due["by_kind"] if "|cart|" in kind}
+    assert ages and ages <= {"<1d", "1-7d", ">7d"}
 
 
 def test_a_higher_threshold_sends_only_likelier_messages() -> None:
