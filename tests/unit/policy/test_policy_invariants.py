@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from random import Random
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 import pytest
@@ -44,6 +44,7 @@ from nudge.policy.state import (
     encode_state,
 )
 from nudge.schemas.codec import encode
+from nudge.schemas.events import ClickType
 from nudge.schemas.outputs import Action, Decision, Suppression
 from tests.unit.policy_kit import CHANNELS, catalog, decode, key_of, shipped_engine, store, topic_of
 
@@ -183,15 +184,7 @@ STARTS = (
 # stream is diverse and fast, and still shrinks: a shorter length replays a
 # prefix of the same life. The distributions below are the realistic part.
 
-CLICK_TYPES = (
-    "session_start",
-    "page_view",
-    "product_view",
-    "search",
-    "add_to_cart",
-    "remove_from_cart",
-    "checkout_started",
-)
+CLICK_TYPES = get_args(ClickType)  # every click the contract knows
 FEEDBACK_TYPES = (
     *("delivered", "opened", "clicked", "converted", "ignored", "dismissed") * 2,
     *("bounced", "unsubscribed", "complained"),
