@@ -48,6 +48,7 @@ import argparse
 import json
 import math
 import tempfile
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from hashlib import blake2b
@@ -193,7 +194,7 @@ class TracedSimulation(Simulation):
         return dict(sorted(table.items()))
 
 
-class ThinnedBlast(BlastPolicy):
+class ThinnedBlast(BlastPolicy, ABC):
     """Blast's decisions, of which only the marketing messages `select` keeps
     are sent, at most `budget` of them (order confirmations always go)."""
 
@@ -215,8 +216,9 @@ class ThinnedBlast(BlastPolicy):
             kept.append(action)
         return kept
 
+    @abstractmethod
     def select(self, marketing: list[ActionDict], t: float) -> list[ActionDict]:
-        raise NotImplementedError
+        """The marketing actions to send, best first (the budget cuts the rest)."""
 
 
 class OraclePolicy(ThinnedBlast):

@@ -17,6 +17,8 @@ from sklearn.linear_model import LogisticRegression
 
 from bench.model_latency import synthetic_log
 from nudge.cli import main as cli_main
+from nudge.lab.baselines import NudgePolicy
+from nudge.lab.simulation import Simulation
 from nudge.models import artifact
 from nudge.models.artifact import ArtifactError
 from nudge.models.examples import Example, ExampleSet, build_examples
@@ -219,11 +221,9 @@ def test_the_feature_builder_never_sees_an_event_after_the_decision(
 def test_a_simulator_log_replays_with_every_logged_decision_reproduced(tmp_path: Path) -> None:
     """The contract with lab/simulation.py: whatever scorer made its log,
     the replay arrives at the same decisions, so features are the real ones."""
-    simulator = pytest.importorskip("nudge.lab.simulation")
-    baselines = pytest.importorskip("nudge.lab.baselines")
     path = tmp_path / "simulated.jsonl"
-    world = simulator.Simulation(150, 10, seed=3)
-    write_log(world.run(baselines.NudgePolicy()), path)
+    world = Simulation(150, 10, seed=3)
+    write_log(world.run(NudgePolicy()), path)
     replayed = build_examples(read_log(path), CATALOG, POLICY)
     assert replayed.stats["logged_actions"] > 20
     assert replayed.stats["diverged"] == 0
