@@ -75,7 +75,6 @@ from nudge.lab.shoppers import (
     CLICK_FATIGUE,
     DAY_MEMORY,
     INTERRUPTING,
-    TIMING,
     WEEK_MEMORY,
     Person,
 )
@@ -113,7 +112,7 @@ def order_chance(sim: Simulation, action: ActionDict, t: float) -> float:
     timing = sim._timing(person, action, t)  # the oracle reads the truth
     if timing != "cart" and category not in CATEGORIES:
         return 0.0  # nothing to put in a basket (checkout help names no category)
-    click_lift, buy_lift, irritation = TIMING[timing]
+    click_lift, buy_lift, irritation = person.timing_lifts(timing, t)
     relevance = 1.0 if timing == "due" else person.relevance(category)
     asleep = person.asleep(t)
     woken = channel in INTERRUPTING and asleep
@@ -157,12 +156,6 @@ class TracedSimulation(Simulation):
         super().__init__(population_size, days, seed)
         self.kinds: dict[str, tuple[str, ...]] = {}
         self.caused: set[str] = set()
-        self.cart_since: dict[str, float] = {}  # customer -> first item of the open cart
-
-    def _observe(self, person: Person, kind: str, event: dict[str, Any], t: float) -> None:
-        if kind == "clickstream" and event["type"] == "add_to_cart" and not person.cart:
-            self.cart_since[person.customer_id] = t
-        super()._observe(person, kind, event, t)
 
     def _react(self, action: dict[str, Any], t: float) -> None:
         person = self.by_id.get(action.get("customer_id", ""))
@@ -170,7 +163,7 @@ class TracedSimulation(Simulation):
             timing = self._timing(person, action, t)
             age = "-"
             if timing == "cart":
-                days = (t - self.cart_since.get(person.customer_id, t)) / DAY
+                days = (t - person.cart_since) / DAY
                 age = next(label for limit, label in CART_AGES if days < limit)
             kind = (action["action_id"], action["channel"], person.archetype.name, timing, age)
             self.kinds[action["decision_id"]] = kind

@@ -87,6 +87,9 @@ TIMING = {
     "normal": (1.0, 1.0, 1.0),
     "just_bought": (0.2, 0.05, 2.5),  # promoting what they bought days ago
 }
+# The pull of an abandoned cart fades: the "cart" lifts above 1 halve every
+# two days after its first item (a week-old cart is almost an ordinary message).
+CART_INTENT_HALF_LIFE = 2 * DAY
 CHANNEL_NAMES = ("email", "sms", "push", "web")
 CHANNEL_IRRITATION = {"email": 1.0, "push": 1.2, "sms": 1.5, "web": 0.3}
 CLICK_BY_CHANNEL = {"email": 1.0, "push": 1.2, "sms": 0.5, "web": 0.6}
@@ -144,12 +147,22 @@ class Person:
     last_bought: dict[str, float] = field(default_factory=dict)
     cart: list[dict[str, Any]] = field(default_factory=list)
     cart_version: int = 0
+    cart_since: float = 0.0  # when the open cart got its first item
     pending: PendingOrder | None = None
     in_session_until: float = 0.0
     checkout_until: float = 0.0
     day_load: float = 0.0  # decayed contact counts, weighted by irritation
     week_load: float = 0.0
     load_at: float = 0.0
+
+    def timing_lifts(self, timing: str, t: float) -> tuple[float, float, float]:
+        """(click, buy, irritation) multipliers of a message of this timing at
+        `t`; a cart's pull fades with its age (`CART_INTENT_HALF_LIFE`)."""
+        click, buy, irritation = TIMING[timing]
+        if timing == "cart":
+            fade = 0.5 ** (max(0.0, t - self.cart_since) / CART_INTENT_HALF_LIFE)
+            click, buy = 1 + (click - 1) * fade, 1 + (buy - 1) * fade
+        return click, buy, irritation
 
     def subject(self) -> dict[str, str]:
         if self.logged_in:

@@ -52,7 +52,6 @@ from nudge.lab.shoppers import (
     IGNORED_AFTER,
     INTERRUPTING,
     OPT_OUT_GROWTH,
-    TIMING,
     UNSUBSCRIBE_BASE,
     PendingOrder,
     Person,
@@ -191,6 +190,8 @@ class Simulation:
         if kind == "clickstream":
             person.in_session_until = max(person.in_session_until, t + 10 * MINUTE)
             if kind_type == "add_to_cart":
+                if not person.cart:
+                    person.cart_since = t
                 item = {k: event[k] for k in ("product_id", "category", "price", "quantity")}
                 person.cart.append(item)
                 person.cart_version += 1
@@ -544,7 +545,7 @@ class Simulation:
             return
         category = action.get("category")
         timing = self._timing(person, action, t)
-        click_lift, buy_lift, irritation = TIMING[timing]
+        click_lift, buy_lift, irritation = person.timing_lifts(timing, t)
         relevance = 1.0 if timing == "due" else person.relevance(category)
         woken = channel in INTERRUPTING and person.asleep(t)
         weight = CHANNEL_IRRITATION[channel] * irritation * (1.6 - relevance)

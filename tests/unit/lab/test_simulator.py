@@ -10,9 +10,10 @@ from datetime import datetime, timedelta
 import pytest
 
 from nudge.cli import main as nudge
-from nudge.lab.baselines import BlastPolicy, NudgePolicy
-from nudge.lab.shoppers import ARCHETYPES
+from nudge.lab.baselines import BlastPolicy, NudgePolicy, SilentPolicy
+from nudge.lab.shoppers import ARCHETYPES, CART_INTENT_HALF_LIFE, TIMING
 from nudge.lab.simulation import Simulation
+from nudge.policy.clock import DAY
 from nudge.policy.inmemory import event_key
 from nudge.schemas.codec import decode_event
 from nudge.schemas.eventlog import LoggedEvent, read_log, write_log
@@ -133,3 +134,42 @@ def test_simulate_command_writes_the_log(tmp_path) -> None:
     records = list(read_log(path))
     assert records == play(NudgePolicy(), customers=20, days=2)
     assert {r.kind for r in records} >= {"clickstream", "consent", "actions", "feedback"}
+
+
+def test_an_abandoned_carts_pull_fades_with_its_age() -> None:
+    """A reminder about a fresh cart gets the full "cart" lifts; one about a
+    cart two days old half of what they add; a fortnight-old one almost none."""
+    person = Simulation(5, 1, seed=7).people[0]
+    person.cart_since = 1_000_000.0
+    click, buy, irritation = TIMING["cart"]
+    assert person.timing_lifts("cart", person.cart_since) == (click, buy, irritation)
+    two_days = person.timing_lifts("cart", person.cart_since + CART_INTENT_HALF_LIFE)
+    assert two_days == pytest.approx((1 + (click - 1) / 2, 1 + (buy - 1) / 2, irritation))
+    click_old, buy_old, _ = person.timing_lifts("cart", person.cart_since + 14 * DAY)
+    assert 1.0 < buy_old < 1.05 and 1.0 < click_old < 1.05
+    assert person.timing_lifts("due", person.cart_since + 14 * DAY) == TIMING["due"]
+
+
+class CartWatch(Simulation):
+    """Checks, at every item put in a cart, that the cart's age counts from its first."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self.first_added: dict[str, float] = {}
+        self.later_items = 0
+
+    def _observe(self, person, kind: str, event: dict, t: float) -> None:
+        super()._observe(person, kind, event, t)
+        if kind == "clickstream" and event["type"] == "add_to_cart":
+            if len(person.cart) == 1:
+                self.first_added[person.customer_id] = t
+            else:
+                self.later_items += 1
+            assert person.cart_since == self.first_added[person.customer_id]
+
+
+def test_the_cart_age_starts_at_the_carts_first_item() -> None:
+    sim = CartWatch(300, 10, 7)
+    for _ in sim.run(SilentPolicy()):
+        pass
+    assert sim.later_items, "no cart got a second item in the sample"
