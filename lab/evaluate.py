@@ -240,11 +240,14 @@ def evaluate(
     progress: Callable[[int, str], Callable[[float], None]] | None = None,
     scorer: str = "trained",
     train_seed: int = TRAIN_SEED,
+    catalog: Path = CATALOG,
+    policy: Path = POLICY,
 ) -> dict[str, Any]:
     """Play every policy on the world of each seed; the report with targets.
     `progress(seed, name)` may return a callback for that run's progress.
     With `scorer="trained"` nudge serves the artifact `trained_scorer` learns
-    on world `train_seed`, which must not be one of `seeds`."""
+    on world `train_seed`, which must not be one of `seeds`. nudge plays
+    `catalog` and `policy` (a variant to try; the baselines keep the shipped ones)."""
     seeds = list(seeds)
     if not seeds:
         raise ValueError("at least one seed")
@@ -257,10 +260,12 @@ def evaluate(
     training = None
     if scorer == "trained":
         with tempfile.TemporaryDirectory(prefix="nudge-evaluate-") as work:
-            served, training = trained_scorer(customers, days, train_seed, Path(work))
+            served, training = trained_scorer(
+                customers, days, train_seed, Path(work), catalog=catalog, policy=policy
+            )
     policies: dict[str, Callable[[], DecisionPolicy]] = {
         **POLICIES,
-        "nudge": lambda: NudgePolicy(served),
+        "nudge": lambda: NudgePolicy(served, catalog, policy),
     }
     runs = {
         seed: {
@@ -286,6 +291,9 @@ def evaluate(
     command += f" --seeds {len(seeds)} --scorer {scorer}"
     if scorer == "trained":
         command += f" --train-seed {train_seed}"
+    for flag, path, default in (("catalog", catalog, CATALOG), ("policy", policy, POLICY)):
+        if Path(path) != Path(default):
+            command += f" --{flag} {path}"
     return {
         "evaluation": "what nudge adds over no contact, against naive policies, simulated",
         "command": command,
@@ -294,8 +302,8 @@ def evaluate(
             "days": days,
             "seeds": seeds,
             "start": START.isoformat(),
-            "catalog": "config/catalog.toml",
-            "policy": "config/policy.toml",
+            "catalog": _shown(catalog, CATALOG),
+            "policy": _shown(policy, POLICY),
             "scorer": served.version,
         },
         "training": training,
@@ -311,12 +319,24 @@ def evaluate(
     }
 
 
+def _shown(path: Path, shipped: Path) -> str:
+    """How the report names a configuration file: the shipped one by its place."""
+    return f"config/{Path(shipped).name}" if Path(path) == Path(shipped) else str(path)
+
+
 def trained_scorer(
-    customers: int, days: float, seed: int, work: Path, *, force: bool = False
+    customers: int,
+    days: float,
+    seed: int,
+    work: Path,
+    *,
+    force: bool = False,
+    catalog: Path = CATALOG,
+    policy: Path = POLICY,
 ) -> tuple[Scorer, dict[str, Any]]:
     """What a deployment would serve in the evaluated window, and how it was made.
 
-    nudge as shipped (the heuristic, as before any training) plays world
+    nudge (`catalog` and `policy`, with the heuristic as before any training) plays world
     `seed` in the `days` before the window, logging the holdout's would-be
     decisions as `nudge simulate --out` does; `nudge train` learns from that
     log, its rule decides whether the artifact is deployed (a propensity model
@@ -327,8 +347,8 @@ def trained_scorer(
     start = START - timedelta(days=days)
     history = Simulation(customers, days, seed, start=start)
     log = work / f"history-{seed}.jsonl"
-    write_log(history.run(NudgePolicy(log_would_be=True)), log)
-    policy = load_policy(POLICY)
+    write_log(history.run(NudgePolicy(None, catalog, policy, log_would_be=True)), log)
+    contact = load_policy(policy)
     summary: dict[str, Any] = {
         "history": {
             "seed": seed,
@@ -336,15 +356,16 @@ def trained_scorer(
             "days": days,
             "start": start.isoformat(),
             "end": START.isoformat(),
-            "played_by": f"nudge as shipped, {HeuristicScorer.version}",
+            "played_by": f"nudge with {_shown(catalog, CATALOG)} and {_shown(policy, POLICY)},"
+            f" {HeuristicScorer.version}",
         },
         "deployed": False,
     }
     try:
-        result = train(log, load_catalog(CATALOG), policy)
+        result = train(log, load_catalog(catalog), contact)
     except TrainingError as exc:
         summary["why_not_deployed"] = f"not trained: {exc}"
-        holder = ScorerHolder(work / "artifacts", policy)
+        holder = ScorerHolder(work / "artifacts", contact)
         summary["served"] = holder.version
         return holder, summary
     saved = artifact.save(
@@ -372,7 +393,7 @@ def trained_scorer(
         "cycles_served": saved.cycles is not None,
         "personas": [p["name"] for p in saved.metadata["personas"]],
     }
-    holder = ScorerHolder(work / "artifacts", policy)
+    holder = ScorerHolder(work / "artifacts", contact)
     summary["served"] = holder.version
     return holder, summary
 

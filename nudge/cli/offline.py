@@ -34,8 +34,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     offline.add_argument(
         "--offline", type=Path, metavar="LOG", help="event log to evaluate on (nudge simulate)"
     )
-    offline.add_argument("--policy", type=Path, help="the candidate's contact policy")
-    offline.add_argument("--catalog", type=Path, help="the candidate's catalog")
+    offline.add_argument(
+        "--policy",
+        type=Path,
+        help="the candidate's contact policy (without --offline: the one nudge plays)",
+    )
+    offline.add_argument(
+        "--catalog",
+        type=Path,
+        help="the candidate's catalog (without --offline: the one nudge plays)",
+    )
     offline.add_argument(
         "--logged-policy",
         type=Path,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from nudge.cli import offline
 from nudge.cli.commands.simulate import DAY_BAR
+from nudge.config import CATALOG, POLICY, shipped
 
 #: Git-ignored: a casual run must not overwrite the figures docs/evaluation.md
 #: publishes (results/evaluation/, written only when asked with --out).
@@ -91,7 +92,16 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    report = evaluate(args.customers, args.days, seeds, progress, args.scorer, args.train_seed)
+    report = evaluate(
+        args.customers,
+        args.days,
+        seeds,
+        progress,
+        args.scorer,
+        args.train_seed,
+        catalog=args.catalog or shipped(CATALOG),
+        policy=args.policy or shipped(POLICY),
+    )
     json_path, png_path = args.out / "evaluation.json", args.out / "evaluation.png"
     write_json(report, json_path)
     plot(report, png_path)
