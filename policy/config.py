@@ -45,6 +45,9 @@ class Trigger(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=T
     # a purchase 5, halving every 14 days.
     min_category_affinity: Annotated[float, Meta(gt=0)] | None = None
     categories: list[str] = []  # the event's category must be one of these
+    # Decide now, send this long after the event if every rule still holds
+    # then (held, re-checked at release): an abandoned-cart reminder an hour on.
+    send_after_minutes: NonNegative | None = None
 
 
 class CatalogAction(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -202,6 +205,12 @@ def load_catalog(path: Path | str) -> Catalog:
         if action.id in seen:
             raise ConfigError(f"{path}: action id {action.id!r} appears twice")
         seen.add(action.id)
+        waits = [t.send_after_minutes or 0 for t in action.triggers]
+        if max(waits) >= action.expiry_hours * 60:
+            raise ConfigError(
+                f"{path}: action {action.id!r} waits {max(waits):g} minutes (send_after_minutes),"
+                f" past its expiry_hours {action.expiry_hours:g}: it could never be sent"
+            )
     return catalog
 
 

@@ -74,6 +74,7 @@ REISSUE = (
 
 #: The reason a decided action gives when it must wait (Engine._act).
 DEFERRED = "deferred to the end of quiet hours"
+WAITED = "held as its trigger asks:"
 #: How the reason starts when it waits for the person's best hours instead.
 BEST_HOUR = "held to the person's best hours"
 
@@ -110,6 +111,7 @@ class CandidateTrace:
     reasons: list[ReasonCode]
     channel_reasons: dict[str, list[ReasonCode]]
     send_times: dict[str, float]  # usable channel -> when it may be sent
+    wait: float = 0.0  # seconds its trigger asks to wait before sending (send_after_minutes)
     channel: str | None = None
     channel_why: str = ""
     propensity: float = 0.0
@@ -366,10 +368,10 @@ class Engine:
         )
         self._enrol(state)
         candidates = [
-            self._evaluate(action, ctx, explain, channels)
+            self._evaluate(action, ctx, explain, channels, wait)
             for action in self._by_trigger.get(getattr(event, "type", ""), ())
             if (channels is None or not channels.isdisjoint(action.channels))
-            and any(_trigger_holds(t, action, ctx) for t in action.triggers)
+            and (wait := _trigger_wait(action, ctx)) is not None
         ]
         if not candidates:
             return
@@ -397,6 +399,7 @@ class Engine:
         ctx: rules.DecisionContext,
         explain: bool,
         channels: frozenset[str] | None = None,
+        wait: float = 0.0,
     ) -> CandidateTrace:
         trace = CandidateTrace(
             action=action,
@@ -404,6 +407,7 @@ class Engine:
             reasons=rules.action_reasons(action, ctx),
             channel_reasons={},
             send_times={},
+            wait=wait,
         )
         # Channels matter only for a candidate that may still win, or whose
         # would-be decision is logged for the holdout.
@@ -419,7 +423,7 @@ class Engine:
                 reasons.append(why)
             elif not rules.reachable(channel, ctx.state, self.policy):
                 reasons.append("no_channel")  # allowed, but no address or device known
-            at = rules.send_time(channel, ctx)
+            at = rules.send_time(channel, ctx, wait)
             held = len(ctx.state.holds.pending)
             # Deferred past the expiry a marketing message is pointless, and
             # with MAX_MARKETING_HOLDS held it has nowhere to wait; a
@@ -572,9 +576,11 @@ class Engine:
         cycle = self._cycle_line(action, winner.category, ctx.state, ctx.now)
         if cycle:
             why.append(cycle)
-        if at > rules.send_time(channel, ctx):
+        if winner.wait:
+            why.append(f"{WAITED} {winner.wait / 60:g} min after the {ctx.event.type}")
+        if at > rules.send_time(channel, ctx, winner.wait):
             why.append(_best_hour_line(ctx, at))
-        elif at > ctx.now:
+        elif at > ctx.now + winner.wait:
             why.append(DEFERRED)
         expires = ctx.event.ts.timestamp() + action.expiry_hours * HOUR
         if at >= expires:  # a transactional message deferred past its expiry
@@ -753,7 +759,14 @@ class Engine:
                 return msgspec.structs.replace(hold, due=later)
         self._settle(state, hold, did, now_ts)
         updates.record_contact_stats(state, hold.channel)
-        waited = "best hour" if any(w.startswith(BEST_HOUR) for w in hold.why) else "quiet hours"
+        waited = next(
+            (
+                why
+                for start, why in ((BEST_HOUR, "best hour"), (WAITED, "its trigger's wait"))
+                if any(w.startswith(start) for w in hold.why)
+            ),
+            "quiet hours",
+        )
         lever, _ = personas.lever(action, hold.persona)
         held = (
             f"held from {_utc(hold.decided_at):%Y-%m-%d %H:%M} until"
@@ -1004,6 +1017,15 @@ class Engine:
                 else None
             ),
         )
+
+
+def _trigger_wait(action: CatalogAction, ctx: rules.DecisionContext) -> float | None:
+    """Seconds to wait before sending, as the first of the action's triggers
+    that holds asks (0: at once); None when none holds."""
+    for trigger in action.triggers:
+        if _trigger_holds(trigger, action, ctx):
+            return (trigger.send_after_minutes or 0.0) * 60
+    return None
 
 
 def _trigger_holds(trigger, action: CatalogAction, ctx: rules.DecisionContext) -> bool:

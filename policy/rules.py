@@ -23,6 +23,7 @@ from nudge.schemas.events import Event
 from nudge.schemas.outputs import ReasonCode
 
 ENGAGED_WITHIN = 30 * DAY
+CART = "$cart"  # a catalog category: the open cart's
 
 
 @dataclass(slots=True)
@@ -70,7 +71,7 @@ def relationship_level(state: CustomerState, now: float) -> Level:
 def resolve_category(action: CatalogAction, ctx: DecisionContext) -> str | None:
     if action.category == "$event":
         return ctx.event_category
-    if action.category == "$cart":
+    if action.category == CART:
         return ctx.state.recency.cart_category
     return action.category
 
@@ -146,6 +147,8 @@ def held_reasons(
         return reasons
     if now < state.profile.snooze_until:
         reasons.append("snooze")
+    if action.category == CART and state.recency.cart_items == 0:
+        reasons.append("cart_closed")
     if category is not None and in_purchase_cooldown(state, policy, category, now, cycles):
         reasons.append("purchase_cooldown")
     if now < state.fatigue.backoff_until:
@@ -212,12 +215,16 @@ def reachable(channel: str, state: CustomerState, policy: ContactPolicy) -> bool
     return not profile.reachable_stated and channel in policy.assumed_reachable
 
 
-def send_time(channel: str, ctx: DecisionContext) -> float:
-    """When a message on this channel may reach the person: now, or the end
-    of their quiet hours for channels that interrupt."""
+def send_time(channel: str, ctx: DecisionContext, wait: float = 0.0) -> float:
+    """When a message on this channel may reach the person: now (or `wait`
+    seconds on, as its trigger asks), or the end of their quiet hours then
+    for channels that interrupt."""
     quiet = ctx.policy.quiet_hours
+    earliest = ctx.now + wait
     if channel in quiet.silent_channels:
-        return ctx.now
+        return earliest
+    if wait:
+        return quiet_hours_end(quiet_window(ctx.state, quiet), earliest)
     if ctx.quiet_end is None:
         ctx.quiet_end = quiet_hours_end(quiet_window(ctx.state, quiet), ctx.now)
     return ctx.quiet_end

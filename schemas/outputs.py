@@ -39,6 +39,7 @@ ReasonCode = Literal[
     "no_channel",  # the action offers no channel the person is reachable on
     "erased",  # a held action: the person asked to be forgotten before it was due
     "withdrawn",  # a held action: the catalog no longer has it when it is due
+    "cart_closed",  # a held reminder about the cart: the cart was emptied or bought
 ]
 
 Reason = Annotated[ReasonCode, Meta(description="A reason code.")]
