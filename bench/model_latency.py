@@ -62,7 +62,7 @@ from nudge.policy.scoring import HeuristicScorer, Scorer, ScoringRequest
 from nudge.policy.state import TABLES, decode_state
 from nudge.schemas.eventlog import encode_line
 from nudge.schemas.events import ClickEvent
-from nudge.schemas.outputs import Action
+from nudge.schemas.outputs import Action, Suppression
 
 DEFAULT_OUT = default_out("model_latency")  # published figures: --out bench/results/...
 TARGET_P99_US = 1_000.0
@@ -140,7 +140,8 @@ class _Shop:
 
 def synthetic_log(path: Path, customers: int = 300, days: int = 28, seed: int = 7) -> dict:
     """Write the log (JSON Lines, time order) and return counts by kind. Held
-    actions (quiet hours) are released when due, as the worker's timer does."""
+    actions (quiet hours) are released when due, as the worker's timer does;
+    those withdrawn then are logged as the suppressions the worker publishes."""
     shop = _Shop(customers, days, seed)
     processor = Processor(Engine(load_catalog(CATALOG), load_policy(POLICY)))
     tables = bench_engine.new_tables()
@@ -164,6 +165,10 @@ def synthetic_log(path: Path, customers: int = 300, days: int = 28, seed: int = 
                 out.write(encode_line("actions", decision) + b"\n")
                 counts["actions"] = counts.get("actions", 0) + 1
                 shop.respond(decision)
+        for withdrawn in outcome.released if outcome else ():
+            if isinstance(withdrawn, Suppression):
+                out.write(encode_line("suppressions", withdrawn) + b"\n")
+                counts["suppressions"] = counts.get("suppressions", 0) + 1
 
     with path.open("wb") as out:
         while shop.queue:

@@ -39,7 +39,7 @@ from nudge.policy.config import (
 )
 from nudge.policy.engine import Engine
 from nudge.policy.experiments import load_experiments
-from nudge.policy.ids import decision_id
+from nudge.policy.ids import decision_id, withdrawn_action
 from nudge.policy.inmemory import InMemoryWorker, event_key
 from nudge.policy.processor import Result
 from nudge.policy.scoring import Scorer
@@ -55,14 +55,40 @@ ActionDict = dict[str, Any]
 class DecisionPolicy(Protocol):
     """What the simulator needs from a policy: given one input event (as its
     JSON dict) at processing time `now`, the actions to deliver (as the
-    `actions` topic carries them, decoded to dicts)."""
+    `actions` topic carries them, decoded to dicts). A policy that holds
+    actions also has `next_due()` and `release(now)` (`Releasing`), and the
+    simulator releases them on time, as the worker's timer does."""
 
     name: str
 
     def decide(self, kind: str, event: dict[str, Any], now: datetime) -> list[ActionDict]: ...
 
 
-class NudgePolicy:
+class Releasing:
+    """A policy whose worker holds actions: `release` publishes those due by
+    `now` as of their due times, as the worker's timer (ticking every second)
+    does, so a held action never waits for the next event to arrive."""
+
+    worker: InMemoryWorker
+
+    def next_due(self) -> float | None:
+        """When the earliest held action is due (epoch seconds); None if none is."""
+        return self.worker.due.next()
+
+    def release(self, now: datetime) -> list[ActionDict]:
+        """The held actions due by `now` that go out, and (`kind`
+        "suppression", logged, never delivered) those withdrawn."""
+        decisions = []
+        for result in self.worker.release_due(now, as_of_due=True):
+            decisions += self.delivered(emitted_actions(result)) + withdrawn_holds(result)
+        return decisions
+
+    def delivered(self, actions: list[ActionDict]) -> list[ActionDict]:
+        """Which released actions this policy sends: all of them."""
+        return actions
+
+
+class NudgePolicy(Releasing):
     """nudge itself: the shipped catalog and contact policy, any scorer, and
     the experiments of an experiments file (policy/experiments.py), if given.
 
@@ -88,9 +114,8 @@ class NudgePolicy:
 
     def decide(self, kind: str, event: dict[str, Any], now: datetime) -> list[ActionDict]:
         result = self.worker.process(kind, event, now)
-        if not self.log_would_be:
-            return emitted_actions(result)
-        return emitted_actions(result) + holdout_would_be(result)
+        decided = emitted_actions(result) + withdrawn_holds(result)
+        return decided + holdout_would_be(result) if self.log_would_be else decided
 
 
 class BlastPolicy:
@@ -171,7 +196,7 @@ class AutopilotPolicy:
         return actions
 
 
-class SilentPolicy:
+class SilentPolicy(Releasing):
     """No marketing: only the order confirmations every policy sends."""
 
     name = "silent"
@@ -182,6 +207,9 @@ class SilentPolicy:
     def decide(self, kind: str, event: dict[str, Any], now: datetime) -> list[ActionDict]:
         return transactional(emitted_actions(self.worker.process(kind, event, now)))
 
+    def delivered(self, actions: list[ActionDict]) -> list[ActionDict]:
+        return transactional(actions)
+
 
 # -- helpers ----------------------------------------------------------------------------
 
@@ -191,6 +219,16 @@ _action_dict = msgspec.json.Decoder(dict[str, Any])
 def emitted_actions(result: Result) -> list[ActionDict]:
     """The actions a processed message publishes, as the `actions` topic has them."""
     return [_action_dict.decode(emit.value) for emit in result.emits if emit.kind == "actions"]
+
+
+def withdrawn_holds(result: Result) -> list[ActionDict]:
+    """The suppressions a processed message publishes for held actions it
+    withdrew (a cart bought before its reminder was due): the worker publishes
+    them, and a replay of the log needs them to hold what the worker held."""
+    decisions = [
+        _action_dict.decode(emit.value) for emit in result.emits if emit.kind == "suppressions"
+    ]
+    return [d for d in decisions if withdrawn_action(d) is not None]
 
 
 def holdout_would_be(result: Result) -> list[ActionDict]:

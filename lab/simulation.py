@@ -71,7 +71,7 @@ EXISTING_SHARE = 0.8  # the rest are new visitors who start anonymous
 # -- the simulation ------------------------------------------------------------------------
 
 # What sits in the event heap, besides (time, sequence):
-EMIT, VISIT, DELIVER, REPLENISH, RETURN = range(5)
+EMIT, VISIT, DELIVER, REPLENISH, RETURN, RELEASE = range(6)
 
 
 class Simulation:
@@ -111,6 +111,8 @@ class Simulation:
         self._started = True
         for person in self.people:
             self._begin(person)
+        releases: set[float] = set()  # when a RELEASE is in the heap
+        next_due = getattr(policy, "next_due", None)
         while self._heap:
             t, _, tag, payload = heapq.heappop(self._heap)
             if t >= self.end:
@@ -127,6 +129,14 @@ class Simulation:
                         continue
                     yield LoggedEvent("actions", action)
                     self._push(max(now, delivery_time(action)), DELIVER, action)
+            elif tag == RELEASE:  # the worker's timer: held actions go out when due
+                releases.discard(t)
+                for action in policy.release(_utc(t)):  # type: ignore[attr-defined]
+                    if action.get("kind") == "suppression":  # withdrawn: logged only
+                        yield LoggedEvent("suppressions", action)
+                        continue
+                    yield LoggedEvent("actions", action)
+                    self._push(max(t, delivery_time(action)), DELIVER, action)
             elif tag == DELIVER:
                 self._react(payload, t)
             elif tag == VISIT:
@@ -140,6 +150,10 @@ class Simulation:
                 person, version = payload
                 if version == person.cart_version and person.cart:
                     self._return_to_cart(person, t)
+            due = next_due() if next_due is not None and tag in (EMIT, RELEASE) else None
+            if due is not None and max(due, t) not in releases:
+                releases.add(max(due, t))
+                self._push(max(due, t), RELEASE, None)
 
     def respond(self, action: dict[str, Any]) -> list[LoggedEvent]:
         """The person's reaction to one action, as input events (channel

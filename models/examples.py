@@ -28,7 +28,10 @@ with an empty catalog: the processing clock of those events is not in the
 log, and they sent nothing. A logged decision the replay cannot reproduce
 (another catalog or policy) is counted and left out. An action that was held
 for quiet hours (its `held_at`) is decided again then, when the scorer saw
-it, and goes out at its due time, as the worker's timer releases it.
+it, and goes out at its due time, as the worker's timer releases it. One
+withdrawn before it went out (the log's suppression with its decision id: a
+cart bought before its reminder was due) is held again, so its reserved
+contact counts meanwhile as it did, and withdrawn when due.
 
 The holdout's would-be decisions come back as examples too (`ExampleSet.withheld`):
 with the orders of every subject (`ExampleSet.orders`) they let models.uplift
@@ -49,6 +52,7 @@ from nudge.models.features import FeatureBuilder
 from nudge.policy.config import Catalog, ContactPolicy
 from nudge.policy.engine import Engine
 from nudge.policy.holds import DueHolds
+from nudge.policy.ids import withdrawn_action
 from nudge.policy.processor import HOLDS_KIND, MERGE_KIND, Processor, Result
 from nudge.policy.scoring import HeuristicScorer, ScoringRequest
 from nudge.policy.state import TABLES, CustomerState, decode_state, encode_profile
@@ -88,7 +92,8 @@ class LoggedWouldBe(msgspec.Struct):
 
 
 class LoggedSuppression(msgspec.Struct):
-    """A logged suppression: only a holdout one with `would_be` is replayed."""
+    """A logged suppression: a holdout one with `would_be`, and one that
+    withdrew a held action, are replayed."""
 
     decision_id: str
     trigger_event_id: str
@@ -162,6 +167,7 @@ def build_examples(
     records = list(log)
     logged: dict[str, LoggedAction] = {}
     would_be: dict[str, LoggedSuppression] = {}
+    withdrawn: dict[str, tuple[str, LoggedSuppression]] = {}  # trigger -> (action, its end)
     for record in records:
         if record.kind not in LOGGED_DECISIONS and record.kind not in EVENT_TYPES_BY_TOPIC:
             raise ExamplesError(f"line {record.line}: unknown kind {record.kind!r}")
@@ -173,6 +179,9 @@ def build_examples(
                 suppression = msgspec.convert(record.event, LoggedSuppression)
                 if suppression.experiment_arm == "holdout" and suppression.would_be:
                     would_be[suppression.trigger_event_id] = suppression
+                action_id = withdrawn_action(record.event)
+                if action_id is not None:
+                    withdrawn[suppression.trigger_event_id] = (action_id, suppression)
         except msgspec.ValidationError as exc:
             raise ExamplesError(
                 f"line {record.line}: a decision in the log is not a decision record: {exc}"
@@ -229,6 +238,8 @@ def build_examples(
         "diverged": 0,
         "logged_would_be": len(would_be),
         "would_be_diverged": 0,
+        "logged_withdrawn": len(withdrawn),
+        "withdrawn_diverged": 0,
     }
     times: list[float] = []
     for record in records:
@@ -260,6 +271,19 @@ def build_examples(
                 stats["would_be_diverged"] += 1
             else:
                 withheld.append(example)
+            continue
+        ended = withdrawn.get(header.event_id)
+        if ended is not None and header.event_id not in logged:
+            # Held, then withdrawn before it went out (a cart bought first):
+            # held again here, so its reservation shapes what follows as it
+            # did; withdrawn when due. Never sent, so no example.
+            action_id, suppression = ended
+            keep_arm(suppression.customer_id, suppression.experiment_arm)
+            scorer.expected, scorer.captured = action_id, {}
+            result = run(deciding, record.kind, header.key, record.value, header.ts)
+            held = result.outcome.held if result.outcome else None
+            if not (isinstance(held, Action) and held.action_id == action_id):
+                stats["withdrawn_diverged"] += 1
             continue
         expected = logged.get(header.event_id)
         if expected is None:

@@ -36,6 +36,13 @@ class DueHolds:
             self._heap = [(d, s) for s, d in self._due.items()]
             heapq.heapify(self._heap)
 
+    def next(self) -> float | None:
+        """When the earliest hold is due; None when nothing is held."""
+        heap = self._heap
+        while heap and self._due.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)  # superseded
+        return heap[0][0] if heap else None
+
     def pop_due(self, now: float) -> list[tuple[str, float]]:
         """(subject, due) of every subject due by `now`, earliest first; they
         leave the index until a new report names them again."""

@@ -3,7 +3,9 @@ so nothing in a decision comes from a random generator or the wall clock."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from hashlib import blake2b
+from typing import Any
 
 _TWO_64 = float(2**64)
 
@@ -22,6 +24,17 @@ def decision_id(trigger_event_id: str, action_id: str) -> str:
     """Same trigger + same action -> same id, so a replay cannot make a
     duplicate that downstream could not recognise."""
     return blake2b(f"{trigger_event_id}\x1f{action_id}".encode(), digest_size=16).hexdigest()
+
+
+def withdrawn_action(suppression: Mapping[str, Any]) -> str | None:
+    """The action a suppression (as JSON) withdrew if it ends a held action:
+    its decision id is that action's, not a suppression's own. Else None."""
+    candidates = suppression.get("candidates") or []
+    if len(candidates) != 1:
+        return None
+    action_id = candidates[0]["action_id"]
+    held = decision_id(suppression["trigger_event_id"], action_id)
+    return action_id if suppression.get("decision_id") == held else None
 
 
 def in_holdout(customer_id: str, share: float, salt: str) -> bool:

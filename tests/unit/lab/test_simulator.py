@@ -41,7 +41,7 @@ def test_another_seed_gives_another_world(nudge_log: list[LoggedEvent]) -> None:
 def test_every_event_is_valid_per_the_contract(nudge_log: list[LoggedEvent]) -> None:
     kinds = Counter()
     for kind, event in ((r.kind, r.event) for r in nudge_log):
-        if kind == "actions":
+        if kind in ("actions", "suppressions"):  # outputs, not input events
             continue
         now = datetime.fromisoformat(event["ts"]) + timedelta(seconds=1)
         decode_event(kind, json.dumps(event).encode(), event_key(event), now)
@@ -173,3 +173,20 @@ def test_the_cart_age_starts_at_the_carts_first_item() -> None:
     for _ in sim.run(SilentPolicy()):
         pass
     assert sim.later_items, "no cart got a second item in the sample"
+
+
+def test_held_actions_go_out_when_due_not_at_the_next_event() -> None:
+    """As the worker's timer does: a purchase arriving after the due time
+    must not find the hold still waiting (it would be released after the
+    order, about what was just bought)."""
+    released = []
+    for record in play(NudgePolicy(), customers=300, days=7):
+        action = record.event
+        if record.kind == "actions" and action.get("held_at"):
+            released.append(action)
+    assert released, "nothing was held in the sample"
+    for action in released:
+        until = action["reasons"][-1].split(" until ")[1][:16]  # "YYYY-MM-DD HH:MM"
+        decided = datetime.fromisoformat(action["decided_at"])
+        due = datetime.fromisoformat(until + "+00:00")
+        assert timedelta(0) <= decided - due < timedelta(minutes=1), action["reasons"][-1]

@@ -95,7 +95,7 @@ def test_a_model_better_than_a_constant_is_deployed_without_a_warning(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     log = tmp_path / "events.jsonl"
-    synthetic_log(log, customers=150, days=21, seed=5)
+    synthetic_log(log, customers=200, days=21, seed=5)
     models = tmp_path / "models"
     assert nudge(["train", str(log), "--out", str(models)]) == 0
     printed = capsys.readouterr()

@@ -262,7 +262,7 @@ def test_nudge_simulate_logs_the_holdouts_would_be_decisions(tmp_path: Path) -> 
     argv = ["simulate", "--customers", "40", "--days", "4", "--quiet", "--out", str(out)]
     assert cli_main([*argv, "--policy", str(policy_path)]) == 0
     records = list(read_log(out))
-    would_be = [r for r in records if r.kind == "suppressions"]
+    would_be = [r for r in records if r.kind == "suppressions" and r.event.get("would_be")]
     assert would_be
     assert all(r.event["experiment_arm"] == "holdout" for r in would_be)
     actions = [r for r in records if r.kind == "actions"]
@@ -291,7 +291,7 @@ def holdout_log(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_the_holdouts_would_be_decisions_come_back_as_examples(holdout_log) -> None:
     log, policy_path = holdout_log
     records = list(read_log(log))
-    logged = [r for r in records if r.kind == "suppressions"]
+    logged = [r for r in records if r.kind == "suppressions" and r.event.get("would_be")]
     assert logged, "the simulator logs the holdout's would-be decisions"
     replayed = build_examples(records, CATALOG, load_policy(policy_path))
     stats = replayed.stats

@@ -296,9 +296,12 @@ def test_the_due_index_keeps_the_latest_due_time_per_subject() -> None:
     index.note("a", 20.0)  # superseded: 10 is skipped
     index.note("c", 7.0)
     index.note("c", None)  # nothing held any more
+    assert index.next() == 5.0
     assert index.pop_due(15.0) == [("b", 5.0)]
+    assert index.next() == 20.0  # a's superseded 10 is not its next
     assert index.pop_due(25.0) == [("a", 20.0)]
     assert index.pop_due(100.0) == [] and len(index) == 0
+    assert index.next() is None
 
 
 def test_a_replay_releases_held_actions_when_its_clock_passes_them() -> None:

@@ -790,18 +790,28 @@ def test_no_promotion_inside_a_purchase_cooldown(config: str, scenario: Scenario
 @given(scenario=scenarios())
 def test_quiet_hours_snooze_and_holdout_are_honoured(config: str, scenario: Scenario) -> None:
     """No interrupting channel lands inside the person's quiet hours (their
-    own or the policy's), and `quiet_hours` is only blamed inside them; no
-    marketing while snoozed, none in the holdout."""
+    own or the policy's), and `quiet_hours` is only blamed inside them (at
+    the decision, or when a trigger that waits would send); no marketing
+    while snoozed, none in the holdout."""
     engine = ENGINES[config]
     policy = engine.policy
     log = drive(scenario, InMemory(engine))
+    actions = {action.id: action for action in engine.catalog.actions}
 
     def check(person: Person, item: Processed, decision: Decision) -> None:
         if isinstance(decision, Suppression):
+            now = item.now.timestamp()
             for verdict in decision.candidates:
+                waits = {
+                    (t.send_after_minutes or 0) * 60
+                    for t in actions[verdict.action_id].triggers
+                    if t.event == item.event["type"]
+                }
                 for channel, reasons in verdict.channel_reasons.items():
                     if "quiet_hours" in reasons:
-                        assert _in_quiet_hours(person, policy, channel, item.now.timestamp())
+                        assert any(
+                            _in_quiet_hours(person, policy, channel, now + wait) for wait in waits
+                        )
             return
         if decision.message_class == "marketing":
             assert decision.decided_at.timestamp() >= person.snooze_until, "sent while snoozed"
