@@ -576,11 +576,12 @@ class Engine:
         cycle = self._cycle_line(action, winner.category, ctx.state, ctx.now)
         if cycle:
             why.append(cycle)
-        if winner.wait:
+        earliest = rules.earliest_send(ctx, winner.wait)
+        if earliest > ctx.now:
             why.append(f"{WAITED} {winner.wait / 60:g} min after the {ctx.event.type}")
         if at > rules.send_time(channel, ctx, winner.wait):
             why.append(_best_hour_line(ctx, at))
-        elif at > ctx.now + winner.wait:
+        elif at > earliest:
             why.append(DEFERRED)
         expires = ctx.event.ts.timestamp() + action.expiry_hours * HOUR
         if at >= expires:  # a transactional message deferred past its expiry

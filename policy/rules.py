@@ -215,12 +215,18 @@ def reachable(channel: str, state: CustomerState, policy: ContactPolicy) -> bool
     return not profile.reachable_stated and channel in policy.assumed_reachable
 
 
+def earliest_send(ctx: DecisionContext, wait: float) -> float:
+    """Now, or `wait` seconds after the event if that is later."""
+    return max(ctx.now, ctx.event.ts.timestamp() + wait) if wait else ctx.now
+
+
 def send_time(channel: str, ctx: DecisionContext, wait: float = 0.0) -> float:
     """When a message on this channel may reach the person: now (or `wait`
-    seconds on, as its trigger asks), or the end of their quiet hours then
-    for channels that interrupt."""
+    seconds after the event, as its trigger asks: at once if the event came
+    in that late), or the end of their quiet hours then for channels that
+    interrupt."""
     quiet = ctx.policy.quiet_hours
-    earliest = ctx.now + wait
+    earliest = earliest_send(ctx, wait)
     if channel in quiet.silent_channels:
         return earliest
     if wait:

@@ -114,10 +114,10 @@ def story(now: datetime) -> list[tuple[str, dict | bytes, str]]:
         consent("dan", "push"),
         (
             "clickstream",
-            ev("add_to_cart", "dan", 50, product_id="sku-sofa", category="furniture", price=499.0),
-            "",
+            ev("add_to_cart", "dan", 70, product_id="sku-sofa", category="furniture", price=499.0),
+            "left a sofa in the cart over an hour ago: cart reminder",
         ),
-        ("clickstream", ev("session_start", "dan"), "back after 50 min: cart reminder"),
+        ("clickstream", ev("session_start", "dan"), "back on the site: no second reminder"),
         (
             "purchases",
             ev(

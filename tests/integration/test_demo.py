@@ -72,6 +72,8 @@ def test_the_demo_decides_and_its_metrics_address_answers(
         ("ACTION", "anna", "category_inspiration via email"),
         ("SUPPRESSED", "ben", "consent"),
         ("SUPPRESSED", "cara", "purchase_cooldown"),
+        ("ACTION", "dan", "cart_reminder via push"),  # its hour had passed when it arrived
+        ("SUPPRESSED", "dan", "action_cooldown"),
         ("ACTION", "fay", "order_confirmation"),
     ):
         assert re.search(rf"ms  {outcome} +{who} +\S+ +{what}", output), (outcome, who, output)

@@ -32,6 +32,7 @@ from tests.unit.policy_kit import (
 
 NOON = datetime(2026, 3, 3, 12, 0, tzinfo=UTC)
 WAIT = timedelta(minutes=60)
+MINUTE = timedelta(minutes=1)
 REMINDER = marketing(
     "cart_reminder",
     channels=["email"],
@@ -109,3 +110,19 @@ def test_a_wait_past_the_expiry_is_refused_when_the_catalog_loads(tmp_path) -> N
     )
     with pytest.raises(ConfigError, match="waits 90 minutes"):
         load_catalog(path)
+
+
+def test_the_wait_counts_from_the_event_not_from_when_it_arrived() -> None:
+    """An add_to_cart that reaches the worker 70 minutes late: its hour has
+    passed, so the reminder goes out at once; 40 minutes late, it waits the
+    other 20."""
+    d = Driver(catalog(REMINDER), policy(), start=NOON - HOUR)
+    opt_in(d, "c-1", NOON - HOUR, "email")
+    opt_in(d, "c-2", NOON - HOUR, "email")
+    late = feed(d, click("c-1", NOON, "add_to_cart", product_id="lamp-1"), NOON + 70 * MINUTE)
+    reminder = acted(late)
+    assert reminder.send_after is None
+    assert not any("held as its trigger asks" in r for r in reminder.reasons)
+    later = click("c-2", NOON + 30 * MINUTE, "add_to_cart", product_id="lamp-2")
+    held_reminder = held(feed(d, later, NOON + 70 * MINUTE))
+    assert held_reminder.send_after == NOON + 90 * MINUTE
