@@ -32,8 +32,8 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from nudge.policy.clock import DAY, HOUR
 from nudge.policy.config import load_policy
 from nudge.policy.ids import decision_id
-from nudge.policy.state import Fatigue
-from nudge.policy.stored import STATE_TABLE, decode_record
+from nudge.policy.state import Fatigue, Holds
+from nudge.policy.stored import HOLD_INDEX_PREFIX, STATE_TABLE, decode_record
 from nudge.streams.faust_fixes.rocksdb_store import OFFSET_KEY
 from nudge.testing import EventPublisher, OutputReader, Received, WorkerProcess
 from nudge.traffic import SHOPPING, Generator, consent, iso, with_prefix
@@ -326,16 +326,28 @@ def local_table(worker: WorkerProcess, table: str) -> dict[bytes, bytes]:
 
 def final_contacts(bootstrap: str, worker: WorkerProcess) -> dict[str, list[str]]:
     """Customer -> short decision ids of every contact in the fatigue part
-    of the state changelog's latest record."""
-    decoder = msgspec.msgpack.Decoder(Fatigue)
+    of the state changelog's latest record, but those reserved for an action
+    still held and not due yet (a cart reminder an hour on): it has not
+    been published because its time has not come."""
+    fatigue_decoder = msgspec.msgpack.Decoder(Fatigue)
+    holds_decoder = msgspec.msgpack.Decoder(Holds)
+    now = time.time()
     contacts = {}
     for key, value in changelog(bootstrap, worker, STATE_TABLE).items():
-        fatigue_part = decode_record(value)["fatigue"]
-        if not fatigue_part:
+        if key.startswith(HOLD_INDEX_PREFIX):  # the held-actions index, not a customer
             continue
-        fatigue = decoder.decode(fatigue_part)
+        parts = decode_record(value)
+        if not parts["fatigue"]:
+            continue
+        fatigue = fatigue_decoder.decode(parts["fatigue"])
+        holds = holds_decoder.decode(parts["holds"]) if parts["holds"] else Holds()
+        waiting = {
+            decision_id(hold.trigger_event_id, hold.action_id)[:16]
+            for hold in holds.pending
+            if hold.due > now
+        }
         recorded = (*fatigue.contacts, *fatigue.transactional)
-        contacts[key.decode()] = [contact.decision_id for contact in recorded]
+        contacts[key.decode()] = [c.decision_id for c in recorded if c.decision_id not in waiting]
     return contacts
 
 
