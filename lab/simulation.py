@@ -150,10 +150,11 @@ class Simulation:
                 person, version = payload
                 if version == person.cart_version and person.cart:
                     self._return_to_cart(person, t)
-            due = next_due() if next_due is not None and tag in (EMIT, RELEASE) else None
-            if due is not None and max(due, t) not in releases:
-                releases.add(max(due, t))
-                self._push(max(due, t), RELEASE, None)
+            if next_due is not None and tag in (EMIT, RELEASE):
+                due = next_due()
+                if due is not None and (at := max(due, t)) not in releases:
+                    releases.add(at)
+                    self._push(at, RELEASE, None)
 
     def respond(self, action: dict[str, Any]) -> list[LoggedEvent]:
         """The person's reaction to one action, as input events (channel

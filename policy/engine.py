@@ -760,14 +760,11 @@ class Engine:
                 return msgspec.structs.replace(hold, due=later)
         self._settle(state, hold, did, now_ts)
         updates.record_contact_stats(state, hold.channel)
-        waited = next(
-            (
-                why
-                for start, why in ((BEST_HOUR, "best hour"), (WAITED, "its trigger's wait"))
-                if any(w.startswith(start) for w in hold.why)
-            ),
-            "quiet hours",
-        )
+        waited = "quiet hours"
+        if any(w.startswith(BEST_HOUR) for w in hold.why):
+            waited = "best hour"
+        elif any(w.startswith(WAITED) for w in hold.why):
+            waited = "its trigger's wait"
         lever, _ = personas.lever(action, hold.persona)
         held = (
             f"held from {_utc(hold.decided_at):%Y-%m-%d %H:%M} until"
