@@ -2,13 +2,15 @@
 exactly the decisions a real worker with NUDGE_CLOCK=event makes on the same
 log published to Kafka.
 
-Kafka orders messages within a partition, not across topics, and identity
-merges travel through an internal topic. So the log is published the way a
-careful upstream would: each subject's events in log order, and before a
-subject's event goes to another topic than its previous one, the previous one
-is confirmed processed (its id is in the subject's dedupe ring, read through
-the explain API). The replay then sees each subject's events in the same
-order as the worker did.
+Kafka orders messages within a partition, not across partitions or topics,
+and identity merges travel through an internal topic. The event clock is the
+latest event time the worker processed, anyone's: if another person's later
+event ran ahead of a purchase, the clock would pass a held cart reminder's due
+time first and release it with the cart still open, where the replay (in log
+order) withdraws it. So the log is published one event at a time: each is
+confirmed processed (its id is in the subject's dedupe ring, read through the
+explain API) before the next goes out, and the worker sees the log in its
+order, as the replay does.
 """
 
 from __future__ import annotations
@@ -134,11 +136,10 @@ class Probe:
 
     subject: str  # whose dedupe ring records it
     mark: str  # hashed into the ring: the event id, or merge\x1f<id> for a merge
-    topic: str
 
 
 class InOrder:
-    """Publishes a log so each subject's events are processed in log order."""
+    """Publishes a log one event at a time, so the worker processes it in log order."""
 
     def __init__(self, publisher: EventPublisher, worker: WorkerProcess) -> None:
         self.publisher = publisher
@@ -148,26 +149,19 @@ class InOrder:
 
     def publish(self, kind: str, event: dict) -> None:
         subject = (contract_key(event) or b"").decode()
-        topic = kind
         if kind != "identity" and subject in self.alias:
             # A logged-in visitor's event is forwarded to the customer and
             # decided there, after a hop through identity-forwards: it is
-            # the customer's event now, and comes on another topic than theirs.
-            subject, topic = self.alias[subject], "identity-forwards"
-        subjects = [subject]
-        if kind == "identity":
-            subjects.append(event["customer_id"])
-        for each in subjects:
-            probe = self.pending.get(each)
-            if probe is not None and probe.topic != kind:
-                self.wait(probe)
+            # the customer's event now, recorded in the customer's ring.
+            subject = self.alias[subject]
+        self.drain()  # the one before, anyone's, is processed: the log's order
         self.publisher.send(kind, event).get(10)
         if kind == "identity":  # done once the customer has merged the visitor's state
             self.alias[subject] = event["customer_id"]
-            merge = Probe(event["customer_id"], f"merge\x1f{event['event_id']}", "identity-merges")
+            merge = Probe(event["customer_id"], f"merge\x1f{event['event_id']}")
             self.pending[subject] = self.pending[event["customer_id"]] = merge
         else:
-            self.pending[subject] = Probe(subject, event["event_id"], topic)
+            self.pending[subject] = Probe(subject, event["event_id"])
 
     def wait(self, probe: Probe, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
