@@ -16,8 +16,10 @@ import faust
 import pytest
 from aiokafka.consumer import fetcher
 from aiokafka.consumer.fetcher import PartitionRecords
+from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer, TransactionManager
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+from faust.types import TP
 
 from nudge.errors import UserError
 from nudge.streams import faust_fixes
@@ -42,6 +44,8 @@ PATCHED_CLASSES = (
     (Consumer, "getmany"),
     (Consumer, "_wait_next_records"),
     (Consumer, "perform_seek"),
+    (Recovery, "on_recovery_completed"),
+    (Recovery, "_resume_streams"),
     (Consumer, "commit"),
     (TransactionManager, "commit"),
     (PartitionRecords, "_unpack_records"),
@@ -77,6 +81,8 @@ def test_the_worker_app_gets_every_fix_on_the_installed_versions(
     assert Consumer.getmany is seek_race._getmany_until_seek
     assert Consumer._wait_next_records is seek_race._stamped_wait_next_records
     assert Consumer.perform_seek is seek_race._perform_seek_without_race
+    for end_of_recovery in (Recovery.on_recovery_completed, Recovery._resume_streams):
+        assert end_of_recovery.__qualname__.startswith("_resuming_without_clear")
     assert fetcher.MemoryRecords is undecodable._RawBatches
     assert PartitionRecords._unpack_records is undecodable._unpack_or_skip
     assert AIOKafkaConsumerThread.getmany is undecodable._getmany_reporting_skips
@@ -248,3 +254,83 @@ def test_a_consumer_commit_runs_in_the_crash_journal(monkeypatch, tmp_path, patc
     assert journal.epoch == 3 and [f.name for f in journal.path.glob("*.journal")] == [
         "000000000003.journal"
     ]  # the closed epochs dropped once the commit succeeded
+
+
+def queues_with_a_record(app: faust.App) -> tuple[object, object]:
+    """The changelog queue and a stream queue, each holding a fetched record."""
+    changelog = app.tables.changelog_queue
+    stream = app.FlowControlQueue(maxsize=10, clear_on_resume=True)
+    for queue in (changelog, stream):
+        queue.put_nowait("fetched")
+    return changelog, stream
+
+
+def test_the_resume_ending_a_recovery_keeps_what_was_fetched_after_the_seek(
+    monkeypatch, tmp_path
+) -> None:
+    """Faust's end of recovery seeks, then resumes flow control, which
+    emptied every queue: the first stream records after the seek and the
+    standby's changelog records were dropped for good."""
+    nudge = worker_app(monkeypatch, tmp_path)
+    app = nudge.app
+    changelog, stream = queues_with_a_record(app)
+
+    async def end_of_recovery(recovery: Recovery, generation_id: int) -> None:
+        recovery.app.flow_control.resume()  # as Faust's, after its seek
+
+    resume = seek_race._resuming_without_clear(end_of_recovery)
+    recovery = SimpleNamespace(app=app)
+    asyncio.run(resume(recovery, app.consumer_generation_id))  # type: ignore[arg-type]
+    assert changelog.qsize() == 1 and stream.qsize() == 1
+
+    app.flow_control.resume()  # any other resume clears, as in Faust
+    assert changelog.qsize() == 0 and stream.qsize() == 0
+
+
+def test_the_end_of_a_superseded_recovery_clears_as_faust_does(monkeypatch, tmp_path) -> None:
+    nudge = worker_app(monkeypatch, tmp_path)
+    app = nudge.app
+    changelog, stream = queues_with_a_record(app)
+
+    async def end_of_recovery(recovery: Recovery, generation_id: int) -> None:
+        recovery.app.consumer_generation_id = generation_id + 1  # a new rebalance began
+        recovery.app.flow_control.resume()
+
+    resume = seek_race._resuming_without_clear(end_of_recovery)
+    asyncio.run(resume(SimpleNamespace(app=app), app.consumer_generation_id))  # type: ignore[arg-type]
+    assert changelog.qsize() == 0 and stream.qsize() == 0
+
+
+def test_a_seek_drops_the_stream_records_fetched_before_it_not_the_standbys(
+    monkeypatch, tmp_path
+) -> None:
+    nudge = worker_app(monkeypatch, tmp_path)
+    changelog, stream = queues_with_a_record(nudge.app)
+
+    seek_race.clear_stream_queues(nudge.app)
+
+    assert stream.qsize() == 0  # read again from the committed offset
+    assert changelog.qsize() == 1  # nothing reads it again
+
+
+def test_a_seek_rewinds_the_standby_changelogs_to_after_the_last_record_taken(
+    monkeypatch, tmp_path
+) -> None:
+    """Stopping the flow for a seek drops the rest of the batch in hand,
+    standby changelog records included, and the seek to committed offsets
+    does not read those again: each standby partition goes back to just
+    after the last record the recovery took."""
+    nudge = worker_app(monkeypatch, tmp_path)
+    recovery = nudge.app.tables.recovery
+    standby, fresh, gone = (TP("t.nudge-customers-changelog", n) for n in (2, 3, 1))
+    recovery.standby_tps = {standby, fresh, gone}
+    recovery.standby_offsets.update({standby: 289, fresh: -1, gone: 40})
+    seeks: dict[TP, int] = {}
+
+    async def seek(tp: TP, offset: int) -> None:
+        seeks[tp] = offset
+
+    consumer = SimpleNamespace(app=nudge.app, assignment=lambda: {standby, fresh}, seek=seek)
+    asyncio.run(seek_race._rewind_changelogs(consumer))  # type: ignore[arg-type]
+
+    assert seeks == {standby: 290, fresh: 0}  # not the partition no longer assigned
