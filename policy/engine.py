@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 
 from nudge.policy import content, engagement, identity, personas, rules, updates
-from nudge.policy.clock import DAY, HOUR
+from nudge.policy.clock import DAY, HOUR, WEEK
 from nudge.policy.config import Catalog, CatalogAction, ContactPolicy
 from nudge.policy.cycles import CycleModel, purchase_window
 from nudge.policy.experiments import NO_EXPERIMENTS, Experiments
@@ -77,6 +77,12 @@ DEFERRED = "deferred to the end of quiet hours"
 WAITED = "held as its trigger asks:"
 #: How the reason starts when it waits for the person's best hours instead.
 BEST_HOUR = "held to the person's best hours"
+#: The reasons a channel is refused only for the contacts already made or reserved.
+CAP_REASONS = frozenset({"channel_cap", "global_cap"})
+#: How much more a candidate must be worth (catalog `value`) to take a held
+#: action's contact: clearly worthier, so near-equal actions never displace
+#: each other.
+PREEMPT_MARGIN = 1.5
 
 
 @dataclass(slots=True)
@@ -355,26 +361,15 @@ class Engine:
         channels: frozenset[str] | None = None,
     ) -> None:
         """Steps 3-6: candidates, rule-outs, scoring, arbitration, channel, timing."""
-        now_ts = now.timestamp()
-        ctx = rules.DecisionContext(
-            customer_id=subject,
-            event=event,
-            event_category=_event_category(event),
-            now=now_ts,
-            state=state,
-            policy=self.policy,
-            in_holdout=self._assign_arm(state, subject),
-            cycles=self.cycles,
-        )
+        ctx = self._context(state, event, now, subject)
         self._enrol(state)
-        candidates = [
-            self._evaluate(action, ctx, explain, channels, wait)
-            for action in self._by_trigger.get(getattr(event, "type", ""), ())
-            if (channels is None or not channels.isdisjoint(action.channels))
-            and (wait := _trigger_wait(action, ctx)) is not None
-        ]
+        candidates = self._candidates(ctx, explain, channels)
         if not candidates:
             return
+        preempted = self._preempt(candidates, ctx, outcome, now, channels)
+        if preempted:  # decided again on the caps the withdrawn holds gave back
+            ctx = self._context(state, event, now, subject)
+            candidates = self._candidates(ctx, explain, channels)
         outcome.trace = candidates
         viable = [c for c in candidates if c.viable]
         held_out = [c for c in candidates if c.reasons == ["holdout"] and c.send_times]
@@ -384,6 +379,8 @@ class Engine:
             pick, explored = self._arbitrate(outcome.choices, event.event_id)
             winner = self._on_channel(pick, ctx)
             action = self._act(winner, pick.probability, explored, len(viable), ctx, now)
+            if preempted:
+                action.reasons.insert(2, f"in place of held {', '.join(preempted)}")
             if action.send_after is None:
                 outcome.decision = action
             else:  # it must wait: kept in state until due, not published
@@ -392,6 +389,92 @@ class Engine:
         else:
             would_be = max(held_out, key=lambda c: c.score) if held_out else None
             outcome.decision = self._suppress(candidates, would_be, ctx, now)
+
+    def _context(
+        self, state: CustomerState, event: Event, now: datetime, subject: str
+    ) -> rules.DecisionContext:
+        return rules.DecisionContext(
+            customer_id=subject,
+            event=event,
+            event_category=_event_category(event),
+            now=now.timestamp(),
+            state=state,
+            policy=self.policy,
+            in_holdout=self._assign_arm(state, subject),
+            cycles=self.cycles,
+        )
+
+    def _candidates(
+        self, ctx: rules.DecisionContext, explain: bool, channels: frozenset[str] | None
+    ) -> list[CandidateTrace]:
+        """Step 3-4: the event's candidate actions, each with what rules it out."""
+        return [
+            self._evaluate(action, ctx, explain, channels, wait)
+            for action in self._by_trigger.get(getattr(ctx.event, "type", ""), ())
+            if (channels is None or not channels.isdisjoint(action.channels))
+            and (wait := _trigger_wait(action, ctx)) is not None
+        ]
+
+    def _preempt(
+        self,
+        candidates: list[CandidateTrace],
+        ctx: rules.DecisionContext,
+        outcome: Outcome,
+        now: datetime,
+        channels: frozenset[str] | None,
+    ) -> list[str]:
+        """Withdraw held marketing actions (least valuable first, as few as
+        will do) whose reserved contacts alone cap a candidate worth
+        PREEMPT_MARGIN times as much as each of them (catalog `value`, so a
+        marketer can tell in advance, and a replay with another scorer
+        withdraws the same): a cart reminder is not lost to the inspiration
+        email held for the same hour. Returns the withdrawn action ids;
+        their suppressions go out with this event's releases."""
+        capped = [
+            c
+            for c in candidates
+            if not c.reasons
+            and not c.send_times
+            and any(set(why) <= CAP_REASONS for why in c.channel_reasons.values())
+        ]
+        state = ctx.state
+        held = sorted(
+            (h for h in state.holds.pending if self._held_marketing(h)), key=self._held_value
+        )
+        if not capped or not held:
+            return []
+        for n in range(1, len(held) + 1):
+            freed = held[:n]
+            reserved = {decision_id(h.trigger_event_id, h.action_id)[:16] for h in freed}
+            trial = self._context(state, ctx.event, now, ctx.customer_id)
+            trial.recent = [
+                (c.at, c.channel)
+                for c in state.fatigue.contacts
+                if c.at > trial.now - WEEK and c.decision_id not in reserved
+            ]
+            worth = [
+                c.action.value
+                for c in capped
+                if self._evaluate(c.action, trial, False, channels, c.wait).viable
+            ]
+            if not worth:
+                continue
+            if max(worth) < PREEMPT_MARGIN * self._held_value(freed[-1]):
+                return []  # freeing more would only free worthier holds
+            for hold in freed:
+                withdrawn = self._withdraw(hold, ["preempted"], now, ctx.customer_id, state)
+                outcome.released.append(withdrawn)
+            state.holds.pending = [h for h in state.holds.pending if h not in freed]
+            state.touch("holds")
+            return [h.action_id for h in freed]
+        return []
+
+    def _held_marketing(self, hold: Hold) -> bool:
+        action = self._by_id.get(hold.action_id)
+        return action is not None and action.message_class == "marketing"
+
+    def _held_value(self, hold: Hold) -> float:
+        return self._by_id[hold.action_id].value
 
     def _evaluate(
         self,

@@ -40,6 +40,7 @@ ReasonCode = Literal[
     "erased",  # a held action: the person asked to be forgotten before it was due
     "withdrawn",  # a held action: the catalog no longer has it when it is due
     "cart_closed",  # a held reminder about the cart: the cart was emptied or bought
+    "preempted",  # a held action: a worthier one needed the contact it reserved
 ]
 
 Reason = Annotated[ReasonCode, Meta(description="A reason code.")]
