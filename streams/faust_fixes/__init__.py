@@ -28,6 +28,7 @@ import faust
 from nudge.errors import UserError
 from nudge.streams.faust_fixes import (
     commit_gate,
+    commit_head,
     commit_hook,
     committed_offset,
     current_event,
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 #: Every fix; each has `TESTED`: {distribution: versions it was checked against}.
 FIXES: tuple[ModuleType, ...] = (
     seek_race,
+    commit_head,
     producer_buffer,
     undecodable,
     commit_gate,
@@ -100,6 +102,7 @@ def install(nudge: NudgeApp) -> None:
     if nudge.app in _installed:
         return
     seek_race.install()
+    commit_head.install()
     producer_buffer.install(nudge.app.producer)
     undecodable.install(nudge)
     commit_gate.install(nudge)

@@ -63,6 +63,8 @@ from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer, ensure_TP
 from mode.utils.queues import FlowControlEvent
 
+from nudge.streams.faust_fixes import commit_head
+
 #: The versions whose consumer and fetcher the module docstring describes.
 TESTED = {
     "faust-streaming": ("0.15.3",),
@@ -88,6 +90,8 @@ async def _getmany_until_seek(self: Consumer, timeout: float) -> AsyncIterator:
         batch = getattr(self, "_nudge_batch_seeks", 0)
         if _seeks(self) != batch:
             return  # fetched before a seek: the seek fetches it again
+        if not _is_changelog(self, tp):
+            commit_head.note(self, tp, message.offset)
         yield tp, message
         if _seeks(self) != batch:  # the seek came while this record was in flight
             seek, points = getattr(self, "_nudge_seek_points", (None, {}))
@@ -104,6 +108,7 @@ async def _perform_seek_without_race(self: Consumer) -> None:
     try:
         await self.wait_for_stopped_flow()
         clear_stream_queues(self.app)  # what they hold was fetched before the seek
+        commit_head.forget(self)  # all is read again from the committed offsets
         self._nudge_seeks = _seeks(self) + 1
         committed = await self.seek_to_committed()
         uncommitted = [

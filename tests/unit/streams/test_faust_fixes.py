@@ -27,6 +27,7 @@ from nudge.streams.app import NudgeApp, create_app
 from nudge.streams.crash_journal import CrashJournal
 from nudge.streams.faust_fixes import (
     commit_gate,
+    commit_head,
     commit_hook,
     producer_buffer,
     seek_race,
@@ -44,6 +45,7 @@ PATCHED_CLASSES = (
     (Consumer, "getmany"),
     (Consumer, "_wait_next_records"),
     (Consumer, "perform_seek"),
+    (Consumer, "_new_offset"),
     (Recovery, "on_recovery_completed"),
     (Recovery, "_resume_streams"),
     (Consumer, "commit"),
@@ -81,6 +83,7 @@ def test_the_worker_app_gets_every_fix_on_the_installed_versions(
     assert Consumer.getmany is seek_race._getmany_until_seek
     assert Consumer._wait_next_records is seek_race._stamped_wait_next_records
     assert Consumer.perform_seek is seek_race._perform_seek_without_race
+    assert Consumer._new_offset is commit_head._new_offset_not_past_the_head
     for end_of_recovery in (Recovery.on_recovery_completed, Recovery._resume_streams):
         assert end_of_recovery.__qualname__.startswith("_resuming_without_clear")
     assert fetcher.MemoryRecords is undecodable._RawBatches
@@ -334,3 +337,60 @@ def test_a_seek_rewinds_the_standby_changelogs_to_after_the_last_record_taken(
     asyncio.run(seek_race._rewind_changelogs(consumer))  # type: ignore[arg-type]
 
     assert seeks == {standby: 290, fresh: 0}  # not the partition no longer assigned
+
+
+def handed_and_acked(
+    consumer: Consumer, tp: TP, committed: int | None, handed: list[int], acked: list[int]
+) -> None:
+    """The consumer's books: its committed offset, the records it handed
+    out and the ones the streams acked."""
+    consumer._committed_offset[tp] = committed
+    for offset in handed:
+        commit_head.note(consumer, tp, offset)
+    consumer._acked[tp].extend(acked)
+    consumer._acked_index[tp].update(acked)
+
+
+def test_a_commit_never_passes_a_handed_out_record_not_yet_done(monkeypatch, tmp_path) -> None:
+    """faust-streaming#606: committed 5, record 5 handed out and dropped for
+    a re-read (or still in progress), 6 and 7 acked: Faust commits 8 and
+    record 5 is lost."""
+    consumer = worker_app(monkeypatch, tmp_path).app.consumer
+    tp = TP("t.purchases", 3)
+    handed_and_acked(consumer, tp, committed=5, handed=[5, 6, 7], acked=[6, 7])
+    assert commit_head._new_offset(consumer, tp) == 8  # Faust's own: past record 5
+    consumer._acked[tp][:] = [6, 7]  # (Faust's call consumed them)
+    consumer._acked_index[tp].update([6, 7])
+
+    assert commit_head._new_offset_not_past_the_head(consumer, tp) is None
+
+    consumer._acked[tp].append(5)  # processed at last
+    consumer._acked_index[tp].add(5)
+    assert commit_head._new_offset_not_past_the_head(consumer, tp) == 8
+
+
+def test_an_offset_never_handed_out_is_passed_as_faust_does(monkeypatch, tmp_path) -> None:
+    """A transaction marker at the committed offset holds no record: Faust's
+    one-offset allowance stays for it."""
+    consumer = worker_app(monkeypatch, tmp_path).app.consumer
+    tp = TP("t.purchases", 3)
+    handed_and_acked(consumer, tp, committed=5, handed=[6, 7], acked=[6, 7])
+    assert commit_head._new_offset_not_past_the_head(consumer, tp) == 8
+
+
+def test_before_any_commit_an_earlier_record_not_done_holds_the_commit(
+    monkeypatch, tmp_path
+) -> None:
+    consumer = worker_app(monkeypatch, tmp_path).app.consumer
+    tp = TP("t.purchases", 0)
+    handed_and_acked(consumer, tp, committed=None, handed=[0, 1, 2], acked=[1, 2])
+    assert commit_head._new_offset_not_past_the_head(consumer, tp) is None
+
+
+def test_a_seek_forgets_what_was_handed_out(monkeypatch, tmp_path) -> None:
+    """Everything is read again from the committed offsets after a seek."""
+    consumer = worker_app(monkeypatch, tmp_path).app.consumer
+    tp = TP("t.purchases", 3)
+    handed_and_acked(consumer, tp, committed=5, handed=[5, 6], acked=[6])
+    commit_head.forget(consumer)
+    assert commit_head._new_offset_not_past_the_head(consumer, tp) == 7
